@@ -1,0 +1,54 @@
+"""SELSA config keys, added to a Detectron2 config with :func:`add_selsa_config`."""
+from detectron2.config import CfgNode as CN
+
+
+def add_selsa_config(cfg):
+    """Add the keys used by selsa-d2 to ``cfg`` (in place). Call before ``merge_from_file``."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- model
+    _C.MODEL.SELSA = CN()
+    # Attention heads ("blocks" in mmtracking) of every SelsaAggregator.
+    _C.MODEL.SELSA.NUM_ATTENTION_BLOCKS = 16
+    # Backbone feature the neck reads: "res5" for the DC5 models, "res4" for truncated tiny nets.
+    _C.MODEL.SELSA.BACKBONE_OUT_FEATURE = "res5"
+    # Output channels of the 3x3 conv + ReLU neck after the backbone (mmtracking: 512).
+    _C.MODEL.SELSA.NECK_CHANNELS = 512
+    # Name of the single feature map the neck outputs (what RPN.IN_FEATURES / ROI_HEADS.IN_FEATURES use).
+    _C.MODEL.SELSA.NECK_OUT_FEATURE = "neck"
+
+    _C.MODEL.SELSA.INFERENCE = CN()
+    # Cache per-frame features (backbone, RPN, RoI features after each shared FC) so that each
+    # frame of a video is computed once. False recomputes every reference for every key frame
+    # (kept for the equivalence test and the benchmark).
+    _C.MODEL.SELSA.INFERENCE.CACHE_FEATURES = True
+    # Append the key frame's own proposals to the references (mmtracking does at test time).
+    _C.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF = True
+
+    # ---------------------------------------------------------------- video sampling
+    _C.INPUT.VIDEO = CN()
+    # Training references: "bilateral_uniform" (both sides within +-FRAME_RANGE, key excluded)
+    # or "uniform" (anywhere within +-FRAME_RANGE, key excluded where the video allows).
+    _C.INPUT.VIDEO.TRAIN_SAMPLER = "bilateral_uniform"
+    _C.INPUT.VIDEO.TRAIN_NUM_REFS = 2
+    _C.INPUT.VIDEO.TRAIN_FRAME_RANGE = 9
+    # Test references. MODE "offline": sequence level, references may lie in the future;
+    # "online": causal, only frames already seen.
+    _C.INPUT.VIDEO.TEST_MODE = "offline"
+    # Offline strategies: "adaptive_stride" (NUM_REFS spread evenly over the whole video, as in
+    # the paper and mmtracking) or "fixed_window" (NUM_REFS around the key frame at FRAME_STRIDE).
+    # Online always uses the previous NUM_REFS frames at FRAME_STRIDE.
+    _C.INPUT.VIDEO.TEST_SAMPLER = "adaptive_stride"
+    _C.INPUT.VIDEO.TEST_NUM_REFS = 14
+    _C.INPUT.VIDEO.TEST_FRAME_STRIDE = 1
+
+    # ---------------------------------------------------------------- data
+    # Relative sampling weights of the DATASETS.TRAIN entries (same length). Empty: plain
+    # concatenation, every key frame equally likely (what mmtracking does for VID + DET).
+    _C.DATASETS.TRAIN_SAMPLING_WEIGHTS = ()
+
+    # ---------------------------------------------------------------- evaluation
+    _C.TEST.VID = CN()
+    # Frames on each side used for a gt instance's motion IoU (FGFA protocol).
+    _C.TEST.VID.MOTION_IOU_RANGE = 10
+    return cfg
