@@ -1,0 +1,146 @@
+"""Reference-frame sampling: which frames of a video accompany a key frame.
+
+Training (:func:`sample_train_refs`) draws random references around the key frame.
+Test (:class:`TestReferenceSampler`) is deterministic and also tells the video inference engine
+which frames must be supplied ahead of time and which cached frames can be dropped, so that
+every frame is computed once and the cache stays bounded by the number of references.
+
+Frame ids are 0-based positions in the video; ``video_length`` is the number of frames.
+"""
+from typing import List, Optional
+
+import numpy as np
+
+TRAIN_METHODS = ("bilateral_uniform", "uniform")
+TEST_MODES = ("offline", "online")
+OFFLINE_METHODS = ("adaptive_stride", "fixed_window")
+
+
+def _draw(candidates: List[int], num: int, rng) -> List[int]:
+    """``num`` ids from ``candidates``: without replacement when there are enough, else with."""
+    if num <= 0 or not candidates:
+        return []
+    replace = len(candidates) < num
+    picked = rng.choice(len(candidates), size=num, replace=replace)
+    return sorted(candidates[int(i)] for i in np.atleast_1d(picked))
+
+
+def sample_train_refs(
+    frame_id: int,
+    video_length: int,
+    num_refs: int = 2,
+    frame_range: int = 9,
+    method: str = "bilateral_uniform",
+    rng: Optional[np.random.RandomState] = None,
+) -> List[int]:
+    """Reference frame ids for a training key frame.
+
+    Args:
+        frame_id: key frame position, ``0 <= frame_id < video_length``.
+        video_length: frames in the video. A one-frame video (an ImageNet DET image) gets the
+            key frame repeated ``num_refs`` times.
+        num_refs: references to return (always exactly this many).
+        frame_range: references lie within ``[frame_id - frame_range, frame_id + frame_range]``.
+        method: ``"bilateral_uniform"``: half the references (rounded down) from the left side,
+            the rest from the right side, key frame excluded; a side with no frames gives its
+            share to the other side. ``"uniform"``: uniformly from the whole window, key frame
+            excluded. Within a side, frames are drawn without replacement while enough exist.
+        rng: a ``np.random.RandomState``/``Generator``; defaults to the global numpy RNG, which
+            Detectron2 seeds per data-loader worker.
+
+    Returns:
+        ``num_refs`` sorted frame ids (repeats only when the video is too short).
+    """
+    if method not in TRAIN_METHODS:
+        raise ValueError(f"Unknown training reference sampler {method!r}; expected one of {TRAIN_METHODS}")
+    if not 0 <= frame_id < video_length:
+        raise ValueError(f"frame_id {frame_id} outside a video of {video_length} frames")
+    rng = np.random if rng is None else rng
+    lo, hi = max(0, frame_id - frame_range), min(video_length - 1, frame_id + frame_range)
+    left = list(range(lo, frame_id))
+    right = list(range(frame_id + 1, hi + 1))
+    if not left and not right:
+        return [frame_id] * num_refs
+    if method == "uniform":
+        return _draw(left + right, num_refs, rng)
+    num_left = num_refs // 2 if right else num_refs
+    num_left = num_left if left else 0
+    return sorted(_draw(left, num_left, rng) + _draw(right, num_refs - num_left, rng))
+
+
+class TestReferenceSampler:
+    """Deterministic test-time references.
+
+    * offline ``adaptive_stride``: ``num_refs`` frames spread evenly over the whole video
+      (``round(i * (L - 1) / (num_refs - 1))``), the same set for every key frame, as in
+      mmtracking's ``test_with_adaptive_stride``.
+    * offline ``fixed_window``: ``num_refs // 2`` frames before and the rest after the key frame,
+      ``stride`` apart, clipped to the video.
+    * online: the previous ``num_refs`` frames, ``stride`` apart (fewer at the video start).
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, mode: str = "offline", method: str = "adaptive_stride", num_refs: int = 14, stride: int = 1):
+        if mode not in TEST_MODES:
+            raise ValueError(f"Unknown test mode {mode!r}; expected one of {TEST_MODES}")
+        if mode == "offline" and method not in OFFLINE_METHODS:
+            raise ValueError(f"Unknown offline reference sampler {method!r}; expected one of {OFFLINE_METHODS}")
+        if num_refs < 0 or stride < 1:
+            raise ValueError(f"Need num_refs >= 0 and stride >= 1, got {num_refs} and {stride}")
+        self.mode, self.method, self.num_refs, self.stride = mode, method, num_refs, stride
+
+    @classmethod
+    def from_config(cls, cfg) -> "TestReferenceSampler":
+        v = cfg.INPUT.VIDEO
+        return cls(v.TEST_MODE, v.TEST_SAMPLER, v.TEST_NUM_REFS, v.TEST_FRAME_STRIDE)
+
+    def __repr__(self):
+        return f"TestReferenceSampler(mode={self.mode}, method={self.method}, num_refs={self.num_refs}, stride={self.stride})"
+
+    def refs(self, frame_id: int, video_length: int) -> List[int]:
+        """Reference frame ids of key frame ``frame_id`` (may repeat ids or contain the key)."""
+        n, s, L = self.num_refs, self.stride, video_length
+        if n == 0:
+            return []
+        if self.mode == "online":
+            return [frame_id - s * k for k in range(n, 0, -1) if frame_id - s * k >= 0]
+        if self.method == "adaptive_stride":
+            if n == 1:
+                return [0]
+            step = (L - 1) / (n - 1)
+            return [int(round(i * step)) for i in range(n)]
+        half = n // 2
+        offsets = list(range(-half, 0)) + list(range(1, n - half + 1))
+        return [min(max(frame_id + s * k, 0), L - 1) for k in offsets]
+
+    def frames_to_supply(self, frame_id: int, video_length: int) -> List[int]:
+        """Future frames (``> frame_id``) whose inputs must come with key frame ``frame_id``:
+        the references of this key frame that lie ahead and were not already references of the
+        previous key frame (those were supplied earlier and are still cached)."""
+        ahead = {r for r in self.refs(frame_id, video_length) if r > frame_id}
+        # Any earlier key frame whose references reach past frame_id supplied them already.
+        for earlier in range(max(0, frame_id - self._reach()), frame_id):
+            ahead -= set(self.refs(earlier, video_length))
+        return sorted(ahead)
+
+    def _reach(self) -> int:
+        """How many frames apart a key frame and its farthest reference can be (within a video)."""
+        if self.mode == "offline" and self.method == "adaptive_stride":
+            return 1  # the same references for every key frame
+        return self.stride * self.num_refs
+
+    def needed_after(self, ref_id: int, frame_id: int, video_length: int) -> bool:
+        """Whether frame ``ref_id`` is a reference of any key frame after ``frame_id``."""
+        if frame_id + 1 >= video_length or self.num_refs == 0:
+            return False
+        if self.mode == "offline" and self.method == "adaptive_stride":
+            return ref_id in self.refs(frame_id, video_length)
+        reach = self.stride * (self.num_refs if self.mode == "online" else self.num_refs // 2)
+        return ref_id >= frame_id + 1 - reach
+
+    def max_cached_frames(self) -> int:
+        """Upper bound on the frames an inference cache following this sampler holds at once."""
+        if self.mode == "offline" and self.method == "adaptive_stride":
+            return self.num_refs + 1
+        return self.stride * self.num_refs + 2
