@@ -1,0 +1,277 @@
+"""Detectron2 evaluator for video object detection on ImageNet-VID-style datasets."""
+import contextlib
+import copy
+import io
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Dict, List, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from detectron2.structures import BoxMode
+from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import create_small_table
+
+from . import vid_metrics
+
+__all__ = ["VIDEvaluator", "merge_predictions", "gt_frames_from_dicts", "coco_category_ids"]
+
+logger = logging.getLogger(__name__)
+
+COCO_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def merge_predictions(shards: Sequence[List[dict]]) -> List[dict]:
+    """Merge the per-process prediction lists of :meth:`VIDEvaluator.process` into one, ordered by
+    image id. The same image predicted twice (by two processes, or without ``reset()``) is an error."""
+    merged = {}
+    for pred in itertools.chain(*shards):
+        image_id = pred["image_id"]
+        if image_id in merged:
+            raise ValueError(f"VIDEvaluator: image id {image_id} was predicted more than once")
+        merged[image_id] = pred
+    return [merged[k] for k in sorted(merged)]
+
+
+def gt_frames_from_dicts(dataset_dicts: Sequence[dict], dataset_name: str = "<unnamed>") -> List[dict]:
+    """Dataset dicts (one per frame) -> :mod:`vid_metrics` gt frames (xyxy boxes, contiguous classes)."""
+    frames, seen = [], set()
+    for d in dataset_dicts:
+        image_id = d["image_id"]
+        if image_id in seen:
+            raise ValueError(f"Dataset {dataset_name!r}: image id {image_id} appears twice")
+        seen.add(image_id)
+        anns = d.get("annotations", [])
+        boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        frames.append(
+            {
+                "image_id": image_id,
+                "video_id": d.get("video_id", -1),
+                "frame_id": d.get("frame_id", 0),
+                "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                "classes": np.asarray([a["category_id"] for a in anns], dtype=np.int64),
+                # -1: no track id -> no motion IoU (counted in every speed group, see vid_metrics)
+                "instance_ids": np.asarray([a.get("instance_id", -1) for a in anns], dtype=np.int64),
+            }
+        )
+    return frames
+
+
+def coco_category_ids(metadata) -> List[int]:
+    """COCO category id of each contiguous class: the dataset's own id where the metadata has
+    ``thing_dataset_id_to_contiguous_id`` (COCO-style json datasets), else ``contiguous + 1``
+    (COCO ids start at 1; for the 30 ImageNet VID classes in their usual order this equals the ids of
+    the common COCO-format VID jsons)."""
+    num_classes = len(metadata.thing_classes)
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id", None)
+    if mapping:
+        reverse = {v: k for k, v in mapping.items()}
+        if sorted(reverse) != list(range(num_classes)):
+            raise ValueError(
+                f"Dataset {metadata.name!r}: thing_dataset_id_to_contiguous_id does not cover classes "
+                f"0..{num_classes - 1}"
+            )
+        return [int(reverse[c]) for c in range(num_classes)]
+    return list(range(1, num_classes + 1))
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+class VIDEvaluator(DatasetEvaluator):
+    """ImageNet VID metrics (overall, per class, per motion speed, degraded/clean frames) plus COCO box
+    AP through pycocotools.
+
+    Results (percent), as Detectron2 nested dicts:
+
+    * ``"vid"``: ``mAP``, ``AP-<class>`` (NaN for classes with no gt), ``mAP_slow``, ``mAP_medium``,
+      ``mAP_fast``, and when any frame has a ``"degradations"`` field: ``mAP_degraded`` (frames with a
+      non-empty list), ``mAP_clean`` (the others).
+    * ``"bbox"``: ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` (NaN without detections).
+
+    Every frame in ``DatasetCatalog.get(dataset_name)`` is evaluated; a frame without a prediction has
+    no detections. With ``output_dir``: writes ``vid_metrics.json`` (the results, plus the category ids
+    used) and ``vid_detections.json`` (COCO results format; ids: :func:`coco_category_ids`).
+    """
+
+    def __init__(self, dataset_name: str, output_dir=None, distributed: bool = True, motion_iou_range: int = 10):
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._motion_iou_range = motion_iou_range
+        self._metadata = MetadataCatalog.get(dataset_name)
+        if not self._metadata.get("thing_classes", None):
+            raise ValueError(f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata")
+        self._class_names = list(self._metadata.thing_classes)
+        self._predictions: List[dict] = []
+
+    @property
+    def output_dir(self) -> Optional[str]:
+        """Folder the metrics and detections are written to (None: nothing is written)."""
+        return self._output_dir
+
+    def reset(self):
+        self._predictions = []
+
+    def process(self, inputs, outputs):
+        """
+        Args:
+            inputs: list of per-frame dicts with "image_id" (and "video_id", "frame_id").
+            outputs: list of dicts with "instances" (Instances: pred_boxes [D,4] xyxy in the input's
+                original size, scores [D], pred_classes [D]).
+        """
+        for inp, out in zip(inputs, outputs):
+            inst = out["instances"].to("cpu")
+            self._predictions.append(
+                {
+                    "image_id": inp["image_id"],
+                    "video_id": inp.get("video_id", -1),
+                    "frame_id": inp.get("frame_id", -1),
+                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
+                    "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
+                    "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
+                }
+            )
+
+    def evaluate(self):
+        if self._distributed:
+            comm.synchronize()
+            shards = comm.gather(self._predictions, dst=0)
+            if not comm.is_main_process():
+                return {}
+        else:
+            shards = [self._predictions]
+        predictions = merge_predictions(shards)
+        return self.evaluate_predictions(predictions)
+
+    def evaluate_predictions(self, predictions: List[dict]) -> Dict[str, Dict[str, float]]:
+        """Metrics of already-merged predictions (single process)."""
+        dataset_dicts = DatasetCatalog.get(self._dataset_name)
+        gt_frames = gt_frames_from_dicts(dataset_dicts, self._dataset_name)
+        gt_ids = {f["image_id"] for f in gt_frames}
+        unknown = [p["image_id"] for p in predictions if p["image_id"] not in gt_ids]
+        if unknown:
+            raise ValueError(
+                f"VIDEvaluator: {len(unknown)} prediction(s) for image ids not in dataset "
+                f"{self._dataset_name!r}, e.g. {unknown[:5]}"
+            )
+        if len(predictions) < len(gt_frames):
+            logger.warning(
+                f"VIDEvaluator: {len(gt_frames) - len(predictions)} of {len(gt_frames)} frames of "
+                f"{self._dataset_name!r} have no prediction; they are evaluated as having no detections."
+            )
+        num_classes = len(self._class_names)
+        for p in predictions:
+            if p["classes"].size and (p["classes"].min() < 0 or p["classes"].max() >= num_classes):
+                raise ValueError(
+                    f"VIDEvaluator: image {p['image_id']} has predicted classes outside [0, {num_classes})"
+                )
+        dets = {p["image_id"]: p for p in predictions}
+
+        vid = self._vid_metrics(gt_frames, dets, dataset_dicts)
+        cat_ids = coco_category_ids(self._metadata)
+        coco_results = self._coco_results(predictions, cat_ids)
+        bbox = self._coco_metrics(coco_results, cat_ids)
+        results = OrderedDict([("vid", vid), ("bbox", bbox)])
+
+        if self._output_dir:
+            out_dir = self._output_dir
+            PathManager.mkdirs(out_dir)
+            path = os.path.join(out_dir, "vid_detections.json")
+            logger.info(f"Saving detections to {path}")
+            with PathManager.open(path, "w") as f:
+                json.dump(coco_results, f)
+            path = os.path.join(out_dir, "vid_metrics.json")
+            payload = _nan_to_none(copy.deepcopy(dict(results)))
+            payload["categories"] = [{"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)]
+            with PathManager.open(path, "w") as f:
+                json.dump(payload, f, indent=2)
+            logger.info(f"Saved metrics to {path}")
+        return copy.deepcopy(results)
+
+    def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> Dict[str, float]:
+        num_classes = len(self._class_names)
+        aps, mean_ap = vid_metrics.vid_eval(gt_frames, dets, num_classes)
+        summary = OrderedDict(mAP=mean_ap * 100)
+        speed = vid_metrics.vid_eval_by_speed(gt_frames, dets, num_classes, frame_range=self._motion_iou_range)
+        for group, (_, group_map) in speed.items():
+            summary[f"mAP_{group}"] = group_map * 100
+        if any("degradations" in d for d in dataset_dicts):
+            degraded = [d["image_id"] for d in dataset_dicts if d.get("degradations")]
+            clean = [d["image_id"] for d in dataset_dicts if not d.get("degradations")]
+            for name, ids in (("degraded", degraded), ("clean", clean)):
+                sub_frames, sub_dets = vid_metrics.select_frames(gt_frames, dets, ids)
+                summary[f"mAP_{name}"] = vid_metrics.vid_eval(sub_frames, sub_dets, num_classes)[1] * 100
+        logger.info(f"ImageNet VID metrics on {self._dataset_name}:\n" + create_small_table(summary))
+
+        per_class = [(name, ap * 100) for name, ap in zip(self._class_names, aps)]
+        n_cols = min(6, len(per_class) * 2)
+        flat = list(itertools.chain(*per_class))
+        table = tabulate(
+            itertools.zip_longest(*[flat[i::n_cols] for i in range(n_cols)]),
+            tablefmt="pipe",
+            floatfmt=".3f",
+            headers=["category", "AP"] * (n_cols // 2),
+            numalign="left",
+        )
+        logger.info("Per-category VID AP (nan: no gt):\n" + table)
+        results = OrderedDict(summary)
+        results.update((f"AP-{name}", float(ap)) for name, ap in per_class)
+        return results
+
+    def _coco_results(self, predictions, cat_ids) -> List[dict]:
+        out = []
+        for p in predictions:
+            xywh = BoxMode.convert(p["boxes"].astype(np.float64), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+            for box, score, cls in zip(xywh.tolist(), p["scores"].tolist(), p["classes"].tolist()):
+                out.append({"image_id": p["image_id"], "category_id": cat_ids[cls], "bbox": box, "score": score})
+        return out
+
+    def _coco_metrics(self, coco_results, cat_ids) -> Dict[str, float]:
+        coco_gt = self._coco_gt(cat_ids)
+        if not coco_results:
+            logger.warning("VIDEvaluator: no detections; COCO box metrics are NaN.")
+            return OrderedDict((m, float("nan")) for m in COCO_METRICS)
+        with contextlib.redirect_stdout(io.StringIO()):
+            # the official COCOeval, not Detectron2's faster unofficial one, so numbers equal pycocotools'
+            coco_eval = _evaluate_predictions_on_coco(
+                coco_gt, copy.deepcopy(coco_results), "bbox", cocoeval_fn=COCOeval
+            )
+        results = OrderedDict(
+            (m, float(coco_eval.stats[i] * 100) if coco_eval.stats[i] >= 0 else float("nan"))
+            for i, m in enumerate(COCO_METRICS)
+        )
+        logger.info("COCO box metrics (pycocotools):\n" + create_small_table(results))
+        return results
+
+    def _coco_gt(self, cat_ids) -> COCO:
+        """COCO api over every frame, through Detectron2's converter; categories re-keyed to ``cat_ids``
+        (the converter keeps contiguous ids when the metadata has no dataset id mapping)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dict = convert_to_coco_dict(self._dataset_name)
+        if not self._metadata.get("thing_dataset_id_to_contiguous_id", None):
+            for c in coco_dict["categories"]:
+                c["id"] = cat_ids[c["id"]]
+            for a in coco_dict["annotations"]:
+                a["category_id"] = cat_ids[a["category_id"]]
+        coco = COCO()
+        coco.dataset = coco_dict
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        return coco
