@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
