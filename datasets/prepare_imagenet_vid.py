@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Convert the raw ILSVRC2015 VID/DET layout to mmtracking's COCO-VID json.
+
+    python datasets/prepare_imagenet_vid.py --root datasets/ILSVRC2015 \
+        --out datasets/ILSVRC2015/annotations
+
+writes (each one whose list file exists under ``<root>/Lists``):
+
+- ``imagenet_vid_train.json`` from ``VID_train_15frames.txt`` (all frames of the listed videos;
+  the listed frames flagged ``is_vid_train_frame``),
+- ``imagenet_vid_val.json`` from ``VID_val_videos.txt`` (all frames, none flagged, as mmtracking),
+- ``imagenet_det_30plus1cls.json`` from ``DET_train_30classes.txt`` (the listed DET images,
+  objects of the dataset's classes only).
+
+The files are interchangeable with the ones mmtracking's converters write. ``--classes`` takes a
+``"<id> <name>"`` class file for custom data in the same layout (e.g. the synthetic dataset);
+default: ``<root>/classes.txt`` if present, else the 30 ImageNet VID classes.
+"""
+import argparse
+import logging
+import os
+import sys
+
+from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
+from selsa_d2.data.coco_vid import write_coco_vid_json
+from selsa_d2.data.ilsvrc import DET_TRAIN_LIST, VID_TRAIN_LIST, VID_VAL_LIST, load_ilsvrc_det, load_ilsvrc_vid_frames
+
+logger = logging.getLogger("prepare_imagenet_vid")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", required=True, help="ILSVRC root holding Data/, Annotations/, Lists/")
+    p.add_argument("--out", default=None, help="output directory (default: <root>/annotations)")
+    p.add_argument("--classes", default=None, help="class file, one '<id> <name>' per line")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "det"], choices=["train", "val", "det"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = os.path.abspath(args.root)
+    out = args.out or os.path.join(root, "annotations")
+    if args.classes:
+        names, wnids = read_classes_file(args.classes)
+    elif os.path.isfile(os.path.join(root, "classes.txt")):
+        names, wnids = read_classes_file(os.path.join(root, "classes.txt"))
+    else:
+        names, wnids = IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS
+    logger.info("%d classes: %s", len(names), names)
+    progress = not args.no_progress
+    jobs = {
+        "train": (VID_TRAIN_LIST, "imagenet_vid_train.json"),
+        "val": (VID_VAL_LIST, "imagenet_vid_val.json"),
+        "det": (DET_TRAIN_LIST, "imagenet_det_30plus1cls.json"),
+    }
+    written = 0
+    for split in args.splits:
+        list_rel, out_name = jobs[split]
+        if not os.path.isfile(os.path.join(root, list_rel)):
+            logger.warning("%s: no %s; skipping", split, os.path.join(root, list_rel))
+            continue
+        out_file = os.path.join(out, out_name)
+        if split == "det":
+            frames = load_ilsvrc_det(root, names, wnids, dataset_name=split, progress=progress)
+            write_coco_vid_json(frames, out_file, class_names=names, wnids=wnids,
+                                image_root=os.path.join(root, "Data", "DET"),
+                                key_frames=[(f["video_id"], 0) for f in frames], as_video=False)
+        else:
+            frames, keys = load_ilsvrc_vid_frames(root, split, names, wnids, dataset_name=split, progress=progress)
+            write_coco_vid_json(frames, out_file, class_names=names, wnids=wnids,
+                                image_root=os.path.join(root, "Data", "VID"),
+                                key_frames=keys if split == "train" else None)
+        written += 1
+    if not written:
+        logger.error("No list file found under %s/Lists; nothing converted", root)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

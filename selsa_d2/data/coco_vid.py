@@ -1,0 +1,289 @@
+"""mmtracking's COCO-VID json: reader (json -> dataset dicts) and writer (dataset dicts -> json).
+
+Format (as written by mmtracking's ``imagenet2coco_vid.py`` / ``imagenet2coco_det.py``)::
+
+    categories:  [{id (1-based), name, encode_name (WordNet id; may be absent or null)}]
+    videos:      [{id, name (dir relative to the image root), vid_train_frames: [frame ids]}]
+    images:      [{id, file_name (relative to the image root), height, width,
+                   frame_id (0-based), video_id, is_vid_train_frame}]
+    annotations: [{id, video_id, image_id, category_id, instance_id, bbox [x, y, w, h], area,
+                   iscrowd, occluded, generated}]
+
+DET files (``imagenet_det_30plus1cls.json``) have no ``videos`` and no ``video_id``/``frame_id``
+per image: each image is read as a one-frame video whose ``video_id`` is the image id, and
+instance ids default to the annotation's position among the image's kept annotations. Their
+extra "other_categeries" class is not one of the 30 VID classes, so its objects are skipped.
+
+Extra field of our own: ``images[i]["degradations"]`` (list of str; only written when non-empty).
+"""
+import json
+import logging
+import os
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from detectron2.structures import BoxMode
+from detectron2.utils.file_io import PathManager
+
+from .reader_utils import ClassMatcher, ReadStats, local_abspath, sanitize_box
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "load_coco_vid_json",
+    "load_coco_vid_frames",
+    "read_coco_vid_categories",
+    "frames_to_coco_vid",
+    "write_coco_vid_json",
+]
+
+
+def _load_json(json_file: str) -> dict:
+    if not PathManager.exists(json_file):
+        raise FileNotFoundError(f"COCO-VID annotation file {json_file} does not exist")
+    with PathManager.open(json_file, "r") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Cannot parse COCO-VID json {json_file}: {e}") from None
+    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+        raise ValueError(f"{json_file} is not a COCO-VID file: it needs 'images' and 'categories'")
+    return data
+
+
+def _categories(data: dict) -> Tuple[List[str], List[str]]:
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    return [c["name"] for c in cats], [c.get("encode_name") or c["name"] for c in cats]
+
+
+def read_coco_vid_categories(json_file: str) -> Tuple[List[str], List[str]]:
+    """``(names, ids)`` of a json's categories ordered by category id (ids: ``encode_name`` or name)."""
+    return _categories(_load_json(json_file))
+
+
+def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> Dict[int, Optional[int]]:
+    matcher = ClassMatcher(names, ids)
+    out = {}
+    for c in data["categories"]:
+        idx = matcher(c.get("encode_name")) if c.get("encode_name") else None
+        out[c["id"]] = idx if idx is not None else matcher(c["name"])
+    return out
+
+
+def load_coco_vid_frames(
+    json_file: str,
+    image_root: str,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    wnids: Optional[Sequence[str]] = None,
+    dataset_name: str = "",
+) -> Tuple[List[dict], List[Tuple[int, int]]]:
+    """Read every image of a COCO-VID json.
+
+    Args:
+        image_root: directory the images' ``file_name`` are relative to.
+        class_names, wnids: the dataset's classes in order. Categories are matched by
+            ``encode_name`` against ``wnids``, else by ``name``; annotations of other categories are
+            skipped (counted and logged). Both None: the json's categories in id order.
+
+    Returns:
+        ``(frames, flagged)``: frame dicts video by video in frame order (videos in the order of
+        ``videos``, else of first appearance), and the ``(video_id, frame_id)`` of images with
+        ``is_vid_train_frame`` true.
+    """
+    data = _load_json(json_file)
+    if class_names is None and wnids is None:
+        class_names, wnids = _categories(data)
+    elif class_names is None or wnids is None:
+        class_names = list(class_names if class_names is not None else wnids)
+        wnids = list(wnids if wnids is not None else class_names)
+    cat_map = _category_map(data, class_names, wnids)
+    image_root = local_abspath(image_root)
+
+    as_video = any("video_id" in img for img in data["images"])
+    video_names = {v["id"]: os.path.basename(str(v.get("name", v["id"])).rstrip("/")) for v in data.get("videos", [])}
+    order = OrderedDict((vid, []) for vid in video_names)
+    for img in data["images"]:
+        if as_video and ("video_id" not in img or "frame_id" not in img):
+            raise ValueError(f"{json_file}: image {img.get('id')} has no video_id/frame_id while others have")
+        order.setdefault(img["video_id"] if as_video else img["id"], []).append(img)
+
+    anns_by_image = defaultdict(list)
+    for ann in data.get("annotations", []):
+        anns_by_image[ann["image_id"]].append(ann)
+
+    stats = ReadStats()
+    frames: List[dict] = []
+    flagged: List[Tuple[int, int]] = []
+    for video_id, imgs in order.items():
+        if not imgs:
+            logger.warning("%s: video %s has no images; ignored", json_file, video_id)
+            continue
+        imgs = sorted(imgs, key=lambda im: im.get("frame_id", 0))
+        fids = [im.get("frame_id", 0) for im in imgs]
+        if fids != list(range(len(imgs))):
+            raise ValueError(
+                f"{json_file}: video {video_id} has frame ids {fids[:10]}{'...' if len(fids) > 10 else ''}, "
+                f"expected 0..{len(imgs) - 1}"
+            )
+        for img in imgs:
+            w, h = int(img["width"]), int(img["height"])
+            annotations = []
+            for ann in anns_by_image.get(img["id"], []):
+                cat = ann.get("category_id")
+                cls = cat_map.get(cat)
+                if cls is None:
+                    stats.unknown_class[str(cat)] += 1
+                    continue
+                where = f"{json_file} (image {img['id']}, annotation {ann.get('id')})"
+                bb = ann.get("bbox")
+                try:
+                    raw = [bb[0], bb[1], float(bb[0]) + float(bb[2]), float(bb[1]) + float(bb[3])]
+                except (TypeError, ValueError, IndexError):
+                    raw = bb
+                box = sanitize_box(raw, w, h, where, stats)
+                if box is None:
+                    continue
+                annotations.append(
+                    {
+                        "bbox": box,
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": cls,
+                        "instance_id": int(ann.get("instance_id", len(annotations))),
+                        "occluded": bool(ann.get("occluded", False)),
+                        "generated": bool(ann.get("generated", False)),
+                        "iscrowd": int(bool(ann.get("iscrowd", 0))),
+                    }
+                )
+            if not annotations:
+                stats.empty_frames += 1
+            fid = img.get("frame_id", 0)
+            frames.append(
+                {
+                    "file_name": os.path.join(image_root, img["file_name"]),
+                    "height": h,
+                    "width": w,
+                    "image_id": img["id"],
+                    "video_id": video_id,
+                    "frame_id": fid,
+                    "video_length": len(imgs),
+                    "video_name": video_names.get(video_id)
+                    or (str(video_id) if as_video else "det/" + os.path.splitext(img["file_name"])[0]),
+                    "dataset_name": dataset_name,
+                    "annotations": annotations,
+                    "degradations": list(img.get("degradations", [])),
+                }
+            )
+            if img.get("is_vid_train_frame", False):
+                flagged.append((video_id, fid))
+    stats.log(dataset_name or json_file, len(class_names))
+    logger.info("Read %d videos, %d images (%d flagged is_vid_train_frame) from %s",
+                len(order), len(frames), len(flagged), json_file)
+    return frames, flagged
+
+
+def load_coco_vid_json(
+    json_file: str,
+    image_root: str,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    wnids: Optional[Sequence[str]] = None,
+    dataset_name: str = "",
+    key_frames_only: bool = True,
+) -> List[dict]:
+    """Key frames of a COCO-VID json: images with ``is_vid_train_frame`` true when
+    ``key_frames_only`` and any image is flagged; otherwise every image."""
+    frames, flagged = load_coco_vid_frames(
+        json_file, image_root, class_names=class_names, wnids=wnids, dataset_name=dataset_name
+    )
+    return select_key_frames(frames, flagged if key_frames_only else None, json_file)
+
+
+def select_key_frames(frames: List[dict], keys: Optional[List[Tuple[int, int]]], source: str) -> List[dict]:
+    """Frames named by ``keys`` (None: all). An empty ``keys`` (a file that flags no
+    ``is_vid_train_frame``, like mmtracking's val json) also means all, with a log line."""
+    if keys is None:
+        return frames
+    if not keys:
+        logger.info("%s flags no key frames (is_vid_train_frame); using every frame as a key frame", source)
+        return frames
+    keyset = set(keys)
+    return [f for f in frames if (f["video_id"], f["frame_id"]) in keyset]
+
+
+def _num(v: float):
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def frames_to_coco_vid(
+    frames: Sequence[dict],
+    *,
+    class_names: Sequence[str],
+    wnids: Sequence[str],
+    image_root: str,
+    key_frames: Optional[Sequence[Tuple[int, int]]] = None,
+    as_video: bool = True,
+) -> dict:
+    """Build a COCO-VID dict from frame dicts (all frames of each video, grouped by video).
+
+    Args:
+        image_root: ``file_name`` is written relative to it (every frame must lie under it).
+        key_frames: ``(video_id, frame_id)`` written with ``is_vid_train_frame: true``; None: none
+            (mmtracking's val json flags no frame).
+        as_video: False writes a DET-style file (no ``videos``, no per-image video fields).
+    """
+    image_root = local_abspath(image_root)
+    keyset = set(key_frames or [])
+    out = {
+        "categories": [{"id": i + 1, "name": n, "encode_name": w} for i, (n, w) in enumerate(zip(class_names, wnids))],
+        "videos": [],
+        "images": [],
+        "annotations": [],
+    }
+    videos: "OrderedDict[int, dict]" = OrderedDict()
+    for f in frames:
+        rel = os.path.relpath(f["file_name"], image_root)
+        if rel.startswith(".."):
+            raise ValueError(f"Frame {f['file_name']} is not under the image root {image_root}")
+        is_key = (f["video_id"], f["frame_id"]) in keyset
+        img = {"file_name": rel, "height": f["height"], "width": f["width"], "id": f["image_id"]}
+        if as_video:
+            img.update(frame_id=f["frame_id"], video_id=f["video_id"])
+            if f["video_id"] not in videos:
+                videos[f["video_id"]] = {"id": f["video_id"], "name": os.path.dirname(rel), "vid_train_frames": []}
+            if is_key:
+                videos[f["video_id"]]["vid_train_frames"].append(f["frame_id"])
+        img["is_vid_train_frame"] = is_key
+        if f.get("degradations"):
+            img["degradations"] = list(f["degradations"])
+        out["images"].append(img)
+        for a in f["annotations"]:
+            if a.get("bbox_mode", BoxMode.XYXY_ABS) != BoxMode.XYXY_ABS:
+                raise ValueError(f"{f['file_name']}: only XYXY_ABS boxes can be written, got {a['bbox_mode']}")
+            x1, y1, x2, y2 = a["bbox"]
+            w, h = x2 - x1, y2 - y1
+            ann = {"id": len(out["annotations"]) + 1}
+            if as_video:
+                ann["video_id"] = f["video_id"]
+            ann.update(image_id=f["image_id"], category_id=a["category_id"] + 1)
+            if as_video:
+                ann["instance_id"] = a["instance_id"]
+            ann.update(bbox=[_num(x1), _num(y1), _num(w), _num(h)], area=_num(w * h), iscrowd=int(a.get("iscrowd", 0)))
+            if as_video:
+                ann.update(occluded=bool(a.get("occluded", False)), generated=bool(a.get("generated", False)))
+            out["annotations"].append(ann)
+    if as_video:
+        out["videos"] = list(videos.values())
+    else:
+        del out["videos"]
+    return out
+
+
+def write_coco_vid_json(frames: Sequence[dict], json_file: str, **kwargs) -> dict:
+    """Write :func:`frames_to_coco_vid` ``(frames, **kwargs)`` to ``json_file``; returns the dict."""
+    data = frames_to_coco_vid(frames, **kwargs)
+    PathManager.mkdirs(os.path.dirname(os.path.abspath(json_file)) if "://" not in json_file else os.path.dirname(json_file))
+    with PathManager.open(json_file, "w") as f:
+        json.dump(data, f)
+    logger.info("Wrote %d images, %d annotations to %s", len(data["images"]), len(data["annotations"]), json_file)
+    return data

@@ -1,0 +1,257 @@
+"""Dataset registration: ``register_vid_dataset`` and the builtin datasets.
+
+Registering a dataset registers three lazy things under its name:
+
+- ``DatasetCatalog``: the key frames (VID train: the listed frames; val: all; DET: all images).
+- the frame index (``selsa_d2.data.frame_index``): every frame of every video, for references.
+- ``MetadataCatalog``: ``thing_classes``, ``wnids``, ``evaluator_type = "vid"``, and
+  ``json_file``/``image_root`` or ``root``.
+
+Nothing is read at registration: the annotation files are parsed once per process when the
+key frames or the frame index are first asked for (both share that one read), and class lists
+that come from a file (``classes.txt``, json categories) are read when the metadata's
+``thing_classes``/``wnids`` are first used. A dataset whose files are missing therefore stays
+registered and raises ``FileNotFoundError`` naming the expected path when it is used.
+"""
+import copy
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.utils.file_io import PathManager
+
+from .classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, check_class_list, read_classes_file
+from .coco_vid import load_coco_vid_frames, read_coco_vid_categories, select_key_frames
+from .frame_index import get_frame_index, register_frame_index, unregister_frame_index
+from .reader_utils import local_abspath
+from .ilsvrc import default_list_file, load_ilsvrc_det, load_ilsvrc_vid_frames
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register_vid_dataset", "unregister_vid_dataset", "register_all_builtin", "BUILTIN_VID_DATASETS"]
+
+_CLASS_SOURCES: Dict[str, Callable[[], Tuple[List[str], List[str]]]] = {}
+
+
+class _ClassSpec:
+    """A dataset's class list, resolved on first use and cached."""
+
+    def __init__(self, resolve: Callable[[], Tuple[Sequence[str], Sequence[str]]]):
+        self._resolve = resolve
+        self._value: Optional[Tuple[List[str], List[str]]] = None
+
+    def __call__(self) -> Tuple[List[str], List[str]]:
+        if self._value is None:
+            names, ids = self._resolve()
+            names, ids = list(names), list(ids)
+            check_class_list(names, ids)
+            self._value = (names, ids)
+        return self._value
+
+
+class VidMetadata(Metadata):
+    """Metadata whose ``thing_classes``/``wnids`` are read from the dataset's files on first access."""
+
+    def __getattr__(self, key):
+        if key in ("thing_classes", "wnids"):
+            source = _CLASS_SOURCES.get(self.__dict__.get("name"))
+            if source is not None:
+                names, ids = source()
+                # Not setattr: Metadata.__setattr__ reads the old value, which would recurse here.
+                self.__dict__.setdefault("thing_classes", names)
+                self.__dict__.setdefault("wnids", ids)
+                return self.__dict__[key]
+        return super().__getattr__(key)
+
+    def as_dict(self):
+        self.get("thing_classes")  # resolve lazy classes so they are part of the dict
+        return super().as_dict()
+
+
+class _VidSource:
+    """Reads a dataset once per process; serves the frame index and the key frames from that read."""
+
+    def __init__(self, name: str, read: Callable[[], Tuple[List[dict], Optional[List[Tuple[int, int]]]]],
+                 source: str):
+        self.name, self._read, self._source = name, read, source
+        self._keys: Optional[List[Tuple[int, int]]] = None
+
+    def all_frames(self) -> List[dict]:
+        frames, keys = self._read()
+        self._keys = [(f["video_id"], f["frame_id"]) for f in select_key_frames(frames, keys, self._source)]
+        return frames
+
+    def key_frames(self) -> List[dict]:
+        index = get_frame_index(self.name)  # reads the dataset unless this process already did
+        if self._keys is None:  # the index was built some other way; read again for the keys
+            self.all_frames()
+        # Copies, so that mappers editing a key frame dict cannot change the shared frame index.
+        return [copy.deepcopy(index.frame(v, f)) for v, f in self._keys]
+
+
+def _resolve_classes(
+    class_names, wnids, classes_file, json_file
+) -> Tuple[_ClassSpec, Optional[Tuple[List[str], List[str]]]]:
+    if class_names is not None or wnids is not None:
+        names = list(class_names if class_names is not None else wnids)
+        ids = list(wnids if wnids is not None else class_names)
+        check_class_list(names, ids)
+        return _ClassSpec(lambda: (names, ids)), (names, ids)
+    if classes_file is not None:
+        return _ClassSpec(lambda: read_classes_file(classes_file)), None
+    if json_file is not None:
+        return _ClassSpec(lambda: read_coco_vid_categories(json_file)), None
+    return _ClassSpec(lambda: (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)), (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
+
+
+def register_vid_dataset(
+    name: str,
+    *,
+    image_root: Optional[str] = None,
+    json_file: Optional[str] = None,
+    raw_root: Optional[str] = None,
+    split: Optional[str] = None,
+    list_file: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    wnids: Optional[Sequence[str]] = None,
+    classes_file: Optional[str] = None,
+    key_frames_only: bool = True,
+    layout: str = "vid",
+) -> None:
+    """Register a video dataset (lazily; nothing is read here).
+
+    Either ``json_file`` (mmtracking COCO-VID json, images relative to ``image_root``) or
+    ``raw_root`` (an ILSVRC-style root with ``Data/``, ``Annotations/``, ``Lists/``).
+
+    Args:
+        name: the dataset name for ``DatasetCatalog``/``MetadataCatalog``/the frame index.
+        image_root: json only: directory the json's ``file_name`` are relative to. Raw: ignored
+            (``<raw_root>/Data/VID`` or ``Data/DET``).
+        split: raw VID: ``"train"`` (list names key frames) or ``"val"`` (list names videos;
+            all frames are key frames). Picks the default list file.
+        list_file: raw: the list file, absolute or relative to ``raw_root`` (default:
+            ``Lists/VID_train_15frames.txt``, ``Lists/VID_val_videos.txt`` or
+            ``Lists/DET_train_30classes.txt``).
+        class_names, wnids: the classes in order (either or both). If neither is given:
+            ``classes_file`` if given; else json: the json's categories; raw:
+            ``<raw_root>/classes.txt`` if it exists when first used, else the 30 VID classes.
+        classes_file: a ``"<id> <name>"`` per line class file.
+        key_frames_only: False makes every frame a key frame (e.g. to train on all VID frames).
+            For a json, key frames are the ``is_vid_train_frame`` images (all images when none is
+            flagged, as in mmtracking's val json).
+        layout: ``"vid"`` or ``"det"`` (raw only; DET images become one-frame videos).
+    """
+    if (json_file is None) == (raw_root is None):
+        raise ValueError(f"register_vid_dataset({name!r}): give exactly one of json_file and raw_root")
+    if layout not in ("vid", "det"):
+        raise ValueError(f"register_vid_dataset({name!r}): layout must be 'vid' or 'det', got {layout!r}")
+    if json_file is not None and image_root is None:
+        raise ValueError(f"register_vid_dataset({name!r}): a json dataset needs image_root")
+
+    if raw_root is not None and class_names is None and wnids is None and classes_file is None:
+        default_file = os.path.join(raw_root, "classes.txt")
+
+        def _raw_default():
+            if PathManager.exists(default_file):
+                return read_classes_file(default_file)
+            return IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS
+
+        classes = _ClassSpec(_raw_default)
+    else:
+        classes, _ = _resolve_classes(class_names, wnids, classes_file, json_file)
+
+    if json_file is not None:
+        meta = {"json_file": json_file, "image_root": image_root}
+
+        def read():
+            if not PathManager.exists(json_file):
+                raise FileNotFoundError(
+                    f"Dataset {name!r}: annotation file {json_file} does not exist (convert the raw ILSVRC data "
+                    f"with datasets/prepare_imagenet_vid.py; see datasets/README.md)"
+                )
+            names, ids = classes()
+            frames, flagged = load_coco_vid_frames(json_file, image_root, class_names=names, wnids=ids,
+                                                   dataset_name=name)
+            return frames, (flagged if key_frames_only else None)
+
+        source = json_file
+    else:
+        split = split or ("train" if layout == "det" else None)
+        if split is None:
+            raise ValueError(f"register_vid_dataset({name!r}): a raw VID dataset needs split ('train' or 'val')")
+        list_path = os.path.join(raw_root, list_file or default_list_file(split, layout))
+        meta = {"root": raw_root, "image_root": os.path.join(raw_root, "Data", layout.upper()), "list_file": list_path}
+
+        def read():
+            if not PathManager.exists(list_path):
+                raise FileNotFoundError(
+                    f"Dataset {name!r}: list file {list_path} does not exist (expected the raw ILSVRC layout "
+                    f"under {raw_root}; see datasets/README.md)"
+                )
+            names, ids = classes()
+            lst = local_abspath(list_path)
+            if layout == "det":
+                return load_ilsvrc_det(raw_root, names, ids, list_file=lst, dataset_name=name), None
+            frames, keys = load_ilsvrc_vid_frames(raw_root, split, names, ids, list_file=lst, dataset_name=name)
+            return frames, (keys if key_frames_only else None)
+
+        source = list_path
+
+    src = _VidSource(name, read, source)
+    DatasetCatalog.register(name, src.key_frames)
+    register_frame_index(name, src.all_frames)
+    _CLASS_SOURCES[name] = classes
+    existing = MetadataCatalog.get(name) if name in MetadataCatalog.list() else None
+    md = VidMetadata(name=name)
+    if existing is not None:
+        md.set(**{k: v for k, v in existing.as_dict().items() if k != "name"})
+        MetadataCatalog.remove(name)
+    MetadataCatalog[name] = md  # lazily-resolved classes need our Metadata subclass
+    md.set(evaluator_type="vid", **meta)
+
+
+def unregister_vid_dataset(name: str) -> None:
+    """Undo :func:`register_vid_dataset` (for tests and re-registration)."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    unregister_frame_index(name)
+    _CLASS_SOURCES.pop(name, None)
+
+
+def _datasets_root() -> str:
+    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+# name -> registration kwargs relative to $DETECTRON2_DATASETS (see datasets/README.md).
+BUILTIN_VID_DATASETS = {
+    "imagenet_vid_train_15frames": dict(
+        json_file="ILSVRC2015/annotations/imagenet_vid_train.json", image_root="ILSVRC2015/Data/VID"
+    ),
+    "imagenet_vid_val": dict(json_file="ILSVRC2015/annotations/imagenet_vid_val.json", image_root="ILSVRC2015/Data/VID"),
+    "imagenet_det_train_30cls": dict(
+        json_file="ILSVRC2015/annotations/imagenet_det_30plus1cls.json", image_root="ILSVRC2015/Data/DET"
+    ),
+    "synthetic_vid_train": dict(raw_root="synthetic_vid", split="train", classes_file="synthetic_vid/classes.txt"),
+    "synthetic_vid_val": dict(raw_root="synthetic_vid", split="val", classes_file="synthetic_vid/classes.txt"),
+}
+
+
+def register_all_builtin(root: Optional[str] = None) -> None:
+    """Register the builtin datasets under ``root`` (default ``$DETECTRON2_DATASETS`` or ``datasets``).
+
+    ImageNet datasets use the 30 VID classes; synthetic ones the ``classes.txt`` of their root.
+    Names already registered (e.g. by the user) are left alone.
+    """
+    root = root if root is not None else _datasets_root()
+    for name, kw in BUILTIN_VID_DATASETS.items():
+        if name in DatasetCatalog.list():
+            continue
+        kw = {k: (os.path.join(root, v) if k in ("json_file", "image_root", "raw_root", "classes_file") else v)
+              for k, v in kw.items()}
+        if name.startswith("imagenet_"):
+            kw.update(class_names=IMAGENET_VID_CLASSES, wnids=IMAGENET_VID_WNIDS)
+        register_vid_dataset(name, **kw)
