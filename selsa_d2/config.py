@@ -43,6 +43,9 @@ def add_selsa_config(cfg):
     _C.INPUT.VIDEO.TEST_FRAME_STRIDE = 1
 
     # ---------------------------------------------------------------- data
+    # "detectron2": ResizeShortestEdge as usual; "mmcv": mmcv's size rounding and cv2 bilinear
+    # resampling, so that converted mmtracking checkpoints get identical inputs.
+    _C.INPUT.RESIZE_STYLE = "detectron2"
     # Relative sampling weights of the DATASETS.TRAIN entries (same length). Empty: plain
     # concatenation, every key frame equally likely (what mmtracking does for VID + DET).
     _C.DATASETS.TRAIN_SAMPLING_WEIGHTS = ()

@@ -16,6 +16,7 @@ from detectron2.data import transforms as T
 
 from .frame_index import get_frame_index
 from .sampling import TRAIN_METHODS, TestReferenceSampler, sample_train_refs
+from .transforms import build_video_augmentation
 
 __all__ = ["VideoDatasetMapper"]
 
@@ -102,7 +103,7 @@ class VideoDatasetMapper:
         v = cfg.INPUT.VIDEO
         return {
             "is_train": is_train,
-            "augmentations": utils.build_augmentation(cfg, is_train),
+            "augmentations": build_video_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "train_num_refs": v.TRAIN_NUM_REFS,
             "train_frame_range": v.TRAIN_FRAME_RANGE,
