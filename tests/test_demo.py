@@ -1,0 +1,306 @@
+"""demo/demo.py on a short synthetic clip with a tiny randomly initialised SELSA model."""
+
+import collections.abc
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from tiny_model import build_tiny_model, tiny_selsa_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "demo", "demo.py")
+H, W, N = 96, 128, 8
+NUM_CLASSES = 4
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location("selsa_demo_script", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_demo()
+
+
+def _frame(i, h=H, w=W):
+    img = np.full((h, w, 3), 60, np.uint8)
+    x = 10 + 8 * i
+    cv2.rectangle(img, (x, 30), (x + 40, 70), (30, 200, 240), -1)
+    return img
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """(config yaml, random weights .pth) of a tiny SELSA model with NUM_CLASSES classes."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    d = tmp_path_factory.mktemp("tiny_model")
+    cfg = tiny_selsa_cfg(num_classes=NUM_CLASSES)
+    cfg.DATASETS.TEST = ()  # no dataset metadata: labels are class ids unless a test adds one
+    DetectionCheckpointer(build_tiny_model(cfg, seed=0), save_dir=str(d)).save("random")
+    yaml_path = d / "tiny.yaml"
+    yaml_path.write_text(cfg.dump())
+    return str(yaml_path), str(d / "random.pth")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clip")
+    path = str(d / "clip.mp4")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5, (W, H))
+    for i in range(N):
+        writer.write(_frame(i))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("frames") / "my_frames"
+    d.mkdir()
+    for i in range(N):  # names that sort wrongly as plain strings: 1, 10, 2, ...
+        cv2.imwrite(str(d / f"f{i + 1}.png"), _frame(i))
+    return str(d)
+
+
+def _args(model_files, *extra, mode="offline"):
+    cfg, weights = model_files
+    return [
+        "--config-file",
+        cfg,
+        *extra,
+        "--confidence-threshold",
+        "0.0",
+        "--mode",
+        mode,
+        "--opts",
+        "MODEL.WEIGHTS",
+        weights,
+        "TEST.DETECTIONS_PER_IMAGE",
+        "5",  # fewer labels to draw
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+    ]
+
+
+def _video_info(path):
+    cap = cv2.VideoCapture(path)
+    assert cap.isOpened(), path
+    n, shapes = 0, set()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n += 1
+        shapes.add(frame.shape)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return n, shapes, fps
+
+
+def _check_json(path, num_frames, class_names=None):
+    with open(path) as f:
+        records = json.load(f)
+    assert [r["frame"] for r in records] == list(range(num_frames))
+    for r in records:
+        assert isinstance(r["detections"], list)
+        for d in r["detections"]:
+            x1, y1, x2, y2 = d["bbox"]
+            assert 0 <= x1 <= x2 <= r["width"] and 0 <= y1 <= y2 <= r["height"]
+            assert 0.0 <= d["score"] <= 1.0
+            assert 0 <= d["category_id"] < NUM_CLASSES
+            names = class_names or [str(i) for i in range(NUM_CLASSES)]  # no metadata: class ids
+            assert d["category"] == names[d["category_id"]]
+    return records
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_video_file(model_files, clip, tmp_path, mode):
+    out = tmp_path / "out.mp4"
+    assert demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode=mode)) == 0
+    n, shapes, fps = _video_info(str(out))
+    assert n == N and shapes == {(H, W, 3)}
+    assert fps == pytest.approx(5.0)  # the input's frame rate
+    records = _check_json(str(tmp_path / "out.json"), N)
+    # threshold 0 with random weights: the model keeps detections on every frame
+    assert all(len(r["detections"]) > 0 for r in records)
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_frames_dir_output_dir(model_files, frames_dir, tmp_path, mode):
+    out_dir = tmp_path / "results"
+    out_dir.mkdir()
+    demo.main(_args(model_files, "--input", frames_dir, "--output", str(out_dir), mode=mode))
+    n, shapes, fps = _video_info(str(out_dir / "my_frames.mp4"))
+    assert n == N and shapes == {(H, W, 3)} and fps == pytest.approx(10.0)
+    records = _check_json(str(out_dir / "my_frames.json"), N)
+    # natural order: f1, f2, ..., f8
+    assert [os.path.basename(r["file_name"]) for r in records] == [f"f{i + 1}.png" for i in range(N)]
+
+
+def test_json_option(model_files, clip, tmp_path):
+    """--json puts the detections elsewhere (its folder is created)."""
+    demo.main(
+        _args(
+            model_files,
+            "--video-input",
+            clip,
+            "--output",
+            str(tmp_path / "a.mp4"),
+            "--json",
+            str(tmp_path / "det" / "a.json"),
+        )
+    )
+    assert os.path.isfile(tmp_path / "det" / "a.json")
+
+
+def test_glob_and_trailing_opts(model_files, frames_dir, tmp_path):
+    cfg, weights = model_files
+    out = tmp_path / "g.mp4"
+    demo.main(
+        [
+            "--config-file",
+            cfg,
+            "--input",
+            os.path.join(frames_dir, "f[1-3].png"),
+            "--output",
+            str(out),
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
+    assert _video_info(str(out))[0] == 3
+    _check_json(str(tmp_path / "g.json"), 3)
+
+
+def test_size_change_resized_to_first_frame(model_files, tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for i in range(4):
+        h, w = (H, W) if i < 2 else (2 * H, 2 * W)  # frames 2, 3 twice as large
+        cv2.imwrite(str(d / f"{i:03d}.jpg"), _frame(i, h, w))
+    for mode in ("offline", "online"):
+        out = tmp_path / f"mixed_{mode}.mp4"
+        demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
+        n, shapes, _ = _video_info(str(out))
+        assert n == 4 and shapes == {(H, W, 3)}
+        records = _check_json(str(tmp_path / f"mixed_{mode}.json"), 4)
+        assert [(r["height"], r["width"]) for r in records] == [(H, W)] * 2 + [(2 * H, 2 * W)] * 2
+        assert [r.get("resized", False) for r in records] == [False, False, True, True]
+        # boxes of the resized frames are given in the stored frame's coordinates
+        assert max(d["bbox"][2] for r in records[2:] for d in r["detections"]) > W
+
+
+def test_bad_inputs(model_files, tmp_path):
+    def error_of(*argv):
+        with pytest.raises(SystemExit) as e:
+            demo.main(_args(model_files, *argv, "--output", str(tmp_path / "o.mp4")))
+        assert e.value.code not in (0, None)
+        return str(e.value.code)
+
+    missing = str(tmp_path / "nope.mp4")
+    assert "video not found" in error_of("--video-input", missing) and missing in error_of("--video-input", missing)
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"this is not a video" * 100)
+    msg = error_of("--video-input", str(garbage))
+    assert str(garbage) in msg and ("cannot open video" in msg or "no readable frames" in msg)
+
+    empty = tmp_path / "empty.mp4"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 10, (W, H))
+    writer.release()  # a video with zero frames
+    msg = error_of("--video-input", str(empty))
+    assert str(empty) in msg and ("cannot open video" in msg or "no readable frames" in msg)
+
+    (tmp_path / "empty_dir").mkdir()
+    assert "no image files" in error_of("--input", str(tmp_path / "empty_dir"))
+    assert "no frames found" in error_of("--input", str(tmp_path / "none_*.jpg"))
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), _frame(0))
+    with pytest.raises(SystemExit, match="give a video file name"):
+        demo.main(_args(model_files, "--input", str(one), "--output", str(tmp_path / "noext")))
+    # nothing was started, so nothing was written
+    assert not os.path.exists(tmp_path / "o.mp4") and not os.path.exists(tmp_path / "o.json")
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_unreadable_frame_midway_finalises_outputs(model_files, tmp_path, mode):
+    d = tmp_path / "broken"
+    d.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(d / f"{i:03d}.jpg"), _frame(i))
+    (d / "003.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(SystemExit) as e:
+        demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
+    assert str(d / "003.jpg") in str(e.value.code)
+    if mode == "offline":  # the error comes before the first frame is done: nothing was started
+        assert not os.path.exists(out) and not os.path.exists(tmp_path / "broken.json")
+        return
+    # online: the frames done before the error are in both outputs, and the video is playable
+    with open(tmp_path / "broken.json") as f:
+        records = json.load(f)
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert _video_info(str(out))[0] == 3
+
+
+def test_cli_subprocess(model_files, clip, tmp_path):
+    out_dir = tmp_path / "cli_out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            DEMO,
+            *_args(model_files, "--video-input", clip, "--output", str(out_dir) + "/", mode="online"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _video_info(str(out_dir / "clip.mp4"))[0] == N
+    _check_json(str(out_dir / "clip.json"), N)
+    assert "frame/s" in proc.stderr  # tqdm progress bar with frames per second
+
+    bad = subprocess.run(
+        [sys.executable, DEMO, *_args(model_files, "--video-input", str(tmp_path / "x.avi"), "--output", str(out_dir))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "video not found" in bad.stderr and "x.avi" in bad.stderr
+
+
+def test_class_names_from_dataset_metadata(model_files, clip, tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    names = ["cat", "dog", "car", "bus"]
+    MetadataCatalog.get("selsa_demo_test_names").thing_classes = names
+    out = tmp_path / "named.mp4"
+    demo.main(
+        _args(model_files, "--video-input", clip, "--output", str(out), mode="online")
+        + ["DATASETS.TEST", "('selsa_demo_test_names',)"]
+    )
+    records = _check_json(str(tmp_path / "named.json"), N, class_names=names)
+    assert {d["category"] for r in records for d in r["detections"]} <= set(names)
+
+
+def test_video_frames_lazy_random_access(clip):
+    """Offline mode's frame sequence: exact frames in any access order, a bounded cache."""
+    src = demo.VideoFileFrames(clip, cache_size=2)
+    assert isinstance(src, collections.abc.Sequence)  # VideoPredictor would list() anything else
+    sequential = list(src)
+    assert len(src) == N == len(sequential)
+    for i in [5, 2, 7, 0, 3, 3, 6, 1]:  # forward skips and backward jumps
+        np.testing.assert_array_equal(src[i], sequential[i])
+        assert len(src._cache) <= 2
+    with pytest.raises(IndexError):
+        src[N]
+    src.close()
