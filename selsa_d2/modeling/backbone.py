@@ -1,0 +1,70 @@
+"""ResNet (DC5 or truncated at res4) + 3x3 conv/ReLU neck: one stride-16 feature map."""
+
+import logging
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
+from fvcore.nn import weight_init
+
+__all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone"]
+
+logger = logging.getLogger(__name__)
+
+
+class SelsaDC5Backbone(Backbone):
+    """``bottom_up`` (a Detectron2 ResNet) -> one feature -> ``neck`` (3x3 conv + bias + ReLU).
+
+    Output: ``{out_feature: Tensor[N, out_channels, H/16, W/16]}``.
+    """
+
+    def __init__(self, bottom_up: Backbone, in_feature: str, out_channels: int, out_feature: str = "neck"):
+        super().__init__()
+        shapes = bottom_up.output_shape()
+        if in_feature not in shapes:
+            raise ValueError(f"SelsaDC5Backbone: bottom-up network has no output {in_feature!r} (has {list(shapes)})")
+        self.bottom_up = bottom_up
+        self.in_feature = in_feature
+        self.out_feature = out_feature
+        in_shape = shapes[in_feature]
+        self.neck = Conv2d(in_shape.channels, out_channels, 3, padding=1, bias=True, activation=F.relu)
+        weight_init.c2_msra_fill(self.neck)  # mmcv ConvModule's kaiming init (fan_out, relu), bias 0
+        self._out_shape = ShapeSpec(channels=out_channels, stride=in_shape.stride)
+        self._out_features = [out_feature]
+        self._out_feature_channels = {out_feature: out_channels}
+        self._out_feature_strides = {out_feature: in_shape.stride}
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._out_shape.stride
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x [N, 3, H, W] (H, W multiples of 16) -> {out_feature: [N, C, H/16, W/16]}."""
+        return {self.out_feature: self.neck(self.bottom_up(x)[self.in_feature])}
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {self.out_feature: self._out_shape}
+
+
+@BACKBONE_REGISTRY.register()
+def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
+    """Detectron2 ResNet truncated at ``MODEL.SELSA.BACKBONE_OUT_FEATURE`` + the SELSA neck.
+
+    DC5 models (R-50/101/X-101, feature "res5") need ``MODEL.RESNETS.RES5_DILATION 2`` (res5 at
+    stride 16, dilation 2 in every block) and, to match mmtracking, ``STRIDE_IN_1X1 False``.
+    Tiny models use R-18 truncated at "res4" (already stride 16).
+    """
+    in_feature = cfg.MODEL.SELSA.BACKBONE_OUT_FEATURE
+    resnet_cfg = cfg.clone()
+    resnet_cfg.defrost()
+    resnet_cfg.MODEL.RESNETS.OUT_FEATURES = [in_feature]
+    bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
+    stride = bottom_up.output_shape()[in_feature].stride
+    if stride != 16:
+        raise ValueError(
+            f"SELSA needs a stride-16 backbone feature; {in_feature!r} of this ResNet has stride {stride} "
+            "(for 'res5' set MODEL.RESNETS.RES5_DILATION 2; R-18/34 cannot dilate: use 'res4')"
+        )
+    return SelsaDC5Backbone(bottom_up, in_feature, cfg.MODEL.SELSA.NECK_CHANNELS, cfg.MODEL.SELSA.NECK_OUT_FEATURE)

@@ -1,0 +1,114 @@
+"""SELSA ROI heads: key proposals attend to reference proposals in the box head."""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import ImageList, Instances
+
+from .box_head import ReferenceMemory, SelsaBoxHead
+
+__all__ = ["SelsaROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class SelsaROIHeads(StandardROIHeads):
+    """Detectron2's ``StandardROIHeads`` (box pooler, sampling, ``FastRCNNOutputLayers``) with a
+    :class:`SelsaBoxHead` that also sees reference proposals.
+
+    ``features`` passed to :meth:`forward` cover the key images first and then every reference
+    image (the order of ``ref_proposals``); key image ``i`` owns ``num_refs[i]`` consecutive
+    reference images. All RoIs (key and reference) are pooled in one RoIAlign call.
+    """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(self.box_head, SelsaBoxHead):
+            raise ValueError(
+                f"SelsaROIHeads needs MODEL.ROI_BOX_HEAD.NAME 'SelsaBoxHead', got {type(self.box_head).__name__}"
+            )
+        if self.mask_on or self.keypoint_on:
+            raise ValueError("SelsaROIHeads supports boxes only (MODEL.MASK_ON / KEYPOINT_ON must be False)")
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+        ref_proposals: Optional[List[Instances]] = None,
+        num_refs: Optional[Sequence[int]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """
+        Args:
+            images: unused (Detectron2 interface).
+            features: name -> [N_key + N_ref, C, H, W], key images then reference images.
+            proposals: N_key Instances with ``proposal_boxes`` (training: also sampled here).
+            targets: N_key gt Instances (training).
+            ref_proposals: N_ref Instances with ``proposal_boxes`` (not sampled, not supervised);
+                ``None``: no references.
+            num_refs: reference images per key image (sums to N_ref); ``None`` with a single
+                key image means all references are its own.
+        Returns:
+            training: (sampled proposals, losses); inference: (pred Instances per key image, {}).
+        """
+        del images
+        ref_proposals = list(ref_proposals or [])
+        if num_refs is None:
+            if ref_proposals and len(proposals) != 1:
+                raise ValueError("SelsaROIHeads: num_refs is required with several key images and references")
+            num_refs = [len(ref_proposals)] * len(proposals) if ref_proposals else [0] * len(proposals)
+        if len(num_refs) != len(proposals) or sum(num_refs) != len(ref_proposals):
+            raise ValueError(
+                f"SelsaROIHeads: num_refs {list(num_refs)} does not match {len(proposals)} key images "
+                f"and {len(ref_proposals)} reference images"
+            )
+        if self.training:
+            assert targets, "'targets' argument is required during training"
+            proposals = self.label_and_sample_proposals(proposals, targets)
+        del targets
+
+        predictions = self._box_predictions(features, proposals, ref_proposals, num_refs)
+        if self.training:
+            return proposals, self.box_predictor.losses(predictions, proposals)
+        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+        return pred_instances, {}
+
+    def _box_predictions(self, features, proposals, ref_proposals, num_refs):
+        feats = [features[f] for f in self.box_in_features]
+        boxes = [p.proposal_boxes for p in proposals] + [p.proposal_boxes for p in ref_proposals]
+        pooled = self.box_pooler(feats, boxes)
+        num_key_rois = [len(p) for p in proposals]
+        ref_rois_per_frame = [len(p) for p in ref_proposals]
+        num_ref_rois, start = [], 0
+        for n in num_refs:
+            num_ref_rois.append(sum(ref_rois_per_frame[start : start + n]))
+            start += n
+        n_key = sum(num_key_rois)
+        box_features = self.box_head(pooled[:n_key], pooled[n_key:], num_key_rois, num_ref_rois)
+        return self.box_predictor(box_features)
+
+    # ------------------------------------------------------------------ cached video path
+    def frame_reference_features(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> List[Tuple[torch.Tensor, ReferenceMemory]]:
+        """Per image of ``features``: (key input [P_i, FC_DIM], reference memory of its P_i
+        proposals), from one RoIAlign over all images. See :class:`SelsaBoxHead`."""
+        feats = [features[f] for f in self.box_in_features]
+        pooled = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
+        layers = self.box_head.reference_features(pooled)
+        memory = self.box_head.reference_memory(layers)
+        counts = [len(p) for p in proposals]
+        key_inputs = layers[0].split(counts)
+        per_layer = [(k.split(counts), v.split(counts)) for k, v in memory]
+        return [(key_inputs[i], [(ks[i], vs[i]) for ks, vs in per_layer]) for i in range(len(proposals))]
+
+    def predict_with_memory(self, proposals: Instances, key_input: torch.Tensor, memory: ReferenceMemory) -> Instances:
+        """One key image: its proposals, layer-0 key input [P, FC_DIM] and the concatenated
+        reference memory -> detections (Detectron2's ``FastRCNNOutputLayers.inference``)."""
+        box_features = self.box_head.forward_from_key_input(key_input, memory)
+        predictions = self.box_predictor(box_features)
+        pred_instances, _ = self.box_predictor.inference(predictions, [proposals])
+        return pred_instances[0]

@@ -1,0 +1,136 @@
+"""``VideoPredictor``: Detectron2's ``DefaultPredictor`` for videos (SELSA or single-frame models)."""
+
+import itertools
+import logging
+import sys
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from .data.sampling import TEST_MODES, TestReferenceSampler
+
+__all__ = ["VideoPredictor"]
+
+logger = logging.getLogger(__name__)
+
+# Video length given to the engine for a stream of unknown length (online references and cache
+# eviction do not depend on it).
+_UNKNOWN_LENGTH = sys.maxsize
+
+
+class VideoPredictor:
+    """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` and run it over videos.
+
+    Frames are ``np.ndarray`` [H, W, 3] uint8 in BGR order (as ``cv2.imread``), resized like
+    ``DefaultPredictor`` (``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``) and converted to
+    ``INPUT.FORMAT``. Results are ``Instances`` at the original frame size, on the CPU.
+
+    * :meth:`predict_video`: a whole video, ``mode="offline"`` (references over the whole
+      video, ``INPUT.VIDEO.TEST_SAMPLER``: the accuracy setting) or ``"online"`` (causal).
+      Default: ``INPUT.VIDEO.TEST_MODE``.
+    * :meth:`stream`: a live source of unknown length; always causal (online): key frame ``t``
+      uses the frames ``t - k * TEST_FRAME_STRIDE``, ``k = 1..TEST_NUM_REFS``, already seen.
+      One frame in, its detections out.
+
+    A single-frame model (e.g. ``GeneralizedRCNN``) is run on every frame independently.
+    """
+
+    def __init__(self, cfg, mode: Optional[str] = None):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"VideoPredictor supports INPUT.FORMAT RGB or BGR, got {self.input_format!r}")
+        self.mode = self._check_mode(mode or cfg.INPUT.VIDEO.TEST_MODE)
+        self._videos = itertools.count()
+
+    @property
+    def engine(self):
+        """The model's :class:`VideoInferenceEngine`, or None for a single-frame model."""
+        return getattr(self.model, "video_engine", None)
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in TEST_MODES:
+            raise ValueError(f"Unknown video test mode {mode!r}; expected one of {TEST_MODES}")
+        return mode
+
+    def reference_sampler(self, mode: str) -> TestReferenceSampler:
+        v = self.cfg.INPUT.VIDEO
+        if self._check_mode(mode) == "online":
+            return TestReferenceSampler("online", num_refs=v.TEST_NUM_REFS, stride=v.TEST_FRAME_STRIDE)
+        return TestReferenceSampler("offline", v.TEST_SAMPLER, v.TEST_NUM_REFS, v.TEST_FRAME_STRIDE)
+
+    def prepare(self, frame: np.ndarray, video_id, frame_id: int, video_length: int) -> Dict:
+        """One BGR frame -> the model input dict (test mapper format, no ``ref_frames``)."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(
+                f"Frame {frame_id}: expected a BGR image array [H, W, 3], got "
+                f"{type(frame).__name__} {getattr(frame, 'shape', '')}"
+            )
+        if self.input_format == "RGB":
+            frame = frame[:, :, ::-1]
+        height, width = frame.shape[:2]
+        image = self.aug.get_transform(frame).apply_image(frame)
+        image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {
+            "image": image, "height": height, "width": width,
+            "video_id": video_id, "frame_id": frame_id, "video_length": video_length,
+        }  # fmt: skip
+
+    def _run(self, inp: Dict) -> Instances:
+        with torch.no_grad():
+            return self.model([inp])[0]["instances"].to("cpu")
+
+    def predict_video(self, frames: Sequence[np.ndarray], mode: Optional[str] = None) -> List[Instances]:
+        """Detections of every frame of one video (BGR frames in order)."""
+        if not isinstance(frames, Sequence):
+            frames = list(frames)
+        length = len(frames)
+        if length == 0:
+            return []
+        video_id = ("VideoPredictor", next(self._videos))
+        if self.engine is None:
+            return [self._run(self.prepare(f, video_id, i, length)) for i, f in enumerate(frames)]
+        sampler = self.reference_sampler(mode or self.mode)
+        self.engine.ref_sampler = sampler
+        self.engine.reset()
+        prepared: Dict[int, Dict] = {}  # frames converted so far and still to be used
+
+        def get(i: int) -> Dict:
+            if i not in prepared:
+                prepared[i] = self.prepare(frames[i], video_id, i, length)
+            return prepared[i]
+
+        results = []
+        for t in range(length):
+            inp = dict(get(t))
+            inp["ref_frames"] = [get(r) for r in sampler.frames_to_supply(t, length)]
+            results.append(self._run(inp))
+            prepared.pop(t)
+        self.engine.reset()
+        return results
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Instances]:
+        """Causal (online) detection over a stream: yields each frame's detections in turn."""
+        video_id = ("VideoPredictor", next(self._videos))
+        if self.engine is not None:
+            self.engine.ref_sampler = self.reference_sampler("online")
+            self.engine.reset()
+        for t, frame in enumerate(frames):
+            yield self._run(self.prepare(frame, video_id, t, _UNKNOWN_LENGTH))
+
+    def __call__(self, image: np.ndarray) -> Dict:
+        """One BGR image (a one-frame video), like ``DefaultPredictor``: ``{"instances": ...}``."""
+        return {"instances": self.predict_video([image])[0]}

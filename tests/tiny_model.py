@@ -1,0 +1,174 @@
+"""Tiny SELSA configs, models and synthetic videos for fast CPU tests (shared by test files).
+
+R-18 truncated at res4 (stride 16), a 32-channel neck, 64-d FC layers with 4 attention heads,
+few proposals and ~64-128 px images: a forward pass takes milliseconds on a CPU.
+"""
+
+import contextlib
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from selsa_d2.config import add_selsa_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-SELSA-DC5.yaml")
+
+
+def tiny_selsa_cfg(num_classes: int = 3, **overrides):
+    """A Base-SELSA-DC5 config shrunk to a tiny R-18/res4 SELSA model on the CPU.
+
+    ``overrides``: flat ``"MODEL.X.Y": value`` pairs (dots written as ``__``), e.g.
+    ``tiny_selsa_cfg(MODEL__SELSA__INFERENCE__CACHE_FEATURES=False)``.
+    """
+    cfg = get_cfg()
+    add_selsa_config(cfg)
+    cfg.merge_from_file(BASE_CONFIG)
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE", "cpu",
+            "MODEL.WEIGHTS", "",
+            "MODEL.BACKBONE.FREEZE_AT", 0,
+            "MODEL.RESNETS.DEPTH", 18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+            "MODEL.RESNETS.RES5_DILATION", 1,
+            "MODEL.RESNETS.OUT_FEATURES", ["res4"],
+            "MODEL.RESNETS.NORM", "FrozenBN",
+            "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res4",
+            "MODEL.SELSA.NECK_CHANNELS", 32,
+            "MODEL.SELSA.NUM_ATTENTION_BLOCKS", 4,
+            "MODEL.ANCHOR_GENERATOR.SIZES", [[16, 32, 64, 128]],
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300,
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST", 300,
+            "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+            "MODEL.ROI_HEADS.NUM_CLASSES", num_classes,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+            "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+            "INPUT.MIN_SIZE_TRAIN", (96,),
+            "INPUT.MAX_SIZE_TRAIN", 160,
+            "INPUT.MIN_SIZE_TEST", 96,
+            "INPUT.MAX_SIZE_TEST", 160,
+            "INPUT.VIDEO.TEST_NUM_REFS", 4,
+            "DATALOADER.NUM_WORKERS", 0,
+            "SOLVER.IMS_PER_BATCH", 2,
+        ]  # fmt: skip
+    )
+    for key, value in overrides.items():
+        cfg.merge_from_list([key.replace("__", "."), value])
+    return cfg
+
+
+def build_tiny_model(cfg=None, seed: int = 0, eval_mode: bool = True, **overrides):
+    """A randomly initialised (seeded) tiny model."""
+    cfg = cfg if cfg is not None else tiny_selsa_cfg(**overrides)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    _randomize_frozen_bn(model, seed)
+    return model.eval() if eval_mode else model.train()
+
+
+def _randomize_frozen_bn(model, seed: int):
+    """Give FrozenBN layers non-trivial statistics so random models are not degenerate."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            n = m.weight.numel()
+            m.weight.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.copy_(0.1 * torch.randn(n, generator=g))
+
+
+def synthetic_video(num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0) -> List[np.ndarray]:
+    """BGR uint8 frames [H, W, 3]: textured noise background with two moving rectangles."""
+    rng = np.random.RandomState(seed)
+    background = rng.randint(0, 80, size=(height, width, 3)).astype(np.uint8)
+    frames = []
+    for t in range(num_frames):
+        img = background.copy()
+        x0 = (5 + 3 * t) % (width - 30)
+        img[20:50, x0 : x0 + 30] = (40, 200, 90)
+        y0 = (10 + 2 * t) % (height - 24)
+        img[y0 : y0 + 24, 60:90] = (220, 60, 30)
+        img = np.clip(img.astype(int) + rng.randint(-10, 10, size=img.shape), 0, 255).astype(np.uint8)
+        frames.append(img)
+    return frames
+
+
+def frame_input(frame: np.ndarray, video_id, frame_id: int, video_length: int, fmt: str = "RGB") -> dict:
+    """Test-mapper-format input of one BGR frame (no resize), without ``ref_frames``."""
+    img = frame[:, :, ::-1] if fmt == "RGB" else frame
+    return {
+        "image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
+        "height": frame.shape[0], "width": frame.shape[1],
+        "video_id": video_id, "frame_id": frame_id, "video_length": video_length,
+    }  # fmt: skip
+
+
+def video_inputs(frames: Sequence[np.ndarray], sampler, video_id=0) -> List[dict]:
+    """Per key frame, its input with the future references ``sampler.frames_to_supply`` names."""
+    n = len(frames)
+    per_frame = [frame_input(f, video_id, i, n) for i, f in enumerate(frames)]
+    out = []
+    for t in range(n):
+        d = dict(per_frame[t])
+        d["ref_frames"] = [per_frame[r] for r in sampler.frames_to_supply(t, n)]
+        out.append(d)
+    return out
+
+
+def training_inputs(
+    num_keys: int = 2, num_refs: int = 2, height: int = 80, width: int = 112, seed: int = 0, num_classes: int = 3
+) -> List[dict]:
+    """Training batch: key dicts with gt ``instances`` and ``ref_frames`` (other frames)."""
+    frames = synthetic_video(num_keys * (num_refs + 1), height, width, seed)
+    rng = np.random.RandomState(seed)
+    batch = []
+    for k in range(num_keys):
+        group = frames[k * (num_refs + 1) : (k + 1) * (num_refs + 1)]
+        key = frame_input(group[0], k, 0, num_refs + 1)
+        inst = Instances((height, width))
+        boxes = []
+        for _ in range(2):
+            x1, y1 = rng.randint(0, width // 2), rng.randint(0, height // 2)
+            boxes.append([x1, y1, x1 + rng.randint(16, width // 2), y1 + rng.randint(16, height // 2)])
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(rng.randint(0, num_classes, size=2), dtype=torch.int64)
+        key["instances"] = inst
+        key["ref_frames"] = [frame_input(f, k, i + 1, num_refs + 1) for i, f in enumerate(group[1:])]
+        batch.append(key)
+    return batch
+
+
+def results_close(a: Instances, b: Instances, atol: float = 1e-4) -> Optional[str]:
+    """None if two detection results match (same count, boxes/scores/classes within atol)."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} detections"
+    if len(a) == 0:
+        return None
+    if not torch.equal(a.pred_classes, b.pred_classes):
+        return "classes differ"
+    if not torch.allclose(a.scores, b.scores, atol=atol, rtol=0):
+        return f"scores differ by {(a.scores - b.scores).abs().max():.3g}"
+    if not torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=atol, rtol=0):
+        return f"boxes differ by {(a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max():.3g}"
+    return None
+
+
+@contextlib.contextmanager
+def torch_threads(num: int = 1):
+    """Run tiny models single-threaded: on a small, busy CPU the thread pool's overhead dominates
+    (measured 12x slower with 2 threads than with 1 on the 2-core dev machine under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
