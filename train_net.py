@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Train and evaluate SELSA (or the single-frame baseline) with Detectron2's DefaultTrainer.
+
+    python train_net.py --config-file configs/selsa_R_50_DC5_7e_imagenetvid.yaml --num-gpus 8
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS /path/to/model.pth
+    python train_net.py --config-file ... --resume            # continue from OUTPUT_DIR/last_checkpoint
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.utils.file_io import PathManager
+from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
+
+import selsa_d2  # noqa: F401  (registers datasets and models)
+from selsa_d2 import add_selsa_config
+from selsa_d2.data import build_video_test_loader, build_video_train_loader
+from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device
+from selsa_d2.evaluation import VIDEvaluator
+from selsa_d2.solver import build_selsa_optimizer
+
+logger = logging.getLogger("selsa_d2")
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with the video data pipeline, the VID evaluator and mmdet-style clipping."""
+
+    def __init__(self, cfg):
+        with ddp_on_any_device():
+            super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+            self._trainer.register_hooks([UnscaleGradientsForClipping()])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_video_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_video_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_selsa_optimizer(cfg, model)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+            if len(cfg.DATASETS.TEST) > 1:
+                output_folder = os.path.join(output_folder, dataset_name)
+        return VIDEvaluator(dataset_name, output_folder, motion_iou_range=cfg.TEST.VID.MOTION_IOU_RANGE)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate on every DATASETS.TEST entry; also reports the model's time per frame."""
+        results = OrderedDict()
+        for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
+            data_loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = evaluators[idx] if evaluators else cls.build_evaluator(cfg, dataset_name)
+            timed_model = FrameTimer(model)
+            results_i = inference_on_dataset(timed_model, data_loader, evaluator)
+            if comm.is_main_process():
+                results_i["timing"] = {"ms_per_frame": timed_model.ms_per_frame(), "frames": timed_model.frames}
+                logger.info("Evaluation results for %s in csv format:", dataset_name)
+                print_csv_format(results_i)
+                _write_results(evaluator, results_i)
+            results[dataset_name] = results_i
+        return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
+
+
+def _write_results(evaluator, results):
+    """Save the metrics and timing next to the evaluator's own files (results.json)."""
+    out_dir = getattr(evaluator, "output_dir", None)
+    if out_dir:
+        PathManager.mkdirs(out_dir)
+        with PathManager.open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_selsa_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("CUDA is not available: running on the CPU (MODEL.DEVICE cpu)")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main():
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
