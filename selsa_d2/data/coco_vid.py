@@ -70,6 +70,22 @@ def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> Dict[
     return out
 
 
+def _image_size(img: dict, json_file: str) -> Tuple[int, int]:
+    """``(width, height)`` of a json image entry, checked (the file and image id named on error)."""
+    missing = [k for k in ("file_name", "width", "height") if k not in img]
+    if missing:
+        raise ValueError(f"{json_file}: image {img['id']} has no {missing}")
+    try:
+        w, h = int(img["width"]), int(img["height"])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{json_file}: image {img['id']} needs numeric width and height, got {img['width']!r} x {img['height']!r}"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{json_file}: image {img['id']} has size {w}x{h}, which is not positive")
+    return w, h
+
+
 def load_coco_vid_frames(
     json_file: str,
     image_root: str,
@@ -104,13 +120,22 @@ def load_coco_vid_frames(
     video_names = {v["id"]: os.path.basename(str(v.get("name", v["id"])).rstrip("/")) for v in data.get("videos", [])}
     order = OrderedDict((vid, []) for vid in video_names)
     for img in data["images"]:
+        if "id" not in img:
+            raise ValueError(f"{json_file}: image {img.get('file_name')!r} has no 'id'")
         if as_video and ("video_id" not in img or "frame_id" not in img):
             raise ValueError(f"{json_file}: image {img.get('id')} has no video_id/frame_id while others have")
         order.setdefault(img["video_id"] if as_video else img["id"], []).append(img)
 
     anns_by_image = defaultdict(list)
     for ann in data.get("annotations", []):
-        anns_by_image[ann["image_id"]].append(ann)
+        anns_by_image[ann.get("image_id")].append(ann)
+    image_ids = {img.get("id") for img in data["images"]}
+    orphans = {i: len(a) for i, a in anns_by_image.items() if i not in image_ids}
+    if orphans:
+        logger.warning(
+            "%s: skipped %d annotations of images not in the file (image_id e.g. %s)",
+            json_file, sum(orphans.values()), sorted(orphans, key=str)[:5],
+        )
 
     stats = ReadStats()
     frames: List[dict] = []
@@ -127,7 +152,7 @@ def load_coco_vid_frames(
                 f"expected 0..{len(imgs) - 1}"
             )
         for img in imgs:
-            w, h = int(img["width"]), int(img["height"])
+            w, h = _image_size(img, json_file)
             annotations = []
             for ann in anns_by_image.get(img["id"], []):
                 cat = ann.get("category_id")

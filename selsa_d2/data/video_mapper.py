@@ -13,6 +13,8 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+from detectron2.utils.logger import log_first_n
 
 from .frame_index import get_frame_index
 from .sampling import TRAIN_METHODS, TestReferenceSampler, sample_train_refs
@@ -158,7 +160,7 @@ class VideoDatasetMapper:
             annos = [
                 utils.transform_instance_annotations(obj, transforms, image_shape)
                 for obj in annos
-                if obj.get("iscrowd", 0) == 0
+                if obj.get("iscrowd", 0) == 0 and _valid_box(obj, frame)
             ]
             instances = utils.annotations_to_instances(annos, image_shape)
             out["instances"] = utils.filter_empty_instances(instances)
@@ -198,6 +200,23 @@ class VideoDatasetMapper:
             ref_outputs.append(self._to_output(ref, image, transforms, self.is_train))
         out["ref_frames"] = ref_outputs
         return out
+
+
+def _valid_box(obj: dict, frame: dict) -> bool:
+    """False (logged once per box) for an empty or inverted box. The readers already skip them;
+    this guards hand-made dicts, where Detectron2's box transform would silently turn an inverted
+    box into a valid one (it takes the min/max of the corners)."""
+    x1, y1, x2, y2 = BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS)
+    if x2 > x1 and y2 > y1:
+        return True
+    log_first_n(
+        logging.WARNING,
+        f"{frame.get('file_name')} ({_where(frame)}): skipping object with an empty or inverted box "
+        f"{list(obj['bbox'])} ({BoxMode(obj['bbox_mode']).name})",
+        n=1,
+        key="message",
+    )
+    return False
 
 
 def _where(frame: dict) -> str:
