@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from .data.sampling import TEST_MODES, TestReferenceSampler
+from .data.transforms import build_video_augmentation
 
 __all__ = ["VideoPredictor"]
 
@@ -48,7 +49,8 @@ class VideoPredictor:
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        # the test-time resize of the data pipeline (INPUT.RESIZE_STYLE included)
+        self.aug = T.AugmentationList(build_video_augmentation(self.cfg, is_train=False))
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"VideoPredictor supports INPUT.FORMAT RGB or BGR, got {self.input_format!r}")
@@ -80,9 +82,11 @@ class VideoPredictor:
                 f"{type(frame).__name__} {getattr(frame, 'shape', '')}"
             )
         if self.input_format == "RGB":
-            frame = frame[:, :, ::-1]
+            frame = np.ascontiguousarray(frame[:, :, ::-1])
         height, width = frame.shape[:2]
-        image = self.aug.get_transform(frame).apply_image(frame)
+        aug_input = T.AugInput(frame)
+        self.aug(aug_input)
+        image = aug_input.image
         image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {
             "image": image, "height": height, "width": width,

@@ -52,3 +52,15 @@ def test_build_video_augmentation_styles():
     cfg.INPUT.RESIZE_STYLE = "bicubic"
     with pytest.raises(ValueError, match="RESIZE_STYLE"):
         build_video_augmentation(cfg, is_train=False)
+
+
+def test_video_predictor_uses_the_configured_resize(tmp_path):
+    from selsa_d2.predictor import VideoPredictor
+    from tiny_model import tiny_selsa_cfg
+
+    cfg = tiny_selsa_cfg(INPUT__RESIZE_STYLE="mmcv", INPUT__MIN_SIZE_TEST=60, INPUT__MAX_SIZE_TEST=1000)
+    predictor = VideoPredictor(cfg)
+    frame = np.random.RandomState(0).randint(0, 255, (90, 160, 3), dtype=np.uint8)
+    inp = predictor.prepare(frame, video_id=0, frame_id=0, video_length=1)
+    expected = cv2.resize(np.ascontiguousarray(frame[:, :, ::-1]), (107, 60), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(inp["image"].numpy().transpose(1, 2, 0), expected)
