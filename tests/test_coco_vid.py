@@ -1,5 +1,4 @@
 """COCO-VID json reader/writer, the converter round trip, and dataset registration."""
-import importlib.util
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from selsa_d2.data import (
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid_frames
 
+from repo_scripts import load_script
 from fixtures_ilsvrc import DET_1, TRAIN_A, VAL_A, make_ilsvrc_fixture, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,10 +24,7 @@ V = (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
 
 
 def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "datasets", name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"datasets/{name}.py")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ converted model against independent re-implementations of mmdet 2.28 / mmtrackin
 (AnchorGenerator scale_major, delta2bbox, RPN post-processing, SelsaAggregator, SelsaBBoxHead)
 evaluated with the *original* mmtracking tensors.
 """
-import importlib.util
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_scripts import load_script
 import torch
 import torch.nn.functional as F
 
@@ -380,9 +380,7 @@ def test_cli_roundtrip(tmp_path, capsys):
     # a broken checkpoint: non-zero exit and the key in the message
     del sd[P + "backbone.layer1.1.conv2.weight"]
     torch.save({"state_dict": sd}, src)
-    spec = importlib.util.spec_from_file_location("convert_mmtrack_to_d2", REPO / "tools" / "convert_mmtrack_to_d2.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/convert_mmtrack_to_d2.py")
     capsys.readouterr()
     assert tool.main([str(src), str(dst)]) == 1
     out = capsys.readouterr()

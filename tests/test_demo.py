@@ -1,7 +1,6 @@
 """demo/demo.py on a short synthetic clip with a tiny randomly initialised SELSA model."""
 
 import collections.abc
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,14 +18,7 @@ H, W, N = 96, 128, 8
 NUM_CLASSES = 4
 
 
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("selsa_demo_script", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
+demo = load_script("demo/demo.py", "selsa_demo_script")
 
 
 def _frame(i, h=H, w=W):

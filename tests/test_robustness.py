@@ -10,7 +10,6 @@
 * Inference over a 2,000-frame video keeps the engine's cache within
   ``sampler.max_cached_frames()`` and the process memory flat.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import uuid
 
 import numpy as np
 import pytest
+from repo_scripts import load_script
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -165,10 +165,7 @@ def test_kill_and_resume(synthetic_root, tmp_path):
 
 # ---------------------------------------------------------------------------- non-finite losses
 def _load_train_net():
-    spec = importlib.util.spec_from_file_location("selsa_train_net", os.path.join(REPO_ROOT, "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_net.py", "selsa_train_net")
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Tests for datasets/make_synthetic_vid.py: layout, determinism, annotations, lists, degradations, re-runs."""
 
 import hashlib
-import importlib.util
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -10,18 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from repo_scripts import load_script
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "datasets" / "make_synthetic_vid.py"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("make_synthetic_vid", _SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-msv = _load_module()
+msv = load_script("datasets/make_synthetic_vid.py")
 
 SMALL = dict(
     num_train_videos=3, num_val_videos=2, frames=8, size=(96, 64), seed=3, degraded_fraction=0.4

@@ -1,5 +1,4 @@
 """train_net.py end to end on CPU: training (loss decreases), --eval-only, --resume, 2 processes."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_scripts import load_script
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,18 +24,10 @@ TINY = [
 ]
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("d2_datasets")
-    _load_generator().generate(root / "synthetic_vid", num_train_videos=4, num_val_videos=2, frames=10, seed=3)
+    load_script("datasets/make_synthetic_vid.py").generate(root / "synthetic_vid", num_train_videos=4, num_val_videos=2, frames=10, seed=3)
     return root
 
 
