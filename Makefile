@@ -3,7 +3,7 @@ VENV        ?= .venv
 PYTHON      := $(VENV)/bin/python
 # Python 3.10 is required by the pinned Detectron2 wheel (cp310 only); pyenv users get it from
 # .python-version.
-BOOTSTRAP_PY ?= $(shell command -v python3.10 2>/dev/null || echo python3)
+BOOTSTRAP_PY ?= $(or $(shell command -v python3.10 2>/dev/null),$(lastword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10)),python3)
 STAMP       := $(VENV)/.selsa-d2-installed
 PYTEST_ARGS ?=
 
