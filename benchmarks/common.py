@@ -1,0 +1,309 @@
+"""Shared pieces of the benchmark scripts: configs, synthetic inputs, timing, memory, reporting.
+
+Every speed figure a benchmark prints is a ratio against a baseline measured in the same process
+and the same run, next to the absolute times and the hardware (:func:`hardware_info`).
+"""
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.utils.file_io import PathManager
+
+from selsa_d2.config import add_selsa_config
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SELSA_CONFIG = os.path.join(REPO_ROOT, "configs", "selsa_R_50_DC5_7e_imagenetvid.yaml")
+BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_DC5_7e_imagenetvid.yaml")
+
+# The tests' tiny model (tests/tiny_model.py): R-18 truncated at res4, 32-channel neck, 64-d FCs.
+TINY_OVERRIDES = [
+    "MODEL.BACKBONE.FREEZE_AT", 0,
+    "MODEL.RESNETS.DEPTH", 18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+    "MODEL.RESNETS.RES5_DILATION", 1,
+    "MODEL.RESNETS.OUT_FEATURES", ["res4"],
+    "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res4",
+    "MODEL.SELSA.NECK_CHANNELS", 32,
+    "MODEL.SELSA.NUM_ATTENTION_BLOCKS", 4,
+    "MODEL.ANCHOR_GENERATOR.SIZES", [[16, 32, 64, 128]],
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 300,
+    "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+    "MODEL.ROI_HEADS.NUM_CLASSES", 3,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+]  # fmt: skip
+
+
+def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False, extra: Sequence = ()):
+    """A frozen config of ``config_file`` with random weights (``MODEL.WEIGHTS ""``: nothing is
+    downloaded) on ``device``; ``tiny``: the tests' R-18/res4 model instead of ``depth``."""
+    if not PathManager.exists(config_file):
+        raise FileNotFoundError(f"Benchmark config {config_file} does not exist")
+    cfg = get_cfg()
+    add_selsa_config(cfg)
+    cfg.merge_from_file(config_file)
+    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", 0]
+    opts += list(TINY_OVERRIDES) if tiny else ["MODEL.RESNETS.DEPTH", depth]
+    cfg.merge_from_list(opts + list(extra))
+    cfg.freeze()
+    return cfg
+
+
+def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0):
+    """FrozenBN layers get non-trivial statistics (as tests/tiny_model.py), so that random
+    networks produce varied features and the RPN a full set of proposals."""
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            n = m.weight.numel()
+            m.weight.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.copy_(0.1 * torch.randn(n, generator=g))
+
+
+def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> List[str]:
+    """Copy every parameter/buffer of ``src`` that ``dst`` has with the same name and shape
+    (backbone, RPN, fc1/fc2, predictor), so the baseline and SELSA see identical proposals.
+    Returns the names of ``dst`` that were not copied."""
+    src_state = src.state_dict()
+    dst_state = dst.state_dict()
+    copied = {k: v for k, v in src_state.items() if k in dst_state and dst_state[k].shape == v.shape}
+    dst.load_state_dict(copied, strict=False)
+    return sorted(set(dst_state) - set(copied))
+
+
+# ---------------------------------------------------------------------- synthetic inputs
+class SyntheticVideo:
+    """Deterministic RGB uint8 frames [3, H, W]: a textured background with moving rectangles.
+
+    Frames are generated on demand (:meth:`frame`), so a long video costs no memory beyond the
+    frames a benchmark holds on to.
+    """
+
+    def __init__(self, height: int, width: int, seed: int = 0):
+        self.height, self.width, self.seed = height, width, seed
+        rng = np.random.RandomState(seed)
+        coarse = torch.from_numpy(rng.randint(0, 255, size=(1, 3, max(2, height // 16), max(2, width // 16))))
+        self._background = torch.nn.functional.interpolate(coarse.float(), size=(height, width), mode="bilinear")[0]
+
+    def frame(self, t: int) -> torch.Tensor:
+        h, w = self.height, self.width
+        img = self._background.clone()
+        g = torch.Generator().manual_seed(self.seed * 100003 + t)
+        img += torch.randint(-12, 12, (3, h, w), generator=g).float()
+        for k, (color, speed) in enumerate((((40, 200, 90), 3), ((220, 60, 30), 2), ((90, 90, 230), 5))):
+            bh, bw = max(4, h // (4 + k)), max(4, w // (5 + k))
+            y0 = (h // 8 + k * h // 4 + speed * t) % max(1, h - bh)
+            x0 = (w // 10 + speed * 2 * t) % max(1, w - bw)
+            img[:, y0 : y0 + bh, x0 : x0 + bw] = torch.tensor(color, dtype=torch.float32)[:, None, None]
+        return img.clamp_(0, 255).to(torch.uint8)
+
+    def frame_dict(self, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None) -> Dict:
+        """Test-mapper format (the image is already at the network input size)."""
+        return {
+            "image": self.frame(t) if image is None else image,
+            "height": self.height, "width": self.width,
+            "video_id": video_id, "frame_id": t, "video_length": length,
+        }  # fmt: skip
+
+
+# ---------------------------------------------------------------------- timing / memory
+def synchronize(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def autocast(device: str, enabled: bool):
+    """AMP: float16 on CUDA, bfloat16 on the CPU; a no-op context when not enabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dev = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=torch.float16 if dev == "cuda" else torch.bfloat16)
+
+
+def _current_rss() -> int:
+    """Resident set size of this process in bytes (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakMemory:
+    """Peak memory above the level at ``__enter__``, in bytes (``.delta``).
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (exact).
+    CPU: the process RSS, sampled by a background thread every ``interval`` seconds (a lower
+    bound of the true peak; allocator caching makes RSS an approximation).
+    """
+
+    def __init__(self, device: str, interval: float = 0.005):
+        self.cuda = device.startswith("cuda")
+        self.interval = interval
+        self.delta = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self._start = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._start = self._peak = _current_rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, _current_rss())
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.delta = torch.cuda.max_memory_allocated() - self._start
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, _current_rss())
+            self.delta = self._peak - self._start
+        return False
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the distinct tensor storages reachable from ``obj`` (tensors, Instances,
+    dataclasses, lists/tuples/dicts)."""
+    seen = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            s = o.untyped_storage()
+            if s.data_ptr() not in seen:
+                seen.add(s.data_ptr())
+                total += s.nbytes()
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif hasattr(o, "get_fields"):  # Instances
+            stack.extend(o.get_fields().values())
+        elif hasattr(o, "tensor"):  # Boxes
+            stack.append(o.tensor)
+        elif hasattr(o, "__dataclass_fields__"):
+            stack.extend(getattr(o, f) for f in o.__dataclass_fields__)
+    return total
+
+
+def engine_cache_bytes(engine) -> int:
+    """What a VideoInferenceEngine holds between frames: its frame cache and reference buffer."""
+    return tensor_bytes([getattr(engine, "_cache", {}), getattr(engine, "_buffer", None) or []])
+
+
+# ---------------------------------------------------------------------- reporting
+def hardware_info(device: str) -> Dict:
+    info = {
+        "device": device,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def now_iso() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def hardware_line(hw: Dict) -> str:
+    where = hw.get("gpu") or f"{hw['cpu']} ({hw['cpu_count']} cores)"
+    return f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def _fmt(c) -> str:
+    if c is None:
+        return "-"
+    if isinstance(c, float):
+        return f"{c:.3g}" if abs(c) < 100 else f"{c:.0f}"
+    return str(c)
+
+
+def write_json(path: Optional[str], payload: Dict):
+    if not path:
+        return
+    directory = os.path.dirname(path)
+    if directory:
+        PathManager.mkdirs(directory)
+    with PathManager.open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    logger.info("Wrote %s", path)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def mb(num_bytes: float) -> float:
+    return round(num_bytes / 2**20, 1)
+
+
+class Stopwatch:
+    """Wall-clock seconds of a block, synchronizing CUDA before and after."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self):
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+        return False

@@ -1,0 +1,98 @@
+"""The benchmark scripts run end to end on the tiny model and report ratios against the baseline
+of the same run (structure and arithmetic; timings themselves are not asserted)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from tiny_model import REPO_ROOT, torch_threads
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+import bench_inference  # noqa: E402
+import bench_train  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with torch_threads(1):
+        yield
+
+
+def _check_ratio(row, baseline_ms, key):
+    assert row[key] > 0
+    assert row["ratio_vs_baseline"] == pytest.approx(row[key] / baseline_ms, rel=1e-3, abs=1e-3)
+
+
+def test_bench_inference_tiny(tmp_path):
+    out = tmp_path / "inf.json"
+    result = bench_inference.main(
+        ["--tiny", "--frames", "4", "--refs", "1", "3", "--key-refs", "2", "--mem-frames", "4", "8",
+         "--repeat", "2", "--json", str(out)]
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert {"benchmark", "date", "hardware", "settings", "baseline", "variants", "ref_sweep", "memory", "target"} <= set(data)
+    hw = data["hardware"]
+    assert hw["device"] == "cpu" and hw["torch_threads"] == 1 and hw["torch"] and hw["cpu"]
+
+    base = data["baseline"]
+    assert base["name"] == "faster_rcnn" and base["ratio_vs_baseline"] == 1.0 and base["frames_timed"] == 4
+    assert len(base["pass_ms_per_frame"]) == 2
+    assert base["fps"] == pytest.approx(1000.0 / base["ms_per_frame"], rel=1e-2)
+    variants = {v["name"]: v for v in data["variants"]}
+    assert set(variants) == {"selsa_cached", "selsa_uncached"}
+    for row in list(variants.values()) + data["ref_sweep"]:
+        _check_ratio(row, base["ms_per_frame"], "ms_per_frame")
+        assert row["ratio_vs_baseline_median_based"] == pytest.approx(
+            row["ms_per_frame_median_based"] / base["ms_per_frame_median_based"], rel=1e-3, abs=1e-3)
+        assert len(row["pass_ms_per_frame"]) == 2
+        assert row["ms_per_frame"] == pytest.approx(sorted(row["pass_ms_per_frame"])[0] / 2 + sorted(row["pass_ms_per_frame"])[1] / 2, abs=0.02)
+
+    cached, uncached = variants["selsa_cached"], variants["selsa_uncached"]
+    assert cached["refs"] == 2 and cached["frames_timed"] == 4 and cached["frames_computed"] == 4  # once per frame
+    assert uncached["frames_timed"] == 1 and uncached["frames_computed"] == 2  # key frame 0: refs {0, 3}
+    assert data["target"]["cached_ratio"] == cached["ratio_vs_baseline"]
+    assert data["target"]["met"] == (cached["ratio_vs_baseline"] <= 1.15)
+    assert data["target"]["cached_ratio_median_based"] == cached["ratio_vs_baseline_median_based"]
+
+    assert [r["refs"] for r in data["ref_sweep"]] == [1, 3]
+    assert [r["peak_cache_frames"] for r in data["ref_sweep"]] == [2, 4]
+
+    mem = data["memory"]
+    assert [m["frames"] for m in mem] == [4, 8]
+    for m in mem:
+        assert m["frames_computed"] == m["frames"]
+        assert 0 < m["peak_cache_frames"] <= m["cache_frames_bound"] == 3
+        assert m["peak_cache_mb"] >= 0
+    # bounded by the references, not the video length
+    assert mem[0]["peak_cache_frames"] == mem[1]["peak_cache_frames"]
+    assert data["mean_proposals_per_frame"] > 0
+
+
+def test_bench_train_tiny(tmp_path):
+    out = tmp_path / "train.json"
+    result = bench_train.main(["--tiny", "--iters", "2", "--warmup", "0", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert data["benchmark"] == "train" and data["hardware"]["torch_threads"] == 1
+    base = data["baseline"]
+    assert base["name"] == "faster_rcnn" and base["ratio_vs_baseline"] == 1.0 and base["images_per_iter"] == 1
+    (selsa,) = data["variants"]
+    assert selsa["name"] == "selsa_2refs" and selsa["refs"] == 2 and selsa["images_per_iter"] == 3
+    for row in (base, selsa):
+        assert len(row["iter_ms"]) == 2
+        assert row["last_loss"] > 0
+    _check_ratio(selsa, base["ms_per_iter"], "ms_per_iter")
+
+
+def test_presets_fill_only_unset_options():
+    args = bench_inference.parse_args(["--quick", "--frames", "20"])
+    assert args.frames == 20 and args.height == bench_inference.PRESETS["quick"]["height"]
+    args = bench_inference.parse_args([])
+    assert (args.height, args.width, args.frames, args.key_refs) == (600, 1000, 30, 14)
+    assert args.refs == [1, 2, 4, 8, 14, 30] and args.mem_frames == [30, 90]
+    assert bench_train.parse_args([]).height == 600
+    with pytest.raises(SystemExit):
+        bench_inference.parse_args(["--tiny", "--quick"])
