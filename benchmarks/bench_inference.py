@@ -152,8 +152,12 @@ def _video_input(video: common.SyntheticVideo, images, t: int, length: int, samp
 
 
 def build_models(args):
-    selsa_cfg = common.build_cfg(common.SELSA_CONFIG, args.device, args.depth, args.tiny)
-    base_cfg = common.build_cfg(common.BASELINE_CONFIG, args.device, args.depth, args.tiny)
+    # A random RPN's proposals overlap so much that NMS leaves few of them; a trained detector
+    # keeps POST_NMS_TOPK_TEST (300) per frame. --full-proposals (default) disables the RPN's NMS
+    # so that every variant works on a full set, as it would with real weights.
+    extra = ["MODEL.RPN.NMS_THRESH", 1.0] if args.full_proposals else []
+    selsa_cfg = common.build_cfg(common.SELSA_CONFIG, args.device, args.depth, args.tiny, extra)
+    base_cfg = common.build_cfg(common.BASELINE_CONFIG, args.device, args.depth, args.tiny, extra)
     torch.manual_seed(args.seed)
     selsa = build_model(selsa_cfg).eval()
     common.randomize_frozen_bn(selsa, args.seed)
@@ -331,6 +335,8 @@ def parse_args(argv=None):
     p.add_argument("--mem-frames", type=int, nargs="*", help="video lengths of the memory phase (default 30 90)")
     p.add_argument("--repeat", type=int, help="passes over the video; the median is reported (default 1)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--full-proposals", action=argparse.BooleanOptionalAction, default=True,
+                   help="RPN without NMS, so each frame has POST_NMS_TOPK_TEST proposals like a trained model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)

@@ -36,7 +36,7 @@ from tiny_model import REPO_ROOT, tiny_selsa_cfg, torch_threads
 sys.path.insert(0, os.path.join(REPO_ROOT, "datasets"))
 from make_synthetic_vid import generate  # noqa: E402
 
-TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "selsa_R18_tiny.yaml")
+TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "selsa_tiny.yaml")
 MAX_ITER, CHECKPOINT_PERIOD = 12, 3
 # Small and fast: ~0.2 s per iteration on one CPU thread. Warm-up spans the run and a step at
 # iteration 7, so the LR differs at every iteration and a restarted schedule would show.

@@ -10,8 +10,8 @@ from repo_scripts import load_script
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SELSA_CFG = "configs/synthetic/selsa_R18_tiny.yaml"
-BASELINE_CFG = "configs/synthetic/faster_rcnn_R18_tiny.yaml"
+SELSA_CFG = "configs/synthetic/selsa_tiny.yaml"
+BASELINE_CFG = "configs/synthetic/faster_rcnn_tiny.yaml"
 # Small enough for CI's 2 cores; the model is the tiny synthetic one with narrower heads.
 TINY = [
     "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
