@@ -2,6 +2,7 @@
 
 Writes ``comparison.mp4`` (both models side by side on every frame of the validation video with
 the most degraded frames) and ``degraded_frames.png`` (the same, on a few of its degraded frames).
+Each row is captioned with the frame's degradations and its ground-truth classes.
 """
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -48,9 +49,10 @@ def _draw(image_bgr: np.ndarray, instances, metadata, title: str) -> np.ndarray:
     return out
 
 
-def _label_frame(panel: np.ndarray, frame: dict) -> np.ndarray:
+def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> np.ndarray:
     degradations = ",".join(frame.get("degradations") or []) or "clean"
-    text = f"frame {frame['frame_id']}: {degradations}"
+    truth = ", ".join(class_names[a["category_id"]] for a in frame.get("annotations", [])) or "none"
+    text = f"frame {frame['frame_id']}: {degradations} | ground truth: {truth}"
     cv2.putText(panel, text, (6, panel.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
     cv2.putText(panel, text, (6, panel.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return panel
@@ -73,7 +75,7 @@ def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, d
     panels = []
     for frame, image, a, b in zip(frames, images, left, right):
         row = np.hstack([_draw(image, a, metadata, left_label), _draw(image, b, metadata, right_label)])
-        panels.append(_label_frame(row, frame))
+        panels.append(_label_frame(row, frame, metadata.thing_classes))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / "comparison.mp4"
