@@ -28,26 +28,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELSA_CONFIG = os.path.join(REPO_ROOT, "configs", "selsa_R_50_DC5_7e_imagenetvid.yaml")
 BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_DC5_7e_imagenetvid.yaml")
 
-# The tests' tiny model (tests/tiny_model.py): R-18 truncated at res4, 32-channel neck, 64-d FCs.
-TINY_OVERRIDES = [
-    "MODEL.BACKBONE.FREEZE_AT", 0,
-    "MODEL.RESNETS.DEPTH", 18,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-    "MODEL.RESNETS.RES5_DILATION", 1,
-    "MODEL.RESNETS.OUT_FEATURES", ["res4"],
-    "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res4",
-    "MODEL.SELSA.NECK_CHANNELS", 32,
-    "MODEL.SELSA.NUM_ATTENTION_BLOCKS", 4,
-    "MODEL.ANCHOR_GENERATOR.SIZES", [[16, 32, 64, 128]],
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", 300,
-    "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
-    "MODEL.ROI_HEADS.NUM_CLASSES", 3,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
-    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-]  # fmt: skip
+# The tests' tiny model: R-18 truncated at res4, 32-channel neck, 64-d FCs (merged after the config).
+TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")
 
 
 def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False, extra: Sequence = ()):
@@ -58,8 +40,10 @@ def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False
     cfg = get_cfg()
     add_selsa_config(cfg)
     cfg.merge_from_file(config_file)
+    if tiny:
+        cfg.merge_from_file(TINY_OVERRIDES)
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", 0]
-    opts += list(TINY_OVERRIDES) if tiny else ["MODEL.RESNETS.DEPTH", depth]
+    opts += [] if tiny else ["MODEL.RESNETS.DEPTH", depth]
     cfg.merge_from_list(opts + list(extra))
     cfg.freeze()
     return cfg

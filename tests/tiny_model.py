@@ -18,6 +18,7 @@ from selsa_d2.config import add_selsa_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-SELSA-DC5.yaml")
+TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")
 
 
 def tiny_selsa_cfg(num_classes: int = 3, **overrides):
@@ -29,37 +30,8 @@ def tiny_selsa_cfg(num_classes: int = 3, **overrides):
     cfg = get_cfg()
     add_selsa_config(cfg)
     cfg.merge_from_file(BASE_CONFIG)
-    cfg.merge_from_list(
-        [
-            "MODEL.DEVICE", "cpu",
-            "MODEL.WEIGHTS", "",
-            "MODEL.BACKBONE.FREEZE_AT", 0,
-            "MODEL.RESNETS.DEPTH", 18,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-            "MODEL.RESNETS.RES5_DILATION", 1,
-            "MODEL.RESNETS.OUT_FEATURES", ["res4"],
-            "MODEL.RESNETS.NORM", "FrozenBN",
-            "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res4",
-            "MODEL.SELSA.NECK_CHANNELS", 32,
-            "MODEL.SELSA.NUM_ATTENTION_BLOCKS", 4,
-            "MODEL.ANCHOR_GENERATOR.SIZES", [[16, 32, 64, 128]],
-            "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300,
-            "MODEL.RPN.POST_NMS_TOPK_TRAIN", 40,
-            "MODEL.RPN.PRE_NMS_TOPK_TEST", 300,
-            "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
-            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
-            "MODEL.ROI_HEADS.NUM_CLASSES", num_classes,
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
-            "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-            "INPUT.MIN_SIZE_TRAIN", (96,),
-            "INPUT.MAX_SIZE_TRAIN", 160,
-            "INPUT.MIN_SIZE_TEST", 96,
-            "INPUT.MAX_SIZE_TEST", 160,
-            "INPUT.VIDEO.TEST_NUM_REFS", 4,
-            "DATALOADER.NUM_WORKERS", 0,
-            "SOLVER.IMS_PER_BATCH", 2,
-        ]  # fmt: skip
-    )
+    cfg.merge_from_file(TINY_OVERRIDES)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     for key, value in overrides.items():
         cfg.merge_from_list([key.replace("__", "."), value])
     return cfg

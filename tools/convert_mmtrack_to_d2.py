@@ -10,7 +10,6 @@ config's architecture against it (error on a contradiction) and warns about sett
 inference differ from mmtracking's.
 """
 import argparse
-import logging
 import sys
 
 from detectron2.config import get_cfg
@@ -35,7 +34,8 @@ def main(argv=None):
     try:
         summary = convert_mmtrack_checkpoint(args.input, args.output, cfg)
     except (KeyError, ValueError, FileNotFoundError) as e:
-        logging.getLogger("selsa_d2").error("Conversion failed: %s", e.args[0] if e.args else e)
+        # printed, not logged: the message is the CLI's answer, whatever the logging set-up
+        print(f"Conversion failed: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1
     total = sum(v for k, v in summary.items() if not k.startswith("dropped"))
     print(f"Wrote {args.output}: {total} tensors")

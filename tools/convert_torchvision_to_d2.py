@@ -7,7 +7,6 @@ Use the .pkl as MODEL.WEIGHTS with the pytorch-style settings: MODEL.RESNETS.STR
 INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675, 116.28, 103.53], MODEL.PIXEL_STD [58.395, 57.12, 57.375].
 """
 import argparse
-import logging
 import sys
 
 from detectron2.utils.logger import setup_logger
@@ -24,7 +23,8 @@ def main(argv=None):
     try:
         summary = convert_torchvision_checkpoint(args.input, args.output)
     except (KeyError, ValueError, FileNotFoundError) as e:
-        logging.getLogger("selsa_d2").error("Conversion failed: %s", e.args[0] if e.args else e)
+        # printed, not logged: the message is the CLI's answer, whatever the logging set-up
+        print(f"Conversion failed: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1
     print(f"Wrote {args.output}")
     for group, n in summary.items():
