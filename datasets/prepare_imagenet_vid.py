@@ -35,6 +35,11 @@ def parse_args(argv=None):
     p.add_argument("--classes", default=None, help="class file, one '<id> <name>' per line")
     p.add_argument("--splits", nargs="+", default=["train", "val", "det"], choices=["train", "val", "det"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--list-frame-base", type=int, choices=(0, 1), default=0,
+        help="number of a video's first frame in VID_train_15frames.txt: 0 as FGFA (the list's "
+        "authors) read it, 1 to mark the same key frames as mmtracking's converter",
+    )
     return p.parse_args(argv)
 
 
@@ -69,7 +74,9 @@ def main(argv=None) -> int:
                                 image_root=os.path.join(root, "Data", "DET"),
                                 key_frames=[(f["video_id"], 0) for f in frames], as_video=False)
         else:
-            frames, keys = load_ilsvrc_vid_frames(root, split, names, wnids, dataset_name=split, progress=progress)
+            frames, keys = load_ilsvrc_vid_frames(
+                root, split, names, wnids, dataset_name=split, progress=progress, list_frame_base=args.list_frame_base
+            )
             write_coco_vid_json(frames, out_file, class_names=names, wnids=wnids,
                                 image_root=os.path.join(root, "Data", "VID"),
                                 key_frames=keys if split == "train" else None)

@@ -269,3 +269,22 @@ def test_converter_on_synthetic_layout(tmp_path):
     assert js == raw and flagged == keys and len(raw) == 6
     assert sum(len(f["annotations"]) for f in raw) > 0
     assert not os.path.exists(os.path.join(ann, "imagenet_det_30plus1cls.json"))  # no DET list: skipped
+
+
+def test_converter_list_frame_base_matches_mmtracking(tmp_path):
+    """--list-frame-base 1 marks the frame before each listed number, as mmtracking's converter."""
+    gen = _load_script("make_synthetic_vid")
+    out = str(tmp_path / "synthetic_vid")
+    # 30 frames: the listed key frames are 1, 3, ..., 29 (none is 0, which a 1-based list cannot name)
+    gen.main(["--out", out, "--num-train-videos", "1", "--num-val-videos", "1", "--frames", "30", "--size", "96x64"])
+    prepare = _load_script("prepare_imagenet_vid")
+    image_root = os.path.join(out, "Data", "VID")
+    key_frames = {}
+    for base in (0, 1):
+        ann = str(tmp_path / f"ann{base}")
+        assert prepare.main(["--root", out, "--out", ann, "--no-progress", "--splits", "train",
+                             "--list-frame-base", str(base)]) == 0
+        frames, flagged = load_coco_vid_frames(os.path.join(ann, "imagenet_vid_train.json"), image_root)
+        key_frames[base] = sorted(fid for _, fid in flagged)
+    assert key_frames[0] == list(range(1, 30, 2))
+    assert key_frames[1] == [f - 1 for f in key_frames[0]]
