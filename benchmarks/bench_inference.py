@@ -340,12 +340,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    defaults = PRESETS["tiny" if args.tiny else "quick" if args.quick else "full"]
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda but torch.cuda.is_available() is False")
+    common.finish_args(p, args, PRESETS)
     if min(args.frames, args.uncached_frames, args.repeat, args.key_refs) < 1 or min(args.refs) < 1:
         p.error("--frames, --uncached-frames, --repeat, --key-refs and --refs must be >= 1")
     return args
@@ -353,9 +348,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> Dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.start_run(args)
     selsa, baseline = build_models(args)
     video = common.SyntheticVideo(args.height, args.width, seed=args.seed)
     variants = timing_phase(args, selsa, baseline, video)

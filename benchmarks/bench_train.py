@@ -159,11 +159,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    for k, v in PRESETS["tiny" if args.tiny else "quick" if args.quick else "full"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda but torch.cuda.is_available() is False")
+    common.finish_args(p, args, PRESETS)
     if min(args.iters, args.batch, args.gt_boxes) < 1 or args.refs < 0 or args.warmup < 0:
         p.error("--iters, --batch, --gt-boxes must be >= 1 and --refs, --warmup >= 0")
     return args
@@ -171,9 +167,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> Dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.start_run(args)
     trainees, cfg = build_trainees(args)
     batch = synthetic_batch(args, cfg.MODEL.ROI_HEADS.NUM_CLASSES, args.seed)
     with EventStorage(0):

@@ -49,8 +49,26 @@ def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False
     return cfg
 
 
+def finish_args(parser, args, presets: Dict[str, Dict]):
+    """Fill the options left at None from the chosen preset (--tiny, --quick or the full run) and
+    refuse --device cuda without CUDA."""
+    for k, v in presets["tiny" if args.tiny else "quick" if args.quick else "full"].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    return args
+
+
+def start_run(args):
+    """Logging and torch threads for a benchmark run."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0):
-    """FrozenBN layers get non-trivial statistics (as tests/tiny_model.py), so that random
+    """FrozenBN layers get non-trivial statistics (also used by tests/tiny_model.py), so that random
     networks produce varied features and the RPN a full set of proposals."""
     g = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
