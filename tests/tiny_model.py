@@ -16,6 +16,11 @@ from detectron2.structures import Boxes, Instances
 
 from selsa_d2.config import add_selsa_config
 
+# benchmarks/common.py is a script module; its FrozenBN randomiser is shared, not copied.
+from repo_scripts import load_script
+
+randomize_frozen_bn = load_script("benchmarks/common.py", "selsa_bench_common").randomize_frozen_bn
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-SELSA-DC5.yaml")
 TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")
@@ -42,20 +47,8 @@ def build_tiny_model(cfg=None, seed: int = 0, eval_mode: bool = True, **override
     cfg = cfg if cfg is not None else tiny_selsa_cfg(**overrides)
     torch.manual_seed(seed)
     model = build_model(cfg)
-    _randomize_frozen_bn(model, seed)
+    randomize_frozen_bn(model, seed)
     return model.eval() if eval_mode else model.train()
-
-
-def _randomize_frozen_bn(model, seed: int):
-    """Give FrozenBN layers non-trivial statistics so random models are not degenerate."""
-    from detectron2.layers import FrozenBatchNorm2d
-
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            n = m.weight.numel()
-            m.weight.copy_(0.5 + torch.rand(n, generator=g))
-            m.bias.copy_(0.1 * torch.randn(n, generator=g))
 
 
 def synthetic_video(num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0) -> List[np.ndarray]:
