@@ -106,6 +106,12 @@ def _resolve_classes(
     return _ClassSpec(lambda: (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)), (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
 
 
+def _require_file(dataset: str, what: str, path: str, hint: str) -> None:
+    """Raise a FileNotFoundError naming the dataset, the missing file and how to make it."""
+    if not PathManager.exists(path):
+        raise FileNotFoundError(f"Dataset {dataset!r}: {what} {path} does not exist ({hint})")
+
+
 def register_vid_dataset(
     name: str,
     *,
@@ -166,11 +172,8 @@ def register_vid_dataset(
         meta = {"json_file": json_file, "image_root": image_root}
 
         def read():
-            if not PathManager.exists(json_file):
-                raise FileNotFoundError(
-                    f"Dataset {name!r}: annotation file {json_file} does not exist (convert the raw ILSVRC data "
-                    f"with datasets/prepare_imagenet_vid.py; see datasets/README.md)"
-                )
+            _require_file(name, "annotation file", json_file,
+                          "convert the raw ILSVRC data with datasets/prepare_imagenet_vid.py; see datasets/README.md")
             names, ids = classes()
             frames, flagged = load_coco_vid_frames(json_file, image_root, class_names=names, wnids=ids,
                                                    dataset_name=name)
@@ -185,11 +188,8 @@ def register_vid_dataset(
         meta = {"root": raw_root, "image_root": os.path.join(raw_root, "Data", layout.upper()), "list_file": list_path}
 
         def read():
-            if not PathManager.exists(list_path):
-                raise FileNotFoundError(
-                    f"Dataset {name!r}: list file {list_path} does not exist (expected the raw ILSVRC layout "
-                    f"under {raw_root}; see datasets/README.md)"
-                )
+            _require_file(name, "list file", list_path,
+                          f"expected the raw ILSVRC layout under {raw_root}; see datasets/README.md")
             names, ids = classes()
             lst = local_abspath(list_path)
             if layout == "det":
