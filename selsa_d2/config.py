@@ -25,6 +25,11 @@ def add_selsa_config(cfg):
     # Append the key frame's own proposals to the references (mmtracking does at test time).
     _C.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF = True
 
+    # mmdet MaxIoUAssigner's min_pos_iou, read by the "MaxIoUAssignerRPN" proposal generator
+    # (selsa_d2/modeling/rpn.py): a gt's best anchors become positive (low-quality matches) only
+    # if their IoU is >= this. 0: a low-quality match for every gt, as Detectron2's RPN.
+    _C.MODEL.RPN.LOW_QUALITY_MIN_IOU = 0.0
+
     # ---------------------------------------------------------------- video sampling
     _C.INPUT.VIDEO = CN()
     # Training references: "bilateral_uniform" (both sides within +-FRAME_RANGE, key excluded)

@@ -5,6 +5,7 @@ from .backbone import SelsaDC5Backbone, build_selsa_dc5_backbone
 from .box_head import SelsaBoxHead
 from .meta_arch import SelsaRCNN, eval_mode
 from .roi_heads import SelsaROIHeads
+from .rpn import MaxIoUAssignerRPN, MaxIoUMatcher
 from .video_inference import FrameFeatures, VideoInferenceEngine
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "build_selsa_dc5_backbone",
     "SelsaBoxHead",
     "SelsaROIHeads",
+    "MaxIoUAssignerRPN",
+    "MaxIoUMatcher",
     "SelsaRCNN",
     "eval_mode",
     "FrameFeatures",
