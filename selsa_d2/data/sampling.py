@@ -17,11 +17,11 @@ OFFLINE_METHODS = ("adaptive_stride", "fixed_window")
 
 
 def _draw(candidates: List[int], num: int, rng) -> List[int]:
-    """``num`` ids from ``candidates``: without replacement when there are enough, else with."""
-    if num <= 0 or not candidates:
+    """``min(num, len(candidates))`` distinct ids from ``candidates`` (as ``random.sample``)."""
+    num = min(num, len(candidates))
+    if num <= 0:
         return []
-    replace = len(candidates) < num
-    picked = rng.choice(len(candidates), size=num, replace=replace)
+    picked = rng.choice(len(candidates), size=num, replace=False)
     return sorted(candidates[int(i)] for i in np.atleast_1d(picked))
 
 
@@ -33,38 +33,40 @@ def sample_train_refs(
     method: str = "bilateral_uniform",
     rng: Optional[np.random.RandomState] = None,
 ) -> List[int]:
-    """Reference frame ids for a training key frame.
+    """Reference frame ids for a training key frame, as mmtracking's ``ref_img_sampling``
+    (``mmtrack/datasets/coco_video_dataset.py``).
 
     Args:
         frame_id: key frame position, ``0 <= frame_id < video_length``.
         video_length: frames in the video. A one-frame video (an ImageNet DET image) gets the
-            key frame repeated ``num_refs`` times.
-        num_refs: references to return (always exactly this many).
+            key frame repeated ``num_refs`` times (mmtracking copies a DET image's own info).
+        num_refs: references wanted.
         frame_range: references lie within ``[frame_id - frame_range, frame_id + frame_range]``.
-        method: ``"bilateral_uniform"``: half the references (rounded down) from the left side,
-            the rest from the right side, key frame excluded; a side with no frames gives its
-            share to the other side. ``"uniform"``: uniformly from the whole window, key frame
-            excluded. Within a side, frames are drawn without replacement while enough exist.
+        method: ``"bilateral_uniform"``: ``num_refs // 2`` distinct frames from the left side and
+            ``num_refs - num_refs // 2`` from the right side, key frame excluded; a side with
+            fewer frames gives what it has (so the first and last frames of a video get one
+            reference out of 2, as in mmtracking). ``"uniform"``: ``num_refs`` distinct frames
+            from the whole window, key frame excluded, or all of them if there are fewer.
         rng: a ``np.random.RandomState``/``Generator``; defaults to the global numpy RNG, which
             Detectron2 seeds per data-loader worker.
 
     Returns:
-        ``num_refs`` sorted frame ids (repeats only when the video is too short).
+        Sorted, distinct frame ids, at most ``num_refs`` of them (fewer at the video's ends or
+        in videos shorter than the window); the key frame repeated for one-frame videos.
     """
     if method not in TRAIN_METHODS:
         raise ValueError(f"Unknown training reference sampler {method!r}; expected one of {TRAIN_METHODS}")
     if not 0 <= frame_id < video_length:
         raise ValueError(f"frame_id {frame_id} outside a video of {video_length} frames")
     rng = np.random if rng is None else rng
+    if video_length == 1:
+        return [frame_id] * num_refs
     lo, hi = max(0, frame_id - frame_range), min(video_length - 1, frame_id + frame_range)
     left = list(range(lo, frame_id))
     right = list(range(frame_id + 1, hi + 1))
-    if not left and not right:
-        return [frame_id] * num_refs
     if method == "uniform":
         return _draw(left + right, num_refs, rng)
-    num_left = num_refs // 2 if right else num_refs
-    num_left = num_left if left else 0
+    num_left = num_refs // 2
     return sorted(_draw(left, num_left, rng) + _draw(right, num_refs - num_left, rng))
 
 
