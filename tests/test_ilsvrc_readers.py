@@ -248,3 +248,42 @@ def test_missing_list_file(root):
     os.remove(os.path.join(root, "Lists", "VID_val_videos.txt"))
     with pytest.raises(FileNotFoundError, match="VID_val_videos.txt"):
         load_ilsvrc_vid_frames(root, "val", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
+
+
+def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
+    """Repeated DET lines keep unique image/video ids through registration, the frame index, the
+    json converter round trip and the evaluator (Detectron2's COCO conversion included)."""
+    import torch
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, Instances
+    from selsa_d2.data import get_frame_index, load_coco_vid_frames, register_vid_dataset, unregister_vid_dataset
+    from selsa_d2.evaluation import VIDEvaluator
+
+    write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"), f"{DET_1} 1\n{DET_2} 2\n{DET_1} 3\n")
+    name = f"det_repeats_{os.getpid()}"
+    register_vid_dataset(name, raw_root=root, layout="det")
+    try:
+        dicts = DatasetCatalog.get(name)
+        assert [d["image_id"] for d in dicts] == [1, 2, 3]
+        assert len(get_frame_index(name)) == 3  # three one-frame videos
+        ev = VIDEvaluator(name, distributed=False)
+        for d in dicts:
+            inst = Instances((d["height"], d["width"]))
+            inst.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32))
+            inst.scores = torch.full((len(d["annotations"]),), 0.9)
+            inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
+            ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+        res = ev.evaluate()
+        assert res["vid"]["mAP"] == pytest.approx(100.0) and res["bbox"]["AP50"] == pytest.approx(100.0)
+    finally:
+        unregister_vid_dataset(name)
+    ann = str(tmp_path / "ann")
+    assert load_script("datasets/prepare_imagenet_vid.py").main(
+        ["--root", root, "--out", ann, "--no-progress", "--splits", "det"]) == 0
+    with open(os.path.join(ann, "imagenet_det_30plus1cls.json")) as f:
+        data = json.load(f)
+    assert [(im["id"], im["file_name"]) for im in data["images"]] == [
+        (1, DET_1 + ".JPEG"), (2, DET_2 + ".JPEG"), (3, DET_1 + ".JPEG")]
+    assert all(im["is_vid_train_frame"] for im in data["images"])
+    frames, _ = load_coco_vid_frames(os.path.join(ann, "imagenet_det_30plus1cls.json"), os.path.join(root, "Data", "DET"))
+    assert [f["image_id"] for f in frames] == [1, 2, 3]
