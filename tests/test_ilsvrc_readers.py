@@ -285,5 +285,6 @@ def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
     assert [(im["id"], im["file_name"]) for im in data["images"]] == [
         (1, DET_1 + ".JPEG"), (2, DET_2 + ".JPEG"), (3, DET_1 + ".JPEG")]
     assert all(im["is_vid_train_frame"] for im in data["images"])
-    frames, _ = load_coco_vid_frames(os.path.join(ann, "imagenet_det_30plus1cls.json"), os.path.join(root, "Data", "DET"))
+    det_json = os.path.join(ann, "imagenet_det_30plus1cls.json")
+    frames, _ = load_coco_vid_frames(det_json, os.path.join(root, "Data", "DET"))
     assert [f["image_id"] for f in frames] == [1, 2, 3]
