@@ -10,8 +10,8 @@ Conventions
     msracver/Flow-Guided-Feature-Aggregation): width ``x2 - x1 + 1``, height ``y2 - y1 + 1``, and
     so for areas, intersections (``min(x2) - max(x1) + 1``), IoU and the small-object threshold.
     This is the convention behind the VID mAP that FGFA, MEGA and the SELSA paper report.
-  - ``"continuous"``: width ``x2 - x1`` (Detectron2 / pycocotools). Small boxes then have lower IoU
-    and thresholds; e.g. gt ``[100, 100, 129, 129]`` and detection ``[96, 92, 137, 125]`` have IoU
+  - ``"continuous"``: width ``x2 - x1`` (Detectron2 / pycocotools). Small boxes then typically
+    have lower IoU and thresholds; e.g. gt ``[100, 100, 129, 129]`` and detection ``[96, 92, 137, 125]`` have IoU
     0.4935 here (no match) and 0.5039 under ``"devkit"`` (a match).
 * A ground-truth frame (``GTFrame``) is a dict ``{"image_id": int, "video_id": int, "frame_id": int,
   "boxes": float[G, 4], "classes": int[G] (0-based contiguous), "instance_ids": int[G]}``
