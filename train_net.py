@@ -55,7 +55,7 @@ class Trainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
             if len(cfg.DATASETS.TEST) > 1:
                 output_folder = os.path.join(output_folder, dataset_name)
-        return VIDEvaluator(dataset_name, output_folder, motion_iou_range=cfg.TEST.VID.MOTION_IOU_RANGE)
+        return VIDEvaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

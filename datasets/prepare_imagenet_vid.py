@@ -9,8 +9,14 @@ writes (each one whose list file exists under ``<root>/Lists``):
 - ``imagenet_vid_train.json`` from ``VID_train_15frames.txt`` (all frames of the listed videos;
   the listed frames flagged ``is_vid_train_frame``),
 - ``imagenet_vid_val.json`` from ``VID_val_videos.txt`` (all frames, none flagged, as mmtracking),
-- ``imagenet_det_30plus1cls.json`` from ``DET_train_30classes.txt`` (the listed DET images,
-  objects of the dataset's classes only).
+- ``imagenet_det_30plus1cls.json`` from ``DET_train_30classes.txt`` (one image per list line,
+  objects of the dataset's classes only; an image listed twice is written twice, with its own ids,
+  as mmtracking's ``imagenet2coco_det.py`` does, so it is sampled more often in training).
+
+``--list-frame-base 1`` reads the frame numbers of ``VID_train_15frames.txt`` as mmtracking's
+``imagenet2coco_vid.py`` does (number - 1): lines naming frame 0 are skipped and counted (a warning),
+as that converter's frame -1 flags no image; on the official list the result flags the same
+57,690 key frames as mmtracking's json.
 
 The files are interchangeable with the ones mmtracking's converters write. ``--classes`` takes a
 ``"<id> <name>"`` class file for custom data in the same layout (e.g. the synthetic dataset);
@@ -38,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--list-frame-base", type=int, choices=(0, 1), default=0,
         help="number of a video's first frame in VID_train_15frames.txt: 0 as FGFA (the list's "
-        "authors) read it, 1 to mark the same key frames as mmtracking's converter",
+        "authors) read it, 1 to mark the same key frames as mmtracking's converter (lines naming "
+        "frame 0 are then skipped and counted)",
     )
     return p.parse_args(argv)
 

@@ -59,4 +59,8 @@ def add_selsa_config(cfg):
     _C.TEST.VID = CN()
     # Frames on each side used for a gt instance's motion IoU (FGFA protocol).
     _C.TEST.VID.MOTION_IOU_RANGE = 10
+    # Box extent in the "vid" metrics: "devkit" (pixel-inclusive, width x2 - x1 + 1, as the ILSVRC
+    # devkit and FGFA's imagenet_vid_eval.py; the published VID mAP) or "continuous" (x2 - x1, as
+    # pycocotools). bbox/* (pycocotools) is always continuous.
+    _C.TEST.VID.BOX_CONVENTION = "devkit"
     return cfg

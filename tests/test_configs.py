@@ -27,7 +27,7 @@ ALL_CONFIGS = list(SELSA_CONFIGS) + [BASELINE_CONFIG]
 
 # One epoch of mmtracking's training set on 8 GPUs x 1 key frame (see Base-SELSA-DC5.yaml):
 # VID_train_15frames key frames + DET_train_30classes lines, repeats kept.
-VID_KEY_FRAMES, DET_IMAGES, GPUS = 57_834, 53_638, 8
+VID_KEY_FRAMES, DET_IMAGES, GPUS = 57_834, 53_639, 8
 ITERS_PER_EPOCH = math.ceil((VID_KEY_FRAMES + DET_IMAGES) / GPUS)
 
 # ---------------------------------------------------------------- inference half of the table
@@ -223,11 +223,11 @@ def test_config_matches_mmtracking_table(name):
 
 def test_schedule_is_seven_epochs_with_steps_after_two_and_five():
     cfg = load("selsa_R_50_DC5_7e_imagenetvid.yaml")
-    assert ITERS_PER_EPOCH == 13_934
-    assert cfg.SOLVER.MAX_ITER == 97_538 and tuple(cfg.SOLVER.STEPS) == (27_868, 69_670)
+    assert ITERS_PER_EPOCH == 13_935
+    assert cfg.SOLVER.MAX_ITER == 97_545 and tuple(cfg.SOLVER.STEPS) == (27_870, 69_675)
 
 
-def mmcv_step_warmup_lr(i, base_lr=0.01, warmup_iters=500, ratio=1.0 / 3, step_iters=(27_868, 69_670), gamma=0.1):
+def mmcv_step_warmup_lr(i, base_lr=0.01, warmup_iters=500, ratio=1.0 / 3, step_iters=(27_870, 69_675), gamma=0.1):
     """mmcv 1.x StepLrUpdaterHook (epoch steps converted to iterations) with warmup='linear':
     k = (1 - i / warmup_iters) * (1 - ratio); lr = regular_lr * (1 - k) for i < warmup_iters."""
     regular = base_lr * gamma ** sum(i >= s for s in step_iters)

@@ -1,4 +1,5 @@
 """Raw ILSVRC VID/DET readers on the hand-written fixture, and their bad-input handling."""
+import json
 import logging
 import os
 import shutil
@@ -7,11 +8,12 @@ import pytest
 from detectron2.structures import BoxMode
 
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
-from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid, load_ilsvrc_vid_frames
+from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid, load_ilsvrc_vid_frames, parse_vid_list
 
 from fixtures_ilsvrc import (
-    DET_1, DET_2, TRAIN_A, TRAIN_B, VAL_A, make_ilsvrc_fixture, obj, write_text, xml_text,
+    DET_1, DET_2, TRAIN_A, TRAIN_B, TRAIN_LIST, VAL_A, make_ilsvrc_fixture, obj, write_text, xml_text,
 )
+from repo_scripts import load_script
 
 C = IMAGENET_VID_WNIDS.index
 
@@ -73,13 +75,51 @@ def test_vid_train_key_frames_only(root):
     assert len(every) == 6
 
 
-def test_list_frame_base_one(root):
-    # mmtracking's reading of the list: numbers are 1-based, so "0" is out of range
-    with pytest.raises(ValueError, match=r"VID_train_15frames.txt:3: frame number 0 outside 1\.\.2"):
-        _train(root, list_frame_base=1)
+def test_list_frame_base_one(root, caplog):
+    # mmtracking's reading of the list: number - 1. Line 3 names frame 0 (frame -1 for mmtracking,
+    # which flags nothing): skipped and counted; its video stays, without key frames.
+    with caplog.at_level(logging.WARNING):
+        frames, keys = _train(root, list_frame_base=1)
+    assert keys == [(1, 0), (1, 2)]
+    assert len(frames) == 6
+    assert "skipped 1 lines naming frame 0" in caplog.text and "[3]" in caplog.text
     write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 1 4\n{TRAIN_A} 1 4 4\n")
     _, keys = _train(root, list_frame_base=1)
     assert keys == [(1, 0), (1, 3)]
+    # past the end is still an error
+    write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 5 4\n")
+    with pytest.raises(ValueError, match=r"VID_train_15frames.txt:1: frame number 5 outside 1\.\.4"):
+        _train(root, list_frame_base=1)
+    with pytest.raises(ValueError, match="list_frame_base"):
+        _train(root, list_frame_base=2)
+
+
+def test_parse_vid_list_frame_bases(tmp_path):
+    lst = str(tmp_path / "list.txt")
+    write_text(lst, "train/v 1 0 3\ntrain/v 1 2 3\n\ntrain/w 1 1 2\ntrain/v 1 2 3\n")
+    zero = parse_vid_list(lst, key_frames_listed=True)
+    assert {v: i["key_frames"] for v, i in zero.items()} == {"train/v": [0, 2], "train/w": [1]}
+    one = parse_vid_list(lst, key_frames_listed=True, list_frame_base=1)
+    assert {v: i["key_frames"] for v, i in one.items()} == {"train/v": [1], "train/w": [0]}
+    assert one["train/w"]["line"] == f"{lst}:4" and one["train/v"]["num_frames"] == 3
+
+
+def test_converter_frame_base_one_flags_mmtracking_key_frames(root, tmp_path):
+    """prepare_imagenet_vid.py --list-frame-base 1 flags what mmtracking's imagenet2coco_vid.py
+    flags: frame (number - 1) of each line; a line naming 0 (mmtracking: frame -1) flags nothing."""
+    ann = str(tmp_path / "ann")
+    assert load_script("datasets/prepare_imagenet_vid.py").main(
+        ["--root", root, "--out", ann, "--no-progress", "--splits", "train", "--list-frame-base", "1"]) == 0
+    with open(os.path.join(ann, "imagenet_vid_train.json")) as f:
+        data = json.load(f)
+    names = {v["id"]: v["name"] for v in data["videos"]}
+    flagged = {(names[im["video_id"]], im["frame_id"]) for im in data["images"] if im["is_vid_train_frame"]}
+    expected = set()
+    for line in TRAIN_LIST:  # mmtracking's rule, restated
+        video, _, number, _ = line.split()
+        expected.add((video, int(number) - 1))
+    assert flagged == {k for k in expected if k[1] >= 0} == {(TRAIN_A, 0), (TRAIN_A, 2)}
+    assert len(data["images"]) == 6  # every frame of both videos, as mmtracking
 
 
 def test_vid_val_every_frame_is_key(root, caplog):
@@ -103,6 +143,22 @@ def test_det_reader(root, caplog):
     assert frames[0]["annotations"] == [_ann((5, 6, 25, 26), C("n02084071"), 0), _ann((30, 8, 60, 40), 6, 1)]
     assert frames[1]["annotations"] == [_ann((0, 0, 64, 48), 0, 0)]
     assert "n99999999" in caplog.text
+
+
+def test_det_repeated_lines_are_separate_samples(root, caplog):
+    """FGFA, MEGA and mmtracking keep each line of DET_train_30classes.txt (repeats included)."""
+    write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"),
+               f"{DET_1} 1\n{DET_2} 2\n\n{DET_1} 3\n{DET_1}.JPEG 4\n")
+    with caplog.at_level(logging.INFO):
+        frames = load_ilsvrc_det(root, IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, dataset_name="d")
+    assert [(f["image_id"], f["video_id"], f["video_name"]) for f in frames] == [
+        (1, 1, "det/" + DET_1), (2, 2, "det/" + DET_2), (3, 3, "det/" + DET_1), (4, 4, "det/" + DET_1)]
+    assert frames[2]["file_name"] == frames[3]["file_name"] == frames[0]["file_name"]
+    assert frames[2]["annotations"] == frames[0]["annotations"]
+    assert frames[2]["annotations"] is not frames[0]["annotations"]  # no shared mutable state
+    assert "2 lines repeat an image listed before (1 images listed more than once)" in caplog.text
+    assert "skipped 1 objects whose class" in caplog.text  # the repeated XML's skip counted once
+    assert "Read 4 DET samples (2 distinct images)" in caplog.text
 
 
 def test_custom_classes(root):
@@ -192,3 +248,43 @@ def test_missing_list_file(root):
     os.remove(os.path.join(root, "Lists", "VID_val_videos.txt"))
     with pytest.raises(FileNotFoundError, match="VID_val_videos.txt"):
         load_ilsvrc_vid_frames(root, "val", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
+
+
+def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
+    """Repeated DET lines keep unique image/video ids through registration, the frame index, the
+    json converter round trip and the evaluator (Detectron2's COCO conversion included)."""
+    import torch
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, Instances
+    from selsa_d2.data import get_frame_index, load_coco_vid_frames, register_vid_dataset, unregister_vid_dataset
+    from selsa_d2.evaluation import VIDEvaluator
+
+    write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"), f"{DET_1} 1\n{DET_2} 2\n{DET_1} 3\n")
+    name = f"det_repeats_{os.getpid()}"
+    register_vid_dataset(name, raw_root=root, layout="det")
+    try:
+        dicts = DatasetCatalog.get(name)
+        assert [d["image_id"] for d in dicts] == [1, 2, 3]
+        assert len(get_frame_index(name)) == 3  # three one-frame videos
+        ev = VIDEvaluator(name, distributed=False)
+        for d in dicts:
+            inst = Instances((d["height"], d["width"]))
+            inst.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32))
+            inst.scores = torch.full((len(d["annotations"]),), 0.9)
+            inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
+            ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+        res = ev.evaluate()
+        assert res["vid"]["mAP"] == pytest.approx(100.0) and res["bbox"]["AP50"] == pytest.approx(100.0)
+    finally:
+        unregister_vid_dataset(name)
+    ann = str(tmp_path / "ann")
+    assert load_script("datasets/prepare_imagenet_vid.py").main(
+        ["--root", root, "--out", ann, "--no-progress", "--splits", "det"]) == 0
+    with open(os.path.join(ann, "imagenet_det_30plus1cls.json")) as f:
+        data = json.load(f)
+    assert [(im["id"], im["file_name"]) for im in data["images"]] == [
+        (1, DET_1 + ".JPEG"), (2, DET_2 + ".JPEG"), (3, DET_1 + ".JPEG")]
+    assert all(im["is_vid_train_frame"] for im in data["images"])
+    det_json = os.path.join(ann, "imagenet_det_30plus1cls.json")
+    frames, _ = load_coco_vid_frames(det_json, os.path.join(root, "Data", "DET"))
+    assert [f["image_id"] for f in frames] == [1, 2, 3]

@@ -72,6 +72,7 @@ def test_eval_only_writes_vid_metrics(data_root, trained_selsa, tmp_path):
     for key in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast", "mAP_degraded", "mAP_clean"):
         assert key in metrics["vid"], key
     assert "AP50" in metrics["bbox"]
+    assert metrics["vid_box_convention"] == "devkit"  # TEST.VID.BOX_CONVENTION reached the evaluator
     with open(tmp_path / "inference" / "results.json") as f:
         results = json.load(f)
     assert results["timing"]["frames"] == 2 * 10  # every validation frame went through the model once

@@ -12,9 +12,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import detectron2.utils.comm as comm
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from selsa_d2.config import add_selsa_config
 from selsa_d2.evaluation import VIDEvaluator, merge_predictions
 from selsa_d2.evaluation import vid_metrics as vm
 from selsa_d2.evaluation.vid_evaluator import gt_frames_from_dicts
@@ -246,6 +248,36 @@ def test_distributed_gather(monkeypatch):
     # non-main ranks return {}
     monkeypatch.setattr(comm, "is_main_process", lambda: False)
     assert ev.evaluate() == {}
+
+
+def test_box_convention_from_config(tmp_path):
+    """gt [100, 100, 129, 129] and detection [96, 92, 137, 125]: IoU 780/1548 = 0.5039 with the
+    devkit's +1 (a TP), 725/1469 = 0.4935 without (pycocotools and the continuous option: no match)."""
+    dicts = [{"file_name": "/nonexistent/0.JPEG", "height": H, "width": W, "image_id": 1, "video_id": 1,
+              "frame_id": 0, "video_length": 1, "video_name": "v",
+              "annotations": [{"bbox": [100, 100, 129, 129], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
+                               "instance_id": 0, "iscrowd": 0}]}]
+    name = register(dicts)
+    pair = ({"image_id": 1, "video_id": 1, "frame_id": 0}, {"instances": instances([[96, 92, 137, 125]], [0.9], [0])})
+    cfg = get_cfg()
+    add_selsa_config(cfg)
+    assert cfg.TEST.VID.BOX_CONVENTION == "devkit"
+    results = {}
+    for conv in ("devkit", "continuous"):
+        cfg.TEST.VID.BOX_CONVENTION = conv
+        ev = VIDEvaluator(cfg, name, str(tmp_path / conv), distributed=False)
+        assert ev.output_dir == str(tmp_path / conv)
+        ev.reset()
+        ev.process([pair[0]], [pair[1]])
+        results[conv] = ev.evaluate()
+        assert json.load(open(tmp_path / conv / "vid_metrics.json"))["vid_box_convention"] == conv
+    assert results["devkit"]["vid"]["AP-cat"] == pytest.approx(100.0)
+    assert results["continuous"]["vid"]["AP-cat"] == 0.0
+    for conv in results:  # pycocotools, no +1, whatever the VID convention
+        assert results[conv]["bbox"]["AP50"] == 0.0
+    cfg.TEST.VID.BOX_CONVENTION = "inclusive"
+    with pytest.raises(ValueError, match="inclusive"):
+        VIDEvaluator(cfg, name)
 
 
 def test_merge_predictions():

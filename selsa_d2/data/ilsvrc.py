@@ -13,13 +13,23 @@ video (``frame_id`` 0, ``video_length`` 1).
 
 Frame numbers in ``VID_train_15frames.txt`` are read as 0-based, as by the list's authors (FGFA
 reads ``'%06d' % frame_no``; the numbers are the segment centres ``int((i + 0.5) * n / 15)``, e.g.
-10, 30, ..., 290 for 300 frames). mmtracking's converter subtracts 1, flagging the frame before;
-pass ``list_frame_base=1`` to reproduce that.
+10, 30, ..., 290 for 300 frames). mmtracking's converter
+(``tools/convert_datasets/ilsvrc/imagenet2coco_vid.py``, ``parse_train_list``) subtracts 1,
+flagging the frame before; pass ``list_frame_base=1`` to reproduce that. The official list names
+frame 0 on 144 lines; mmtracking turns those into frame -1, which no image carries, so they flag
+nothing (57,690 flagged key frames instead of 57,834). With ``list_frame_base=1`` such lines are
+skipped, counted and logged, for the same result.
+
+``DET_train_30classes.txt`` names some images more than once (378 paths on 402 extra lines of
+53,639). FGFA, MEGA and mmtracking (``imagenet2coco_det.py`` writes one image per line) keep every
+line as its own sample, so a repeated image is sampled more often; :func:`load_ilsvrc_det` does the
+same and logs the count.
 
 Readers return frames in the dataset-dict format of ``selsa_d2/data`` (see the package docs).
 Errors name the offending file (and list line); documented skips are counted and logged once
 per dataset.
 """
+import copy
 import logging
 import os
 import xml.etree.ElementTree as ET
@@ -40,6 +50,7 @@ DET_TRAIN_LIST = "Lists/DET_train_30classes.txt"
 __all__ = [
     "parse_ilsvrc_xml",
     "parse_vid_list",
+    "parse_det_list",
     "load_ilsvrc_vid",
     "load_ilsvrc_vid_frames",
     "load_ilsvrc_det",
@@ -142,17 +153,25 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
 
     Args:
         key_frames_listed: True for ``VID_train_15frames.txt``-style lists (one line per key
-            frame: ``<video> <any> <1-based frame no> <num frames>``); False for
-            ``VID_val_videos.txt``-style lists (one line per video, every frame is a key frame).
+            frame: ``<video> <any> <frame no> <num frames>``, frame numbers counted from
+            ``list_frame_base``); False for ``VID_val_videos.txt``-style lists (one line per
+            video, every frame is a key frame; the frame base is not used).
+        list_frame_base: the number of a video's first frame in the list: 0 (default, as FGFA
+            reads the official lists) or 1 (as mmtracking's converter). With 1, lines naming
+            frame 0 are skipped (mmtracking maps them to frame -1, which flags no frame); their
+            count is logged. Other numbers outside the video are an error.
 
     Returns:
         ``{video_rel: {"num_frames", "key_frames" (0-based ids, or None: all), "line"}}`` in file
-        order; ``line`` is ``"<list file>:<lineno>"`` of the video's first line.
-        list_frame_base: the number of a video's first frame in the list (0, or 1 as mmtracking).
+        order; ``line`` is ``"<list file>:<lineno>"`` of the video's first line. A video whose
+        every line was skipped is kept, with no key frame.
     """
     if not PathManager.exists(list_file):
         raise FileNotFoundError(f"List file {list_file} does not exist")
+    if list_frame_base not in (0, 1):
+        raise ValueError(f"list_frame_base must be 0 or 1, got {list_frame_base!r}")
     videos: "OrderedDict[str, dict]" = OrderedDict()
+    frame_zero_lines = []
     with PathManager.open(list_file, "r") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -180,6 +199,9 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
                 raise ValueError(f"{where}: video {video} is listed twice (first at {info['line']})")
             if key_frames_listed:
                 b = list_frame_base
+                if b == 1 and frame_no == 0:
+                    frame_zero_lines.append(lineno)
+                    continue
                 if not b <= frame_no < num_frames + b:
                     raise ValueError(
                         f"{where}: frame number {frame_no} outside {b}..{num_frames - 1 + b} ({b}-based numbers)"
@@ -188,6 +210,12 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
                     info["key_frames"].append(frame_no - b)
     if not videos:
         raise ValueError(f"List file {list_file} lists no videos")
+    if frame_zero_lines:
+        logger.warning(
+            "%s: skipped %d lines naming frame 0, which a 1-based list (list_frame_base=1) cannot hold; "
+            "mmtracking's converter maps them to frame -1 and flags no frame for them (lines %s%s)",
+            list_file, len(frame_zero_lines), frame_zero_lines[:5], "..." if len(frame_zero_lines) > 5 else "",
+        )
     return videos
 
 
@@ -296,6 +324,37 @@ def load_ilsvrc_vid(
     return [f for f in frames if (f["video_id"], f["frame_id"]) in keyset]
 
 
+def parse_det_list(list_file: str) -> List[Tuple[str, str]]:
+    """Parse a DET list (``"train/<path> <n>"`` lines; a ``.JPEG`` suffix is dropped).
+
+    Returns:
+        ``[(path, "<list file>:<lineno>")]``, one entry per non-blank line in file order; a path
+        listed more than once appears once per line (repeats are logged).
+    """
+    if not PathManager.exists(list_file):
+        raise FileNotFoundError(f"List file {list_file} does not exist")
+    items: List[Tuple[str, str]] = []
+    seen: Dict[str, int] = {}
+    with PathManager.open(list_file, "r") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            rel = parts[0].strip("/")
+            if rel.endswith(".JPEG"):
+                rel = rel[: -len(".JPEG")]
+            seen[rel] = seen.get(rel, 0) + 1
+            items.append((rel, f"{list_file}:{lineno}"))
+    repeats = len(items) - len(seen)
+    if repeats:
+        logger.info(
+            "%s: %d lines repeat an image listed before (%d images listed more than once); each line is "
+            "kept as its own sample, as FGFA and mmtracking do",
+            list_file, repeats, sum(n > 1 for n in seen.values()),
+        )
+    return items
+
+
 def load_ilsvrc_det(
     root: str,
     class_names: Sequence[str],
@@ -307,42 +366,32 @@ def load_ilsvrc_det(
 ) -> List[dict]:
     """Read the DET images of a list (``"train/<path> <n>"`` lines), each as a one-frame video.
 
-    ``image_id`` and ``video_id`` are both the 1-based position in the list; ``video_name`` is
-    ``"det/<path>"``. Objects of other classes are skipped (counted and logged).
+    ``image_id`` and ``video_id`` are both the 1-based position in the list (blank lines not
+    counted); ``video_name`` is ``"det/<path>"``. A path listed more than once gives one frame per
+    line (same file, own ids), as FGFA, MEGA and mmtracking's ``imagenet2coco_det.py``, so it is
+    sampled more often; the number of repeats is logged. Objects of other classes are skipped
+    (counted and logged).
     """
     root = local_abspath(root)
     list_file = os.path.join(root, list_file or DET_TRAIN_LIST)
-    if not PathManager.exists(list_file):
-        raise FileNotFoundError(f"List file {list_file} does not exist")
-    entries: Dict[str, str] = OrderedDict()
-    duplicates = 0
-    with PathManager.open(list_file, "r") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            rel = parts[0].strip("/")
-            if rel.endswith(".JPEG"):
-                rel = rel[: -len(".JPEG")]
-            if rel in entries:
-                duplicates += 1
-                continue
-            entries[rel] = f"{list_file}:{lineno}"
-    if duplicates:
-        logger.info("%s: %d duplicate entries ignored", list_file, duplicates)
+    items = parse_det_list(list_file)
     matcher, stats = ClassMatcher(class_names, wnids), ReadStats()
-    items = list(entries.items())
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc=f"{dataset_name or 'DET'} images", unit="img")
     frames = []
+    parsed: Dict[str, dict] = {}  # a repeated image is read (and its skips counted) once
     for i, (rel, where) in enumerate(items, 1):
         image = os.path.join(root, "Data", "DET", rel + ".JPEG")
-        if not PathManager.exists(image):
-            raise FileNotFoundError(f"{where}: image {image} does not exist")
-        ann = parse_ilsvrc_xml(os.path.join(root, "Annotations", "DET", rel + ".xml"), matcher, stats,
-                               with_track=False)
+        if rel in parsed:
+            ann = copy.deepcopy(parsed[rel])
+        else:
+            if not PathManager.exists(image):
+                raise FileNotFoundError(f"{where}: image {image} does not exist")
+            ann = parsed[rel] = parse_ilsvrc_xml(
+                os.path.join(root, "Annotations", "DET", rel + ".xml"), matcher, stats, with_track=False
+            )
         frames.append(
             {
                 "file_name": image,
@@ -361,5 +410,5 @@ def load_ilsvrc_det(
     if not frames:
         raise ValueError(f"List file {list_file} lists no images")
     stats.log(dataset_name or list_file, len(wnids))
-    logger.info("Read %d DET images from %s", len(frames), list_file)
+    logger.info("Read %d DET samples (%d distinct images) from %s", len(frames), len(parsed), list_file)
     return frames

@@ -15,10 +15,10 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 import detectron2.utils.comm as comm
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
@@ -102,24 +102,58 @@ class VIDEvaluator(DatasetEvaluator):
 
     * ``"vid"``: ``mAP``, ``AP-<class>`` (NaN for classes with no gt), ``mAP_slow``, ``mAP_medium``,
       ``mAP_fast``, and when any frame has a ``"degradations"`` field: ``mAP_degraded`` (frames with a
-      non-empty list), ``mAP_clean`` (the others).
-    * ``"bbox"``: ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` (NaN without detections).
+      non-empty list), ``mAP_clean`` (the others). Computed as the ILSVRC devkit / FGFA do
+      (:mod:`.vid_metrics`); with the default ``box_convention="devkit"`` these are the numbers
+      FGFA, MEGA and the SELSA paper report.
+    * ``"bbox"``: ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` from pycocotools' ``COCOeval``
+      (continuous boxes, no ``+1``): what mmtracking reports as ``bbox_mAP`` / ``bbox_mAP_50``. NaN
+      without detections.
 
     Every frame in ``DatasetCatalog.get(dataset_name)`` is evaluated; a frame without a prediction has
-    no detections. With ``output_dir``: writes ``vid_metrics.json`` (the results, plus the category ids
-    used) and ``vid_detections.json`` (COCO results format; ids: :func:`coco_category_ids`).
+    no detections. With ``output_dir``: writes ``vid_metrics.json`` (the results, the category ids
+    used and the VID box convention) and ``vid_detections.json`` (COCO results format; ids:
+    :func:`coco_category_ids`).
     """
 
-    def __init__(self, dataset_name: str, output_dir=None, distributed: bool = True, motion_iou_range: int = 10):
+    @configurable
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir=None,
+        distributed: bool = True,
+        motion_iou_range: int = 10,
+        box_convention: str = "devkit",
+    ):
+        """
+        Args:
+            dataset_name: a registered dataset with ``thing_classes`` metadata.
+            output_dir: where the metrics and detections are written (None: nowhere).
+            distributed: gather the predictions of all processes before evaluating.
+            motion_iou_range: frames on each side for the motion IoU of the speed groups.
+            box_convention: ``"devkit"`` (pixel-inclusive, ``+1``) or ``"continuous"`` boxes for the
+                ``"vid"`` metrics; see :mod:`.vid_metrics`.
+        """
+        vid_metrics.pixel_offset(box_convention)  # unknown names fail here, before inference
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
         self._motion_iou_range = motion_iou_range
+        self._box_convention = box_convention
         self._metadata = MetadataCatalog.get(dataset_name)
         if not self._metadata.get("thing_classes", None):
             raise ValueError(f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata")
         self._class_names = list(self._metadata.thing_classes)
         self._predictions: List[dict] = []
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir=None, distributed: bool = True):
+        return {
+            "dataset_name": dataset_name,
+            "output_dir": output_dir,
+            "distributed": distributed,
+            "motion_iou_range": cfg.TEST.VID.MOTION_IOU_RANGE,
+            "box_convention": cfg.TEST.VID.BOX_CONVENTION,
+        }
 
     @property
     def output_dir(self) -> Optional[str]:
@@ -200,6 +234,7 @@ class VIDEvaluator(DatasetEvaluator):
             path = os.path.join(out_dir, "vid_metrics.json")
             payload = _nan_to_none(copy.deepcopy(dict(results)))
             payload["categories"] = [{"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)]
+            payload["vid_box_convention"] = self._box_convention
             with PathManager.open(path, "w") as f:
                 json.dump(payload, f, indent=2)
             logger.info(f"Saved metrics to {path}")
@@ -207,9 +242,12 @@ class VIDEvaluator(DatasetEvaluator):
 
     def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> Dict[str, float]:
         num_classes = len(self._class_names)
-        aps, mean_ap = vid_metrics.vid_eval(gt_frames, dets, num_classes)
+        conv = self._box_convention
+        aps, mean_ap = vid_metrics.vid_eval(gt_frames, dets, num_classes, box_convention=conv)
         summary = OrderedDict(mAP=mean_ap * 100)
-        speed = vid_metrics.vid_eval_by_speed(gt_frames, dets, num_classes, frame_range=self._motion_iou_range)
+        speed = vid_metrics.vid_eval_by_speed(
+            gt_frames, dets, num_classes, frame_range=self._motion_iou_range, box_convention=conv
+        )
         for group, (_, group_map) in speed.items():
             summary[f"mAP_{group}"] = group_map * 100
         if any("degradations" in d for d in dataset_dicts):
@@ -217,8 +255,12 @@ class VIDEvaluator(DatasetEvaluator):
             clean = [d["image_id"] for d in dataset_dicts if not d.get("degradations")]
             for name, ids in (("degraded", degraded), ("clean", clean)):
                 sub_frames, sub_dets = vid_metrics.select_frames(gt_frames, dets, ids)
-                summary[f"mAP_{name}"] = vid_metrics.vid_eval(sub_frames, sub_dets, num_classes)[1] * 100
-        logger.info(f"ImageNet VID metrics on {self._dataset_name}:\n" + create_small_table(summary))
+                summary[f"mAP_{name}"] = (
+                    vid_metrics.vid_eval(sub_frames, sub_dets, num_classes, box_convention=conv)[1] * 100
+                )
+        logger.info(
+            f"ImageNet VID metrics on {self._dataset_name} ({conv} boxes):\n" + create_small_table(summary)
+        )
 
         per_class = [(name, ap * 100) for name, ap in zip(self._class_names, aps)]
         n_cols = min(6, len(per_class) * 2)
@@ -249,10 +291,14 @@ class VIDEvaluator(DatasetEvaluator):
             logger.warning("VIDEvaluator: no detections; COCO box metrics are NaN.")
             return OrderedDict((m, float("nan")) for m in COCO_METRICS)
         with contextlib.redirect_stdout(io.StringIO()):
-            # the official COCOeval, not Detectron2's faster unofficial one, so numbers equal pycocotools'
-            coco_eval = _evaluate_predictions_on_coco(
-                coco_gt, copy.deepcopy(coco_results), "bbox", cocoeval_fn=COCOeval
-            )
+            # pycocotools' COCOeval with its defaults (maxDets 1/10/100). mmdet's CocoDataset.evaluate,
+            # behind mmtracking's bbox_mAP, sets maxDets (100, 300, 1000): the same numbers while a frame
+            # has at most 100 detections (TEST.DETECTIONS_PER_IMAGE, mmtracking's max_per_img 100).
+            # loadRes adds fields to the results it is given, hence the copy.
+            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(coco_results)), "bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
         results = OrderedDict(
             (m, float(coco_eval.stats[i] * 100) if coco_eval.stats[i] >= 0 else float("nan"))
             for i, m in enumerate(COCO_METRICS)
