@@ -54,4 +54,9 @@ def add_selsa_config(cfg):
     _C.TEST.VID = CN()
     # Frames on each side used for a gt instance's motion IoU (FGFA protocol).
     _C.TEST.VID.MOTION_IOU_RANGE = 10
+    # Inference (train_net.py --eval-only, demo/demo.py, VideoPredictor) refuses an empty
+    # MODEL.WEIGHTS and weights that leave any parameter or buffer of the model uninitialised
+    # (missing, or another shape). True runs such a (partly) random model with a warning: for
+    # smoke tests and benchmarks only. Training always accepts partial weights (fine-tuning).
+    _C.TEST.ALLOW_MISSING_WEIGHTS = False
     return cfg
