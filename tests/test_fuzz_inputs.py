@@ -683,3 +683,80 @@ def test_inference_frame_dtype_and_shape_are_checked(predictor, convert, message
     frame = synthetic_video(1, H, W, seed=7)[0]
     converted = (_as_float01(frame) * 255).round().astype(np.uint8)
     assert results_close(predictor(converted)["instances"], predictor(frame)["instances"], atol=1e-6) is None
+
+
+# ---------------------------------------------------------------------------- issue 13: mmtracking converter
+@pytest.fixture
+def converter(capsys):
+    from repo_scripts import load_script
+
+    tool = load_script("tools/convert_mmtrack_to_d2.py", "convert_mmtrack_to_d2_fuzz")
+
+    def run(*argv):
+        capsys.readouterr()
+        code = tool.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run
+
+
+def test_converter_refuses_to_overwrite_its_input(converter, tmp_path, monkeypatch):
+    src = tmp_path / "good.pth"
+    src.write_bytes(b"checkpoint bytes")  # refused before it is read
+    os.symlink(src, tmp_path / "alias.pth")
+    monkeypatch.chdir(tmp_path)
+    for out in (src, "./good.pth", tmp_path / "alias.pth"):
+        code, text = converter(src, out)
+        assert code == 1 and "is the input checkpoint" in text and str(out) in text, text
+    assert src.read_bytes() == b"checkpoint bytes"
+
+
+def test_converter_output_folder_must_exist(converter, tmp_path):
+    src = tmp_path / "good.pth"
+    src.write_bytes(b"x")
+    code, text = converter(src, tmp_path / "missing" / "out.pth")
+    assert code == 1 and f"output folder {tmp_path / 'missing'} does not exist" in text, text
+    code, text = converter(src, tmp_path)
+    assert code == 1 and "is a directory" in text
+
+
+@pytest.mark.parametrize("bad", ["missing", "random_bytes", "plain_pickle", "directory", "empty"])
+def test_converter_unusable_input_is_one_line(converter, tmp_path, bad):
+    import pickle
+
+    src = tmp_path / "in.pth"
+    if bad == "random_bytes":
+        src.write_bytes(np.random.RandomState(2).bytes(1000))
+    elif bad == "plain_pickle":
+        with open(src, "wb") as f:
+            pickle.dump({"not": "a checkpoint"}, f)
+    elif bad == "directory":
+        src.mkdir()
+    elif bad == "empty":
+        src.write_bytes(b"")
+    expected = {
+        "missing": "file not found", "random_bytes": "not a readable PyTorch checkpoint",
+        "plain_pickle": "not a readable PyTorch checkpoint", "directory": "is a directory", "empty": "file is empty",
+    }[bad]  # fmt: skip
+    code, text = converter(src, tmp_path / "out.pth")
+    lines = [line for line in text.splitlines() if "Conversion failed" in line]
+    assert code == 1 and len(lines) == 1, text
+    assert lines[0].startswith(f"Conversion failed: mmtracking checkpoint {src}: {expected}"), lines[0]
+    assert not (tmp_path / "out.pth").exists()
+
+
+# ---------------------------------------------------------------------------- issue 13: prepare_imagenet_vid --out
+def test_prepare_out_pointing_at_a_file(raw, tmp_path, caplog):
+    from repo_scripts import load_script
+
+    prepare = load_script("datasets/prepare_imagenet_vid.py", "prepare_imagenet_vid_fuzz")
+    a_file = tmp_path / "annotations.json"
+    a_file.write_text("{}")
+    for out, problem in ((a_file, "is a file, not a directory"), (a_file / "sub", "cannot be created")):
+        caplog.clear()
+        assert prepare.main(["--root", raw.root, "--out", str(out), "--no-progress", "--splits", "val"]) == 2
+        assert f"--out {out} {problem}" in caplog.text
+    assert a_file.read_text() == "{}"
+    assert prepare.main(["--root", raw.root, "--out", str(tmp_path / "new"), "--no-progress", "--splits", "val"]) == 0
+    assert (tmp_path / "new" / "imagenet_vid_val.json").is_file()

@@ -115,10 +115,10 @@ class WeightsCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
             checkpoint = super()._load_file(filename)
-        except Exception as e:
-            raise WeightsError(
-                f"{self.what} {self._path}: not a readable checkpoint ({_one_line(e)})"
-            ) from None
+        except (AttributeError, TypeError, KeyError, AssertionError) as e:  # unpickled, but of another structure
+            raise WeightsError(f"{self.what} {self._path}: not a model checkpoint ({_one_line(e)})") from None
+        except Exception as e:  # pickle, zip and torch errors: not a checkpoint file at all
+            raise WeightsError(f"{self.what} {self._path}: not a readable checkpoint ({_one_line(e)})") from None
         state = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
         if not isinstance(state, Mapping) or not state:
             raise WeightsError(f"{self.what} {self._path}: not a model checkpoint (no state dict of tensors in it)")
