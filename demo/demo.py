@@ -615,7 +615,7 @@ def main(argv: Optional[Sequence[str]] = None):
     except (DemoInputError, WeightsError) as e:
         raise SystemExit(f"demo.py: error: {e}") from e
     except Terminated:
-        print("demo.py: stopped by SIGTERM; the frames done so far are written", file=sys.stderr)
+        print("demo.py: stopped by SIGTERM (the outputs of the frames done are finalised)", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0
 

@@ -22,7 +22,7 @@ import logging
 import os
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -204,4 +204,3 @@ def load_inference_weights(
             raise WeightsError(msg + f" (trained weights of this model needed; {ALLOW_MISSING_KEY} True allows it)")
         logger.warning(msg + f"; running with them random ({ALLOW_MISSING_KEY})")
     return extra
-
