@@ -81,7 +81,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (SIGINT): the outputs done so far are finalised."""
 
 
-def _probability(text: str) -> float:
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1] (nan refused)."""
     value = float(text)
     if not 0.0 <= value <= 1.0:  # also false for nan
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
@@ -110,7 +111,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", metavar="FILE", help="detections JSON, *.json (default: the output video with .json)")
     parser.add_argument(
-        "--confidence-threshold", type=_probability, default=0.5, help="minimum score of the detections kept, in [0, 1]"
+        "--confidence-threshold", type=probability, default=0.5, help="minimum score of the detections kept, in [0, 1]"
     )
     parser.add_argument(
         "--mode",
