@@ -440,7 +440,7 @@ def test_sigterm_subprocess(model_files, tmp_path):
         try:
             deadline = time.time() + 240
             while time.time() < deadline and proc.poll() is None:
-                done = re.findall(r"SELSA online:\s+\d+%\S*\s+(\d+)/200", log.read_text())
+                done = re.findall(r"\b(\d+)/200 \[", log.read_text())  # tqdm's "n/total [elapsed..."
                 if done and int(done[-1]) >= 2:
                     break
                 time.sleep(0.1)
