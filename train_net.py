@@ -4,15 +4,18 @@
     python train_net.py --config-file configs/selsa_R_50_DC5_7e_imagenetvid.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS /path/to/model.pth
     python train_net.py --config-file ... --resume            # continue from OUTPUT_DIR/last_checkpoint
+
+--eval-only needs MODEL.WEIGHTS that initialise every parameter of the model (TEST.ALLOW_MISSING_WEIGHTS
+True allows random ones); training loads partial weights as Detectron2 does (fine-tuning). A weights
+file that cannot be used stops with one line naming it.
 """
 import json
 import logging
 import os
+import weakref
 from collections import OrderedDict
 
-import torch
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.utils.file_io import PathManager
@@ -20,8 +23,9 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format, verify
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
+from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.data import build_video_test_loader, build_video_train_loader
-from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device
+from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device, fall_back_to_cpu
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.solver import build_selsa_optimizer
 
@@ -36,6 +40,13 @@ class Trainer(DefaultTrainer):
             super().__init__(cfg)
         if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
             self._trainer.register_hooks([UnscaleGradientsForClipping()])
+
+    def build_hooks(self):
+        # DefaultTrainer creates its DetectionCheckpointer just before calling build_hooks; the
+        # hooks (PeriodicCheckpointer) and resume_or_load then use this one, which names a weights
+        # file it cannot use in one line (and otherwise loads exactly like Detectron2's).
+        self.checkpointer = WeightsCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -89,19 +100,27 @@ def setup(args):
     add_selsa_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning("CUDA is not available: running on the CPU (MODEL.DEVICE cpu)")
-        cfg.MODEL.DEVICE = "cpu"
+    fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
 
 
 def main(args):
+    try:
+        return _main(args)
+    except WeightsError as e:  # one line naming the file, not a traceback
+        raise SystemExit(f"train_net.py: error: {e}") from None
+
+
+def _main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_inference_weights(
+            model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+            save_dir=cfg.OUTPUT_DIR, resume=args.resume,
+        )  # fmt: skip
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -55,6 +55,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = os.path.abspath(args.root)
     out = args.out or os.path.join(root, "annotations")
+    # before the (long) conversion: --out must be a directory, existing or creatable
+    problem = "is a file, not a directory" if os.path.isfile(out) else None
+    if problem is None:
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            problem = f"cannot be created ({e.strerror or e})"
+    if problem:
+        logger.error("--out %s %s; nothing converted", out, problem)
+        return 2
     if args.classes:
         names, wnids = read_classes_file(args.classes)
     elif os.path.isfile(os.path.join(root, "classes.txt")):

@@ -22,18 +22,24 @@ because the model's reference frames and the output video need one size. The JSO
 boxes in the pixel coordinates of the frame as stored in the input, with its own ``height`` /
 ``width``, and marks such frames with ``"resized": true``.
 
-Bad input (missing file, unreadable video or image, no frames) stops with a message naming the
-file and a non-zero exit status. An output that was started is always finalised: the video
-writer is released and the JSON is written for the frames done so far.
+Bad input (missing file, unreadable video or image, no frames, unusable ``MODEL.WEIGHTS``)
+stops with a message naming the file and a non-zero exit status. Outputs are checked before
+inference starts: never an input (or inside an input frames folder) or each other, a video
+container the writer supports (``VIDEO_CONTAINERS``), writable. An output that was started is
+always finalised, also on SIGINT and SIGTERM: the video writer is released and the JSON is
+written for the frames done so far.
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
 import os
 import re
+import signal
 import sys
+import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence as SequenceABC
@@ -53,17 +59,34 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from selsa_d2 import add_selsa_config
+from selsa_d2.checkpoint.loading import WeightsError
 from selsa_d2.data.sampling import TestReferenceSampler
+from selsa_d2.engine import fall_back_to_cpu
 from selsa_d2.predictor import VideoPredictor
 
 logger = logging.getLogger("selsa_d2.demo")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_FPS = 10.0
+# Containers that OpenCV's FFmpeg writer fills with the "mp4v" codec as a readable video (an
+# image name such as .png would give one undecodable image; .webm refuses the codec).
+VIDEO_CONTAINERS = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 
 
 class DemoInputError(Exception):
     """Bad user input; ``main`` turns it into ``SystemExit`` with the message."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (SIGINT): the outputs done so far are finalised."""
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1] (nan refused)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
 
 
 # --------------------------------------------------------------------------- arguments / config
@@ -83,11 +106,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         required=True,
-        help="output video file (.mp4), or a directory (existing, or given with a trailing '/') "
-        "to write <input stem>.mp4 and <input stem>.json into",
+        help=f"output video file ({', '.join(VIDEO_CONTAINERS)}), or a directory (existing, or given with a "
+        "trailing '/') to write <input stem>.mp4 and <input stem>.json into",
     )
-    parser.add_argument("--json", metavar="FILE", help="detections JSON (default: the output video with .json)")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of the detections kept")
+    parser.add_argument("--json", metavar="FILE", help="detections JSON, *.json (default: the output video with .json)")
+    parser.add_argument(
+        "--confidence-threshold", type=probability, default=0.5, help="minimum score of the detections kept, in [0, 1]"
+    )
     parser.add_argument(
         "--mode",
         choices=["offline", "online"],
@@ -119,6 +144,7 @@ def setup_cfg(args):
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     if args.mode is not None:
         cfg.INPUT.VIDEO.TEST_MODE = args.mode
+    fall_back_to_cpu(cfg)
     cfg.freeze()
     return cfg
 
@@ -226,8 +252,17 @@ class VideoFileFrames(_FrameSource):
                 cap.release()
             if n == 0:
                 raise DemoInputError(f"video has no readable frames: {self.path}")
+            self._warn_if_short(n)
             self._length = n
         return self._length
+
+    def _warn_if_short(self, decoded: int):
+        """A truncated or damaged file: fewer frames decode than its container announces."""
+        if decoded < self._estimated_length:
+            logger.warning(
+                f"{self.path}: decoding ended after {decoded} frames; the file says {self._estimated_length} "
+                "(truncated or damaged?); processing the decodable frames"
+            )
 
     def _load(self, index: int) -> np.ndarray:
         if index < self._next:  # backward jump: re-open and skip forward, exact on every codec
@@ -253,10 +288,7 @@ class VideoFileFrames(_FrameSource):
                     break
                 yield self._normalise(index, frame)
                 index += 1
-            if index < self._estimated_length:
-                logger.warning(
-                    f"{self.path}: decoding ended after {index} frames; the file says {self._estimated_length}"
-                )
+            self._warn_if_short(index)
         finally:
             cap.release()
 
@@ -272,6 +304,8 @@ def _natural_key(path: str):
 class ImageFrames(_FrameSource):
     """Frames stored as image files (a directory, a glob or a list of files)."""
 
+    folder: Optional[str] = None  # the directory given as input, if one was
+
     def __init__(self, inputs: Sequence[str], cache_size: int = 16):
         super().__init__(cache_size)
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
@@ -284,6 +318,7 @@ class ImageFrames(_FrameSource):
             if not files:
                 raise DemoInputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in directory: {folder}")
             self.path, self.stem = folder, os.path.basename(os.path.normpath(folder))
+            self.folder = folder
         elif len(inputs) == 1 and not os.path.isfile(inputs[0]):
             pattern = os.path.expanduser(inputs[0])
             files = [f for f in glob.glob(pattern) if os.path.isfile(f)]
@@ -393,12 +428,73 @@ def output_paths(args, stem: str) -> Tuple[str, str]:
         video_path = os.path.join(out, stem + ".mp4")
     else:
         video_path = out
-    if not os.path.splitext(video_path)[1]:
+    if os.path.splitext(video_path)[1].lower() not in VIDEO_CONTAINERS:
         raise DemoInputError(
-            f"--output {out}: give a video file name such as out.mp4, or a directory (existing or ending in '/')"
+            f"--output {out}: give a video file name ending in {', '.join(VIDEO_CONTAINERS)} such as out.mp4, "
+            "or a directory (existing or ending in '/')"
         )
+    if args.json and not args.json.lower().endswith(".json"):
+        raise DemoInputError(f"--json {args.json}: give a file name ending in .json")
     json_path = args.json or os.path.splitext(video_path)[0] + ".json"
     return video_path, json_path
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_outputs(video_path: str, json_path: str, source: _FrameSource):
+    """Refuse outputs that would destroy input or each other, or cannot be written; before any
+    inference, so that no work is lost. Creates the output folders."""
+    if _same_file(video_path, json_path):
+        raise DemoInputError(f"the output video and the JSON are the same file: {video_path}")
+    inputs = source.files if isinstance(source, ImageFrames) else [source.path]
+    for flag, path in (("--output", video_path), ("--json", json_path)):
+        for inp in inputs:
+            if _same_file(path, inp):
+                raise DemoInputError(f"{flag} {path} is an input file ({inp}); it would be overwritten")
+        folder = getattr(source, "folder", None)
+        if folder is not None and _inside(path, folder):
+            raise DemoInputError(f"{flag} {path} lies inside the input frames folder {folder}; write elsewhere")
+        if os.path.isdir(path):
+            raise DemoInputError(f"{flag} {path} is a directory, not a file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            tempfile.TemporaryFile(dir=parent).close()  # the real test (permissions, read-only or special fs)
+        except OSError as e:
+            raise DemoInputError(f"{flag} {path}: cannot write into {parent} ({e.strerror or e})") from None
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise DemoInputError(f"{flag} {path}: the existing file is not writable")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within this context SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so the
+    ``finally`` blocks finalise the outputs as for Ctrl-C."""
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- main loop
@@ -414,8 +510,6 @@ class _Outputs:
 
     def add(self, image_bgr: np.ndarray, record: dict):
         if self.writer is None:
-            for p in {self.video_path, self.json_path}:
-                os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
             h, w = self.size
             self.writer = cv2.VideoWriter(self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h), True)
             if not self.writer.isOpened():
@@ -473,6 +567,7 @@ def run(args) -> Tuple[str, str]:
     sampler = TestReferenceSampler.from_config(cfg)
     source = open_source(args, cache_size=sampler.max_cached_frames() + 2)
     video_path, json_path = output_paths(args, source.stem)
+    check_outputs(video_path, json_path, source)
     metadata = build_metadata(cfg)
     predictor = VideoPredictor(cfg, mode=mode)
     if mode == "offline":
@@ -486,27 +581,28 @@ def run(args) -> Tuple[str, str]:
 
     outputs = _Outputs(video_path, json_path, source.fps, source.size)
     start = time.perf_counter()
-    try:
-        if mode == "offline":
-            results = _predict_offline(predictor, source)
-            items = ((index, source[index], instances) for index, instances in enumerate(results))
-        else:
-            items = _online(predictor, source)
-        with tqdm.tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True) as bar:
-            for index, frame, instances in items:
-                instances = instances.to("cpu")
-                outputs.add(draw(frame, instances, metadata), make_record(index, instances, source, metadata))
-                bar.update(1)
-    finally:
-        outputs.close()
-        source.close()
-        if outputs.records:
-            logger.info(
-                f"wrote {len(outputs.records)} frames to {video_path} and {json_path} "
-                f"in {time.perf_counter() - start:.1f}s"
-            )
-        else:
-            logger.info(f"no frame done; wrote nothing to {video_path} or {json_path}")
+    with _sigterm_as_interrupt():
+        try:
+            if mode == "offline":
+                results = _predict_offline(predictor, source)
+                items = ((index, source[index], instances) for index, instances in enumerate(results))
+            else:
+                items = _online(predictor, source)
+            with tqdm.tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True) as bar:
+                for index, frame, instances in items:
+                    instances = instances.to("cpu")
+                    outputs.add(draw(frame, instances, metadata), make_record(index, instances, source, metadata))
+                    bar.update(1)
+        finally:
+            outputs.close()
+            source.close()
+            if outputs.records:
+                logger.info(
+                    f"wrote {len(outputs.records)} frames to {video_path} and {json_path} "
+                    f"in {time.perf_counter() - start:.1f}s"
+                )
+            else:
+                logger.info(f"no frame done; wrote nothing to {video_path} or {json_path}")
     return video_path, json_path
 
 
@@ -517,8 +613,11 @@ def main(argv: Optional[Sequence[str]] = None):
     logger.info("Arguments: " + str(args))
     try:
         run(args)
-    except DemoInputError as e:
+    except (DemoInputError, WeightsError) as e:
         raise SystemExit(f"demo.py: error: {e}") from e
+    except Terminated:
+        print("demo.py: stopped by SIGTERM (the outputs of the frames done are finalised)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -63,4 +63,9 @@ def add_selsa_config(cfg):
     # devkit and FGFA's imagenet_vid_eval.py; the published VID mAP) or "continuous" (x2 - x1, as
     # pycocotools). bbox/* (pycocotools) is always continuous.
     _C.TEST.VID.BOX_CONVENTION = "devkit"
+    # Inference (train_net.py --eval-only, demo/demo.py, VideoPredictor) refuses an empty
+    # MODEL.WEIGHTS and weights that leave any parameter or buffer of the model uninitialised
+    # (missing, or another shape). True runs such a (partly) random model with a warning: for
+    # smoke tests and benchmarks only. Training always accepts partial weights (fine-tuning).
+    _C.TEST.ALLOW_MISSING_WEIGHTS = False
     return cfg

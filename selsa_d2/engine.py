@@ -1,5 +1,6 @@
 """Training-loop pieces Detectron2's DefaultTrainer needs for SELSA on any device."""
 import contextlib
+import logging
 import time
 from unittest import mock
 
@@ -7,6 +8,19 @@ import torch
 from detectron2.engine import AMPTrainer, HookBase
 from detectron2.engine import defaults as d2_defaults
 from detectron2.engine.defaults import create_ddp_model
+
+
+def fall_back_to_cpu(cfg) -> None:
+    """``MODEL.DEVICE cpu`` (with a warning) when the config asks for CUDA on a machine without it.
+
+    The R-50/101 configs default to ``cuda``; without a GPU Detectron2 would fail deep inside
+    ``build_model`` ("Found no NVIDIA driver"). ``cfg`` must not be frozen.
+    """
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: running on the CPU (MODEL.DEVICE cpu)"
+        )
+        cfg.MODEL.DEVICE = "cpu"
 
 
 def create_ddp_model_any_device(model: torch.nn.Module, **kwargs):

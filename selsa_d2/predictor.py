@@ -7,16 +7,16 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
+from .checkpoint.loading import load_inference_weights
 from .data.sampling import TEST_MODES, TestReferenceSampler
 from .data.transforms import build_video_augmentation
 
-__all__ = ["VideoPredictor"]
+__all__ = ["VideoPredictor", "check_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +25,36 @@ logger = logging.getLogger(__name__)
 _UNKNOWN_LENGTH = sys.maxsize
 
 
+def check_frame(frame, frame_id: int) -> None:
+    """Raise ``ValueError`` naming ``frame_id`` unless ``frame`` is a non-empty BGR uint8 [H, W, 3] array."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(
+            f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got "
+            f"{type(frame).__name__} {getattr(frame, 'shape', '')}"
+        )
+    if frame.dtype != np.uint8:
+        hint = " (float in [0, 1]: (frame * 255).round().astype(np.uint8))" if frame.dtype.kind == "f" else ""
+        raise ValueError(
+            f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got dtype {frame.dtype}; "
+            f"convert it explicitly{hint}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got an empty {frame.shape}")
+
+
 class VideoPredictor:
     """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` and run it over videos.
 
-    Frames are ``np.ndarray`` [H, W, 3] uint8 in BGR order (as ``cv2.imread``), resized like
-    ``DefaultPredictor`` (``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``) and converted to
-    ``INPUT.FORMAT``. Results are ``Instances`` at the original frame size, on the CPU.
+    Frames are ``np.ndarray`` [H, W, 3] **uint8** in BGR order (as ``cv2.imread`` and
+    ``cv2.VideoCapture`` give them), resized like ``DefaultPredictor``
+    (``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``) and converted to ``INPUT.FORMAT``. Any other dtype
+    (float in [0, 1] or [0, 255], uint16, ...), channel count or an empty frame is a ``ValueError``
+    naming the frame: the value range of such frames is ambiguous, and guessing it gives plausible
+    but wrong detections. Convert explicitly, e.g. ``(frame * 255).round().astype(np.uint8)`` for
+    float frames in [0, 1]. Results are ``Instances`` at the original frame size, on the CPU.
+
+    ``MODEL.WEIGHTS`` must initialise every parameter of the model (see
+    :func:`selsa_d2.checkpoint.loading.load_inference_weights`; ``TEST.ALLOW_MISSING_WEIGHTS``).
 
     * :meth:`predict_video`: a whole video, ``mode="offline"`` (references over the whole
       video, ``INPUT.VIDEO.TEST_SAMPLER``: the accuracy setting) or ``"online"`` (causal).
@@ -48,7 +72,7 @@ class VideoPredictor:
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
         # the test-time resize of the data pipeline (INPUT.RESIZE_STYLE included)
         self.aug = T.AugmentationList(build_video_augmentation(self.cfg, is_train=False))
         self.input_format = cfg.INPUT.FORMAT
@@ -76,11 +100,7 @@ class VideoPredictor:
 
     def prepare(self, frame: np.ndarray, video_id, frame_id: int, video_length: int) -> Dict:
         """One BGR frame -> the model input dict (test mapper format, no ``ref_frames``)."""
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(
-                f"Frame {frame_id}: expected a BGR image array [H, W, 3], got "
-                f"{type(frame).__name__} {getattr(frame, 'shape', '')}"
-            )
+        check_frame(frame, frame_id)
         if self.input_format == "RGB":
             frame = np.ascontiguousarray(frame[:, :, ::-1])
         height, width = frame.shape[:2]

@@ -297,3 +297,244 @@ def test_video_frames_lazy_random_access(clip):
     with pytest.raises(IndexError):
         src[N]
     src.close()
+
+
+# ------------------------------------------------------------------ issue 13: no lost input, no silent wrong result
+def _refused(model_files, *argv, match, mode="offline"):
+    with pytest.raises(SystemExit) as e:
+        demo.main(_args(model_files, *argv, mode=mode))
+    assert e.value.code not in (0, None) and match in str(e.value.code), e.value.code
+    return str(e.value.code)
+
+
+def _snapshot(paths):
+    return {p: open(p, "rb").read() for p in paths}
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_output_overwriting_the_input_video_is_refused(model_files, clip, tmp_path, mode, monkeypatch):
+    before = _snapshot([clip])
+    clip_dir = os.path.dirname(clip)
+    _refused(model_files, "--video-input", clip, "--output", clip, match="is an input file", mode=mode)
+    _refused(model_files, "--video-input", clip, "--output", clip_dir, match="is an input file", mode=mode)
+    monkeypatch.chdir(clip_dir)  # the issue's `--output .`
+    _refused(model_files, "--video-input", clip, "--output", ".", match="is an input file", mode=mode)
+    # through a symbolic link, and the JSON onto the input
+    os.symlink(clip, tmp_path / "link.mp4")
+    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "link.mp4"), match="is an input file")
+    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"), "--json", clip,
+             match="ending in .json")  # fmt: skip
+    assert _snapshot([clip]) == before
+    assert not os.path.exists(tmp_path / "o.mp4")
+
+
+def test_output_inside_the_input_frames_is_refused(model_files, frames_dir, tmp_path):
+    frames = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir))
+    before = _snapshot(frames)
+    first = os.path.join(frames_dir, "f1.png")
+    _refused(model_files, "--input", frames_dir, "--output", first, match="give a video file name ending in")
+    _refused(model_files, "--input", frames_dir, "--output", os.path.join(frames_dir, "vis.mp4"),
+             match="inside the input frames folder")  # fmt: skip
+    _refused(model_files, "--input", frames_dir, "--output", frames_dir + "/", match="inside the input frames folder")
+    # a list of frames: the JSON may not replace one of them
+    _refused(model_files, "--input", *frames[:3], "--output", str(tmp_path / "v.mp4"), "--json", frames[0],
+             match="ending in .json")  # fmt: skip
+    renamed = tmp_path / "frame.json"
+    cv2.imwrite(str(tmp_path / "a.png"), _frame(0))
+    os.rename(tmp_path / "a.png", renamed)  # an image named .json, given as input
+    _refused(model_files, "--input", str(renamed), "--output", str(tmp_path / "frame.mp4"), match="is an input file")
+    assert _snapshot(frames) == before and sorted(os.listdir(frames_dir)) == sorted(os.path.basename(f) for f in frames)
+
+
+@pytest.mark.parametrize("name", ["vis.png", "vis.jpg", "vis.gif", "vis.webm", "vis.json"])
+def test_output_needs_a_video_container_the_writer_supports(model_files, clip, tmp_path, name):
+    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / name), match="give a video file name")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("ext", demo.VIDEO_CONTAINERS)
+def test_every_accepted_container_is_a_readable_video(model_files, clip, tmp_path, ext):
+    out = tmp_path / f"out{ext}"
+    demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online"))
+    assert _video_info(str(out))[0] == N
+
+
+def test_json_equal_to_the_output_video_is_refused(model_files, clip, tmp_path):
+    out = tmp_path / "s.mp4"
+    out.write_bytes(b"previous result")
+    _refused(model_files, "--video-input", clip, "--output", str(out), "--json", str(out), match="ending in .json")
+    hard = tmp_path / "s.json"
+    os.link(out, hard)  # the same file under a .json name
+    _refused(model_files, "--video-input", clip, "--output", str(out), "--json", str(hard), match="same file")
+    assert out.read_bytes() == b"previous result"
+
+
+@pytest.mark.parametrize("which", ["output", "json"])
+def test_unwritable_outputs_fail_before_inference(model_files, clip, tmp_path, monkeypatch, which):
+    """`/proc/x.mp4` used to fail only after all offline inference (and `--json /proc/x.json`
+    after the video was written): now before the model is even built."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built although an output cannot be written")
+
+    monkeypatch.setattr(demo, "VideoPredictor", no_model)
+    argv = ["--output", "/proc/x.mp4"] if which == "output" else ["--output", str(tmp_path / "v.mp4"), "--json", "/proc/x.json"]
+    msg = _refused(model_files, "--video-input", clip, *argv, match="cannot write into /proc")
+    assert "/proc/x" in msg
+    assert not os.path.exists(tmp_path / "v.mp4")
+    (tmp_path / "dir.json").mkdir()
+    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "v.mp4"), "--json",
+             str(tmp_path / "dir.json"), match="is a directory")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["2", "-0.1", "nan", "inf"])
+def test_confidence_threshold_outside_0_1_is_refused(model_files, clip, tmp_path, value, capsys):
+    argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"))
+    argv[argv.index("--confidence-threshold") + 1] = value
+    with pytest.raises(SystemExit) as e:
+        demo.main(argv)
+    assert e.value.code == 2
+    assert f"must be a number in [0, 1], got {value}" in capsys.readouterr().err
+
+
+def test_sigterm_in_online_mode_finalises_the_outputs(model_files, clip, tmp_path, monkeypatch):
+    """SIGTERM (e.g. `timeout`, a job scheduler) after 3 frames: a playable video of those frames
+    and their JSON, exit status 143; the handler is removed afterwards."""
+    import signal
+
+    frames_seen = []
+    original_draw = demo.draw
+
+    def draw_then_terminate(frame, instances, metadata):
+        frames_seen.append(1)
+        if len(frames_seen) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while frame 3 is drawn
+        return original_draw(frame, instances, metadata)
+
+    monkeypatch.setattr(demo, "draw", draw_then_terminate)
+    out = tmp_path / "t.mp4"
+    before = signal.getsignal(signal.SIGTERM)
+    assert demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online")) == 143
+    assert signal.getsignal(signal.SIGTERM) == before
+    n, shapes, _ = _video_info(str(out))
+    records = _check_json(str(tmp_path / "t.json"), n)
+    assert n == 3 and len(records) == 3 and shapes == {(H, W, 3)}
+
+
+def test_sigterm_subprocess(model_files, tmp_path):
+    """The same with a real signal from outside, once the progress bar shows 2 frames done."""
+    import re
+    import signal
+    import time
+
+    d = tmp_path / "long"
+    d.mkdir()
+    for i in range(200):
+        cv2.imwrite(str(d / f"{i:04d}.png"), _frame(i % N))
+    out, log = tmp_path / "long.mp4", tmp_path / "stderr.txt"
+    with open(log, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, DEMO, *_args(model_files, "--input", str(d), "--output", str(out), mode="online")],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_file, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                done = re.findall(r"\b(\d+)/200 \[", log.read_text())  # tqdm's "n/total [elapsed..."
+                if done and int(done[-1]) >= 2:
+                    break
+                time.sleep(0.1)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log.read_text()
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM" in err
+    n = _video_info(str(out))[0]
+    assert 2 <= n < 200
+    assert len(_check_json(str(tmp_path / "long.json"), n)) == n
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_gpu_falls_back_to_cpu(model_files, clip, tmp_path, caplog):
+    import logging
+
+    logging.getLogger("selsa_d2").addHandler(caplog.handler)
+    try:
+        out = tmp_path / "cpu.mp4"
+        argv = _args(model_files, "--video-input", clip, "--output", str(out), mode="online") + ["MODEL.DEVICE", "cuda"]
+        assert demo.main(argv) == 0
+    finally:
+        logging.getLogger("selsa_d2").removeHandler(caplog.handler)
+    assert "CUDA is not available: running on the CPU" in caplog.text
+    assert _video_info(str(out))[0] == N
+
+
+def _truncated_video(tmp_path, frames=20):
+    """An AVI (decodable up to where it was cut) of random frames, cut in half: the container
+    still says `frames` frames."""
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (W, H))
+    rng = np.random.RandomState(0)
+    for _ in range(frames):
+        writer.write(rng.randint(0, 255, (H, W, 3)).astype(np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_truncated_video_warns_with_the_counts(model_files, tmp_path, caplog, mode):
+    import logging
+    import re
+
+    path = _truncated_video(tmp_path)
+    logging.getLogger("selsa_d2").addHandler(caplog.handler)
+    try:
+        demo.main(_args(model_files, "--video-input", path, "--output", str(tmp_path / "o.mp4"), mode=mode))
+    finally:
+        logging.getLogger("selsa_d2").removeHandler(caplog.handler)
+    found = re.search(r"decoding ended after (\d+) frames; the file says 20", caplog.text)
+    assert found and path in caplog.text, caplog.text[-2000:]
+    n = int(found.group(1))
+    assert 0 < n < 20 and _video_info(str(tmp_path / "o.mp4"))[0] == n
+    assert caplog.text.count("decoding ended after") == 1
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [("nope.pth", "file not found"), ("random.pth", "not a readable checkpoint"), ("dir", "is a directory"),
+     ("pickle.pkl", "not a model checkpoint"), ("", "MODEL.WEIGHTS is empty")],
+)  # fmt: skip
+def test_unusable_weights_one_line(model_files, clip, tmp_path, weights, message):
+    import pickle
+
+    (tmp_path / "random.pth").write_bytes(np.random.RandomState(1).bytes(2048))
+    (tmp_path / "dir").mkdir()
+    with open(tmp_path / "pickle.pkl", "wb") as f:
+        pickle.dump(["not", "weights"], f)
+    path = str(tmp_path / weights) if weights else ""
+    argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"))
+    argv[argv.index("MODEL.WEIGHTS") + 1] = path
+    with pytest.raises(SystemExit) as e:
+        demo.main(argv)
+    msg = str(e.value.code)
+    assert msg.startswith("demo.py: error: ") and message in msg and path in msg and "\n" not in msg
+    assert not os.path.exists(tmp_path / "o.mp4")
+
+
+def test_partial_weights_refused_unless_allowed(model_files, clip, tmp_path):
+    """A 3-class checkpoint in the 4-class model: the classifier would be random."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    DetectionCheckpointer(build_tiny_model(tiny_selsa_cfg(num_classes=3)), save_dir=str(tmp_path)).save("three")
+    argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"), mode="online")
+    argv[argv.index("MODEL.WEIGHTS") + 1] = str(tmp_path / "three.pth")
+    with pytest.raises(SystemExit, match="roi_heads.box_predictor.cls_score"):
+        demo.main(argv)
+    assert demo.main(argv + ["TEST.ALLOW_MISSING_WEIGHTS", "True"]) == 0
+    assert _video_info(str(tmp_path / "o.mp4"))[0] == N

@@ -247,8 +247,28 @@ def _ann1(data, **kw):
     data["annotations"][1].update(kw)
 
 
+def _dup_image_id(d):
+    """A second video whose first frame reuses image id 10 of video 1 (with its own box)."""
+    d["videos"].append({"id": 2, "name": "val/v2"})
+    d["images"].append({"id": 10, "file_name": "val/v2/000000.JPEG", "height": H, "width": W, "frame_id": 0,
+                        "video_id": 2})  # fmt: skip
+    d["annotations"].append({"id": 200, "video_id": 2, "image_id": 10, "category_id": 1, "instance_id": 0,
+                             "bbox": [1, 1, 5, 5]})  # fmt: skip
+
+
 COCO_ERRORS = {
     "not_json": (lambda d: "{not json", ValueError, "Cannot parse COCO-VID json"),
+    # issue 13: duplicate ids would give one video's boxes to another's frame
+    "duplicate_image_id": (_dup_image_id, ValueError, "image id 10 appears 2 times"),
+    "category_without_name": (lambda d: d["categories"][0].pop("name") and None, ValueError, "has no name"),
+    "category_without_id": (lambda d: d["categories"][0].pop("id"), ValueError, "has no id"),
+    "category_id_not_int": (lambda d: d["categories"][0].update(id="one"), ValueError, "non-integer id"),
+    "instance_id_not_int": (lambda d: _ann1(d, instance_id="car"), ValueError, "instance_id must be an integer"),
+    "instance_id_fraction": (lambda d: _ann1(d, instance_id=1.5), ValueError, "instance_id must be an integer"),
+    "images_not_a_list": (lambda d: d.update(images={"10": d["images"][0]}), ValueError, "'images' must be a list"),
+    "annotations_not_a_list": (lambda d: d.update(annotations="none"), ValueError, "'annotations' must be a list"),
+    "image_not_an_object": (lambda d: d["images"].append(7), ValueError, "images[3] must be an object"),
+    "not_utf8": (lambda d: None, ValueError, "not UTF-8"),
     "not_coco_vid": (lambda d: d.pop("images"), ValueError, "is not a COCO-VID file"),
     "frame_id_gap": (lambda d: d["images"][2].update(frame_id=5), ValueError, "expected 0..2"),
     "image_without_video_id": (lambda d: d["images"][1].pop("video_id"), ValueError, "no video_id/frame_id"),
@@ -287,6 +307,9 @@ def test_coco_vid_errors_name_the_file(tmp_path, coco_registered, case):
     replaced = apply(data)
     with open(path, "w") as f:
         f.write(replaced if replaced is not None else json.dumps(data))
+    if case == "not_utf8":  # a category name saved as Latin-1
+        with open(path, "wb") as f:
+            f.write(json.dumps(data).encode().replace(b'"bear"', b'"b\xe4r"'))
     with pytest.raises(exc) as info:
         _read_coco(path, coco_registered)
     assert path in str(info.value) and message in str(info.value)
@@ -514,3 +537,226 @@ def test_engine_through_test_loader_truncated_jpeg(raw, predictor):
         _run_loader(predictor, name)
     assert raw.img(VIDEO, 2) in str(info.value)
 
+
+
+# ---------------------------------------------------------------------------- issue 13: text encodings
+def test_coco_vid_bom_and_whole_number_instance_ids(tmp_path, coco_registered):
+    path = _coco(tmp_path, lambda d: (_ann1(d, instance_id="4"), d["annotations"][2].update(instance_id=5.0)))
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + data)  # a byte-order mark, as some editors save
+    frames = _read_coco(path, coco_registered)
+    assert [f["annotations"][0]["instance_id"] for f in frames] == [0, 4, 5]
+
+
+def test_classes_file_with_byte_order_mark(tmp_path, raw):
+    """The BOM must not become part of the first class id (its objects would be 'unknown')."""
+    from selsa_d2.data.classes import read_classes_file
+
+    path = tmp_path / "classes.txt"
+    path.write_bytes("\ufeff".encode() + f"{BEAR} bear\n{CAR} car\n".encode())
+    assert read_classes_file(str(path)) == (["bear", "car"], [BEAR, CAR])
+    # through a dataset: the bear objects (first class) are kept
+    os.replace(path, os.path.join(raw.root, "classes.txt"))
+    name = f"fuzz_vid_{uuid.uuid4().hex[:8]}"
+    register_vid_dataset(name, raw_root=raw.root, split="val")
+    raw.registered.append(name)
+    frames = DatasetCatalog.get(name)
+    assert [[a["category_id"] for a in f["annotations"]] for f in frames] == [[0]] * N
+
+
+@pytest.mark.parametrize("line", [1, 3])
+def test_classes_file_not_utf8_names_file_and_line(tmp_path, line):
+    from selsa_d2.data.classes import read_classes_file
+
+    lines = [f"{BEAR} bear".encode(), f"{CAR} car".encode(), b"n0001 caf\xe9"]
+    lines[line - 1] = b"n0001 caf\xe9"
+    path = tmp_path / "classes.txt"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ValueError, match="not UTF-8") as info:
+        read_classes_file(str(path))
+    assert f"{path}:{line}:" in str(info.value)
+
+
+# ---------------------------------------------------------------------------- issue 13: weights for inference
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory):
+    """Checkpoints for the tiny 3-class SELSA model: complete, and broken in the ways users break them."""
+    import pickle
+
+    from tiny_model import build_tiny_model
+
+    d = tmp_path_factory.mktemp("weights")
+    with torch_threads(1):
+        selsa = build_tiny_model(tiny_selsa_cfg(num_classes=3))
+        four = build_tiny_model(tiny_selsa_cfg(num_classes=4))
+    torch.save({"model": selsa.state_dict()}, d / "good.pth")
+    torch.save({"model": four.state_dict()}, d / "four_classes.pth")
+    baseline = {k: v for k, v in selsa.state_dict().items() if ".aggregators." not in k}  # a Faster R-CNN
+    torch.save({"model": baseline}, d / "baseline.pth")
+    (d / "random.pth").write_bytes(np.random.RandomState(0).bytes(4096))
+    (d / "empty.pth").write_bytes(b"")
+    with open(d / "pickle.pkl", "wb") as f:
+        pickle.dump({"config": "not weights", "lr": 0.1}, f)
+    torch.save({"epoch": 3, "meta": {"a": 1}}, d / "no_model.pth")
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, d / "other_model.pth")
+    (d / "a_directory.pth").mkdir()
+    return d
+
+
+WEIGHT_ERRORS = {
+    "missing": ("nope.pth", "file not found"),
+    "directory": ("a_directory.pth", "is a directory"),
+    "empty": ("empty.pth", "file is empty"),
+    "random_bytes": ("random.pth", "not a readable checkpoint"),
+    "plain_pickle": ("pickle.pkl", "not a model checkpoint"),
+    "no_model": ("no_model.pth", "not a model checkpoint"),
+    "other_model": ("other_model.pth", "none of its 1 tensors is a parameter of the model"),
+    "baseline_into_selsa": ("baseline.pth", "roi_heads.box_head.aggregators.0.fc.{bias, weight}"),
+    "num_classes_mismatch": ("four_classes.pth", "(5, 64) in the file, (4, 64) in the model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WEIGHT_ERRORS))
+def test_inference_weights_errors_name_the_file(weight_files, case):
+    from selsa_d2.checkpoint.loading import WeightsError
+
+    name, message = WEIGHT_ERRORS[case]
+    path = str(weight_files / name)
+    cfg = tiny_selsa_cfg(num_classes=3, MODEL__WEIGHTS=path)
+    with pytest.raises(WeightsError) as info:
+        VideoPredictor(cfg)
+    text = str(info.value)
+    assert path in text and message in text and "\n" not in text, text
+
+
+def test_inference_weights_empty_needs_the_flag(weight_files):
+    from selsa_d2.checkpoint.loading import WeightsError
+
+    with pytest.raises(WeightsError, match="MODEL.WEIGHTS is empty.*TEST.ALLOW_MISSING_WEIGHTS"):
+        VideoPredictor(tiny_selsa_cfg())
+    assert VideoPredictor(tiny_selsa_cfg(TEST__ALLOW_MISSING_WEIGHTS=True)).model is not None
+    # partial weights with the flag: loaded, the rest left random, with a warning
+    cfg = tiny_selsa_cfg(MODEL__WEIGHTS=str(weight_files / "baseline.pth"), TEST__ALLOW_MISSING_WEIGHTS=True)
+    pred = VideoPredictor(cfg)
+    good = torch.load(weight_files / "good.pth")["model"]
+    assert torch.equal(pred.model.state_dict()["roi_heads.box_head.fc1.weight"], good["roi_heads.box_head.fc1.weight"])
+
+
+def test_inference_weights_complete_load_exactly(weight_files):
+    pred = VideoPredictor(tiny_selsa_cfg(MODEL__WEIGHTS=str(weight_files / "good.pth")))
+    good = torch.load(weight_files / "good.pth")["model"]
+    state = pred.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in good.items())
+
+
+# ---------------------------------------------------------------------------- issue 13: frame dtypes
+def _as_float01(f):
+    return f.astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize(
+    "convert, message",
+    [
+        (_as_float01, "dtype float32"),
+        (lambda f: f.astype(np.float64), "dtype float64"),
+        (lambda f: f.astype(np.uint16) * 257, "dtype uint16"),
+        (lambda f: f.astype(bool), "dtype bool"),
+        (lambda f: np.zeros((0, 0, 3), np.uint8), "empty"),
+        (lambda f: np.zeros((H, 0, 3), np.uint8), "empty"),
+        (lambda f: f[:, :, :1], r"\[H, W, 3\]"),
+        (lambda f: np.dstack([f, f[:, :, :1]]), r"\[H, W, 3\]"),
+    ],
+    ids=["float32_0_1", "float64", "uint16", "bool", "0x0", "Hx0", "one_channel", "four_channels"],
+)
+def test_inference_frame_dtype_and_shape_are_checked(predictor, convert, message):
+    """Only uint8 BGR frames: a float frame in [0, 1] would run as a nearly black image and give
+    plausible but wrong detections, so every other dtype is refused with a hint."""
+    frames = synthetic_video(3, H, W, seed=7)
+    frames[2] = convert(frames[2])
+    for run in (lambda: predictor.predict_video(frames), lambda: list(predictor.stream(frames))):
+        with pytest.raises(ValueError, match=message) as info:
+            run()
+        assert str(info.value).startswith("Frame 2:")
+    # the documented explicit conversion of [0, 1] floats gives the uint8 result back
+    frame = synthetic_video(1, H, W, seed=7)[0]
+    converted = (_as_float01(frame) * 255).round().astype(np.uint8)
+    assert results_close(predictor(converted)["instances"], predictor(frame)["instances"], atol=1e-6) is None
+
+
+# ---------------------------------------------------------------------------- issue 13: mmtracking converter
+@pytest.fixture
+def converter(capsys):
+    from repo_scripts import load_script
+
+    tool = load_script("tools/convert_mmtrack_to_d2.py", "convert_mmtrack_to_d2_fuzz")
+
+    def run(*argv):
+        capsys.readouterr()
+        code = tool.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run
+
+
+def test_converter_refuses_to_overwrite_its_input(converter, tmp_path, monkeypatch):
+    src = tmp_path / "good.pth"
+    src.write_bytes(b"checkpoint bytes")  # refused before it is read
+    os.symlink(src, tmp_path / "alias.pth")
+    monkeypatch.chdir(tmp_path)
+    for out in (src, "./good.pth", tmp_path / "alias.pth"):
+        code, text = converter(src, out)
+        assert code == 1 and "is the input checkpoint" in text and str(out) in text, text
+    assert src.read_bytes() == b"checkpoint bytes"
+
+
+def test_converter_output_folder_must_exist(converter, tmp_path):
+    src = tmp_path / "good.pth"
+    src.write_bytes(b"x")
+    code, text = converter(src, tmp_path / "missing" / "out.pth")
+    assert code == 1 and f"output folder {tmp_path / 'missing'} does not exist" in text, text
+    code, text = converter(src, tmp_path)
+    assert code == 1 and "is a directory" in text
+
+
+@pytest.mark.parametrize("bad", ["missing", "random_bytes", "plain_pickle", "directory", "empty"])
+def test_converter_unusable_input_is_one_line(converter, tmp_path, bad):
+    import pickle
+
+    src = tmp_path / "in.pth"
+    if bad == "random_bytes":
+        src.write_bytes(np.random.RandomState(2).bytes(1000))
+    elif bad == "plain_pickle":
+        with open(src, "wb") as f:
+            pickle.dump({"not": "a checkpoint"}, f)
+    elif bad == "directory":
+        src.mkdir()
+    elif bad == "empty":
+        src.write_bytes(b"")
+    expected = {
+        "missing": "file not found", "random_bytes": "not a readable PyTorch checkpoint",
+        "plain_pickle": "not a readable PyTorch checkpoint", "directory": "is a directory", "empty": "file is empty",
+    }[bad]  # fmt: skip
+    code, text = converter(src, tmp_path / "out.pth")
+    lines = [line for line in text.splitlines() if "Conversion failed" in line]
+    assert code == 1 and len(lines) == 1, text
+    assert lines[0].startswith(f"Conversion failed: mmtracking checkpoint {src}: {expected}"), lines[0]
+    assert not (tmp_path / "out.pth").exists()
+
+
+# ---------------------------------------------------------------------------- issue 13: prepare_imagenet_vid --out
+def test_prepare_out_pointing_at_a_file(raw, tmp_path, caplog):
+    from repo_scripts import load_script
+
+    prepare = load_script("datasets/prepare_imagenet_vid.py", "prepare_imagenet_vid_fuzz")
+    a_file = tmp_path / "annotations.json"
+    a_file.write_text("{}")
+    for out, problem in ((a_file, "is a file, not a directory"), (a_file / "sub", "cannot be created")):
+        caplog.clear()
+        assert prepare.main(["--root", raw.root, "--out", str(out), "--no-progress", "--splits", "val"]) == 2
+        assert f"--out {out} {problem}" in caplog.text
+    assert a_file.read_text() == "{}"
+    assert prepare.main(["--root", raw.root, "--out", str(tmp_path / "new"), "--no-progress", "--splits", "val"]) == 0
+    assert (tmp_path / "new" / "imagenet_vid_val.json").is_file()

@@ -114,3 +114,55 @@ def test_two_process_cpu_selsa_training_and_eval(data_root, tmp_path):
     with open(tmp_path / "eval" / "inference" / "vid_detections.json") as f:
         image_ids = {d["image_id"] for d in json.load(f)}
     assert len(image_ids) > 10  # frames of both validation videos, from both processes
+
+
+# ------------------------------------------------------------------ issue 13: weights
+def _train_net_fails(data_root, config, out_dir, *args, timeout=600):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "train_net.py", "--config-file", config, *args, "OUTPUT_DIR", str(out_dir), *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode != 0, f"{' '.join(cmd)} succeeded:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # one line, not a traceback
+    return proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def baseline_weights(trained_selsa, tmp_path_factory):
+    """The trained SELSA checkpoint without its aggregators: what a Faster R-CNN checkpoint gives."""
+    ckpt = torch.load(trained_selsa / "model_final.pth", map_location="cpu")
+    path = tmp_path_factory.mktemp("baseline") / "no_aggregators.pth"
+    torch.save({"model": {k: v for k, v in ckpt["model"].items() if ".aggregators." not in k}}, path)
+    return path
+
+
+def test_eval_only_refuses_weights_that_leave_parameters_random(data_root, baseline_weights, tmp_path):
+    line = _train_net_fails(data_root, SELSA_CFG, tmp_path, "--eval-only")  # the tiny configs' MODEL.WEIGHTS ""
+    assert line.startswith("train_net.py: error: MODEL.WEIGHTS is empty") and "TEST.ALLOW_MISSING_WEIGHTS" in line
+    line = _train_net_fails(data_root, SELSA_CFG, tmp_path, "--eval-only", "MODEL.WEIGHTS", str(baseline_weights))
+    assert str(baseline_weights) in line and "roi_heads.box_head.aggregators.0.fc.{bias, weight}" in line
+    assert not (tmp_path / "inference" / "results.json").exists()
+
+
+@pytest.mark.parametrize("bad", ["missing", "random_bytes", "directory"])
+def test_unusable_weight_file_is_one_line(data_root, tmp_path, bad):
+    path = tmp_path / "w.pth"
+    if bad == "random_bytes":
+        path.write_bytes(os.urandom(3000))
+    elif bad == "directory":
+        path.mkdir()
+    message = {"missing": "file not found", "random_bytes": "not a readable checkpoint", "directory": "is a directory"}
+    # training too: Detectron2 would stop with an AssertionError / UnpicklingError / IsADirectoryError traceback
+    for mode in (["--eval-only"], ["SOLVER.MAX_ITER", "1"]) if bad == "random_bytes" else (["--eval-only"],):
+        line = _train_net_fails(data_root, SELSA_CFG, tmp_path / "out", *mode, "MODEL.WEIGHTS", str(path))
+        assert line.startswith(f"train_net.py: error: MODEL.WEIGHTS {path}: {message[bad]}"), line
+
+
+def test_training_from_partial_weights_logs_the_new_modules_once(data_root, baseline_weights, tmp_path):
+    """Fine-tuning a baseline checkpoint into SELSA is normal: it trains, and the log lists the
+    newly initialised aggregators once."""
+    _train_net(data_root, SELSA_CFG, tmp_path, "MODEL.WEIGHTS", str(baseline_weights),
+               "SOLVER.MAX_ITER", "1", "SOLVER.CHECKPOINT_PERIOD", "100")  # fmt: skip
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count("Some model parameters or buffers are not found in the checkpoint") == 1
+    assert "roi_heads.box_head.aggregators.0.fc.{bias, weight}" in log
+    assert (tmp_path / "model_final.pth").exists()

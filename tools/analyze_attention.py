@@ -17,13 +17,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 
 from selsa_d2 import add_selsa_config
+from selsa_d2.checkpoint.loading import load_inference_weights
 from selsa_d2.data import TestReferenceSampler, build_video_test_loader
 
 KINDS = ("same class, clean frame", "same class, degraded frame", "other class", "background")
@@ -42,7 +42,7 @@ def _proposal_labels(frame_features, annotations) -> torch.Tensor:
 
 def analyze(cfg, dataset_name: str):
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
     model.eval()
     engine, aggregator = model.video_engine, model.roi_heads.box_head.aggregators[0]
     sampler = TestReferenceSampler.from_config(cfg)

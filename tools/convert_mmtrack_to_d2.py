@@ -33,9 +33,10 @@ def main(argv=None):
         cfg.merge_from_file(args.config)
     try:
         summary = convert_mmtrack_checkpoint(args.input, args.output, cfg)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, OSError) as e:
         # printed, not logged: the message is the CLI's answer, whatever the logging set-up
-        print(f"Conversion failed: {e.args[0] if e.args else e}", file=sys.stderr)
+        message = str(e) if isinstance(e, OSError) else e.args[0] if e.args else e
+        print(f"Conversion failed: {message}", file=sys.stderr)
         return 1
     total = sum(v for k, v in summary.items() if not k.startswith("dropped"))
     print(f"Wrote {args.output}: {total} tensors")

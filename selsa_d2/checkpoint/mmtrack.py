@@ -17,6 +17,7 @@ Layout differences handled here:
   ``[cls0 dx dy dw dh, cls1 ...]``: both already Detectron2's ``FastRCNNOutputLayers`` layout.
 """
 import logging
+import os
 import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -24,6 +25,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from detectron2.utils.file_io import PathManager
+
+from .loading import read_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -357,11 +360,10 @@ def mmtrack_inference_mismatches(cfg) -> List[str]:
 
 
 def load_mmtrack_state_dict(path: str) -> Tuple["OrderedDict[str, torch.Tensor]", dict]:
-    """Read an mmtracking checkpoint; returns (state_dict, meta). Accepts a bare state dict too."""
-    if not PathManager.exists(path):
-        raise FileNotFoundError(f"mmtracking checkpoint not found: {path}")
-    with PathManager.open(path, "rb") as f:
-        ckpt = torch.load(f, map_location="cpu")
+    """Read an mmtracking checkpoint; returns (state_dict, meta). Accepts a bare state dict too.
+
+    An unusable file (missing, a directory, not a checkpoint) is a ``WeightsError`` (ValueError)."""
+    ckpt = read_checkpoint_file(path, "mmtracking checkpoint")
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"{path}: not a checkpoint dict (got {type(ckpt).__name__})")
     sd = ckpt.get("state_dict", ckpt)
@@ -373,13 +375,27 @@ def load_mmtrack_state_dict(path: str) -> Tuple["OrderedDict[str, torch.Tensor]"
     return sd, dict(ckpt.get("meta") or {})
 
 
+def _check_output_path(in_path: str, out_path: str) -> None:
+    if "://" in out_path:
+        return
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if os.path.isdir(out_path):
+        raise ValueError(f"output {out_path} is a directory; give the checkpoint file to write")
+    if not os.path.isdir(folder):
+        raise ValueError(f"output folder {folder} does not exist (create it first)")
+    if os.path.exists(out_path) and os.path.exists(in_path) and os.path.samefile(in_path, out_path):
+        raise ValueError(f"output {out_path} is the input checkpoint {in_path}; it would be overwritten")
+
+
 def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> Dict[str, int]:
     """Convert ``in_path`` (mmtracking .pth) and ``torch.save`` a Detectron2 checkpoint to ``out_path``.
 
     With ``cfg`` the architecture is checked against it (ValueError on a contradiction) and
     settings that make inference differ from mmtracking's are logged as warnings.
-    Returns the per-group summary.
+    Returns the per-group summary. ``out_path`` must not be ``in_path`` and its folder must exist
+    (ValueError, checked before anything is read).
     """
+    _check_output_path(in_path, out_path)
     sd, meta = load_mmtrack_state_dict(in_path)
     sizes, ratios = DEFAULT_NUM_ANCHOR_SIZES, DEFAULT_NUM_ANCHOR_RATIOS
     if cfg is not None and len(cfg.MODEL.ANCHOR_GENERATOR.SIZES) == 1:

@@ -8,6 +8,8 @@ from typing import List, Tuple
 
 from detectron2.utils.file_io import PathManager
 
+from .reader_utils import read_text_lines
+
 # (WordNet id, name) in the standard ImageNet VID order (category ids 0..29; 1..30 in COCO-VID json).
 _VID_CLASSES = (
     ("n02691156", "airplane"),
@@ -49,7 +51,8 @@ IMAGENET_VID_CLASSES: List[str] = [n for _, n in _VID_CLASSES]
 def read_classes_file(path: str) -> Tuple[List[str], List[str]]:
     """Read a class file: one ``<id> <name>`` per line (a line with only ``<id>`` uses it as name).
 
-    Blank lines and lines starting with ``#`` are ignored.
+    Blank lines and lines starting with ``#`` are ignored. The file is UTF-8 (a byte-order mark is
+    dropped; other encodings are an error naming the line).
 
     Returns:
         ``(names, ids)`` in file order.
@@ -57,18 +60,17 @@ def read_classes_file(path: str) -> Tuple[List[str], List[str]]:
     if not PathManager.exists(path):
         raise FileNotFoundError(f"Class file {path} does not exist")
     names, ids = [], []
-    with PathManager.open(path, "r") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(None, 1)
-            cid = parts[0]
-            name = parts[1].strip() if len(parts) > 1 else cid
-            if cid in ids:
-                raise ValueError(f"{path}:{lineno}: class id {cid!r} appears twice")
-            ids.append(cid)
-            names.append(name)
+    for lineno, line in read_text_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        cid = parts[0]
+        name = parts[1].strip() if len(parts) > 1 else cid
+        if cid in ids:
+            raise ValueError(f"{path}:{lineno}: class id {cid!r} appears twice")
+        ids.append(cid)
+        names.append(name)
     if not ids:
         raise ValueError(f"Class file {path} lists no classes")
     return names, ids

@@ -19,7 +19,7 @@ Extra field of our own: ``images[i]["degradations"]`` (list of str; only written
 import json
 import logging
 import os
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.structures import BoxMode
@@ -41,19 +41,51 @@ __all__ = [
 def _load_json(json_file: str) -> dict:
     if not PathManager.exists(json_file):
         raise FileNotFoundError(f"COCO-VID annotation file {json_file} does not exist")
-    with PathManager.open(json_file, "r") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Cannot parse COCO-VID json {json_file}: {e}") from None
+    with PathManager.open(json_file, "rb") as f:
+        raw = f.read()
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark is dropped
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Cannot parse COCO-VID json {json_file}: not UTF-8 (byte offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Cannot parse COCO-VID json {json_file}: {e}") from None
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise ValueError(f"{json_file} is not a COCO-VID file: it needs 'images' and 'categories'")
+    for key in ("images", "categories", "annotations", "videos"):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"{json_file}: '{key}' must be a list, got {type(entries).__name__}")
+        bad = next((i for i, e in enumerate(entries) if not isinstance(e, dict)), None)
+        if bad is not None:
+            raise ValueError(f"{json_file}: {key}[{bad}] must be an object, got {entries[bad]!r:.80}")
+    _check_categories(data["categories"], json_file)
+    ids = [img["id"] for img in data["images"] if "id" in img]
+    counts = Counter(repr(i) for i in ids)  # repr: ids of any json type, hashable or not
+    dup = next((i for i in ids if counts[repr(i)] > 1), None)
+    if dup is not None:
+        raise ValueError(
+            f"{json_file}: image id {dup!r} appears {counts[repr(dup)]} times (image ids must be unique; "
+            "annotations are matched to images by id)"
+        )
     return data
+
+
+def _check_categories(categories: List[dict], json_file: str) -> None:
+    for i, c in enumerate(categories):
+        missing = [k for k in ("id", "name") if k not in c]
+        if missing:
+            raise ValueError(f"{json_file}: categories[{i}] ({c!r:.80}) has no {' / '.join(missing)}")
+        if not isinstance(c["id"], int) or isinstance(c["id"], bool):
+            raise ValueError(f"{json_file}: categories[{i}] has a non-integer id {c['id']!r}")
+    ids = [c["id"] for c in categories]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{json_file}: category id {dup} appears more than once")
 
 
 def _categories(data: dict) -> Tuple[List[str], List[str]]:
     cats = sorted(data["categories"], key=lambda c: c["id"])
-    return [c["name"] for c in cats], [c.get("encode_name") or c["name"] for c in cats]
+    return [str(c["name"]) for c in cats], [str(c.get("encode_name") or c["name"]) for c in cats]
 
 
 def read_coco_vid_categories(json_file: str) -> Tuple[List[str], List[str]]:
@@ -61,12 +93,26 @@ def read_coco_vid_categories(json_file: str) -> Tuple[List[str], List[str]]:
     return _categories(_load_json(json_file))
 
 
+def _instance_id(ann: dict, default: int, where: str) -> int:
+    """``ann["instance_id"]`` as an int (a whole number, also written as 3.0 or "3"), else ``default``."""
+    value = ann.get("instance_id", default)
+    if isinstance(value, bool):
+        value = None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{where}: instance_id must be an integer, got {ann.get('instance_id')!r}")
+    return value
+
+
 def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> Dict[int, Optional[int]]:
     matcher = ClassMatcher(names, ids)
     out = {}
     for c in data["categories"]:
-        idx = matcher(c.get("encode_name")) if c.get("encode_name") else None
-        out[c["id"]] = idx if idx is not None else matcher(c["name"])
+        idx = matcher(str(c["encode_name"])) if c.get("encode_name") else None
+        out[c["id"]] = idx if idx is not None else matcher(str(c["name"]))
     return out
 
 
@@ -174,7 +220,7 @@ def load_coco_vid_frames(
                         "bbox": box,
                         "bbox_mode": BoxMode.XYXY_ABS,
                         "category_id": cls,
-                        "instance_id": int(ann.get("instance_id", len(annotations))),
+                        "instance_id": _instance_id(ann, len(annotations), where),
                         "occluded": bool(ann.get("occluded", False)),
                         "generated": bool(ann.get("generated", False)),
                         "iscrowd": int(bool(ann.get("iscrowd", 0))),

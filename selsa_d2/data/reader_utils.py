@@ -1,8 +1,10 @@
-"""Helpers shared by the annotation readers: class lookup, box checks, skip counters."""
+"""Helpers shared by the annotation readers: text lines, class lookup, box checks, skip counters."""
 import logging
 import os
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from detectron2.utils.file_io import PathManager
 
 logger = logging.getLogger(__name__)
 
@@ -12,6 +14,26 @@ _MAX_EXAMPLES = 5
 def local_abspath(path: str) -> str:
     """Absolute path for local files; URLs (``scheme://...``) are kept as they are."""
     return path if "://" in path else os.path.abspath(path)
+
+
+def read_text_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (class files, list files), without line ends.
+
+    A leading byte-order mark (as Windows editors write) is dropped ("utf-8-sig"), so it does not
+    become part of the first class id. Bytes that are not UTF-8 raise ``ValueError`` naming the
+    file, line and column.
+    """
+    with PathManager.open(path, "rb") as f:
+        data = f.read()
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        yield lineno, line
 
 
 class ClassMatcher:
