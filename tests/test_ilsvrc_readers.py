@@ -104,6 +104,15 @@ def test_parse_vid_list_frame_bases(tmp_path):
     assert one["train/w"]["line"] == f"{lst}:4" and one["train/v"]["num_frames"] == 3
 
 
+def test_list_files_with_byte_order_mark_and_bad_bytes(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"\xef\xbb\xbftrain/v 1 0 3\n")
+    assert list(parse_vid_list(str(lst), key_frames_listed=True)) == ["train/v"]
+    lst.write_bytes(b"train/v 1 0 3\ntrain/\xff 1 0 3\n")
+    with pytest.raises(ValueError, match=r"list\.txt.*line 2|list\.txt:2"):
+        parse_vid_list(str(lst), key_frames_listed=True)
+
+
 def test_converter_frame_base_one_flags_mmtracking_key_frames(root, tmp_path):
     """prepare_imagenet_vid.py --list-frame-base 1 flags what mmtracking's imagenet2coco_vid.py
     flags: frame (number - 1) of each line; a line naming 0 (mmtracking: frame -1) flags nothing."""

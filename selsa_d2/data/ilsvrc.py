@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .reader_utils import ClassMatcher, ReadStats, local_abspath, sanitize_box
+from .reader_utils import ClassMatcher, ReadStats, local_abspath, read_text_lines, sanitize_box
 
 logger = logging.getLogger(__name__)
 
@@ -172,42 +172,41 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
         raise ValueError(f"list_frame_base must be 0 or 1, got {list_frame_base!r}")
     videos: "OrderedDict[str, dict]" = OrderedDict()
     frame_zero_lines = []
-    with PathManager.open(list_file, "r") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
+    for lineno, line in read_text_lines(list_file):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{list_file}:{lineno}"
+        if len(parts) < 4:
+            raise ValueError(f"{where}: expected '<video> <n> <frame> <num frames>', got {line.strip()!r}")
+        try:
+            frame_no, num_frames = int(parts[2]), int(parts[-1])
+        except ValueError:
+            raise ValueError(f"{where}: non-integer frame number / frame count in {line.strip()!r}") from None
+        if num_frames <= 0:
+            raise ValueError(f"{where}: video {parts[0]} has frame count {num_frames}")
+        video = parts[0].strip("/")
+        info = videos.get(video)
+        if info is None:
+            info = videos[video] = {"num_frames": num_frames, "key_frames": [] if key_frames_listed else None,
+                                    "line": where}
+        elif info["num_frames"] != num_frames:
+            raise ValueError(
+                f"{where}: video {video} has {num_frames} frames here but {info['num_frames']} at {info['line']}"
+            )
+        elif not key_frames_listed:
+            raise ValueError(f"{where}: video {video} is listed twice (first at {info['line']})")
+        if key_frames_listed:
+            b = list_frame_base
+            if b == 1 and frame_no == 0:
+                frame_zero_lines.append(lineno)
                 continue
-            where = f"{list_file}:{lineno}"
-            if len(parts) < 4:
-                raise ValueError(f"{where}: expected '<video> <n> <frame> <num frames>', got {line.strip()!r}")
-            try:
-                frame_no, num_frames = int(parts[2]), int(parts[-1])
-            except ValueError:
-                raise ValueError(f"{where}: non-integer frame number / frame count in {line.strip()!r}") from None
-            if num_frames <= 0:
-                raise ValueError(f"{where}: video {parts[0]} has frame count {num_frames}")
-            video = parts[0].strip("/")
-            info = videos.get(video)
-            if info is None:
-                info = videos[video] = {"num_frames": num_frames, "key_frames": [] if key_frames_listed else None,
-                                        "line": where}
-            elif info["num_frames"] != num_frames:
+            if not b <= frame_no < num_frames + b:
                 raise ValueError(
-                    f"{where}: video {video} has {num_frames} frames here but {info['num_frames']} at {info['line']}"
+                    f"{where}: frame number {frame_no} outside {b}..{num_frames - 1 + b} ({b}-based numbers)"
                 )
-            elif not key_frames_listed:
-                raise ValueError(f"{where}: video {video} is listed twice (first at {info['line']})")
-            if key_frames_listed:
-                b = list_frame_base
-                if b == 1 and frame_no == 0:
-                    frame_zero_lines.append(lineno)
-                    continue
-                if not b <= frame_no < num_frames + b:
-                    raise ValueError(
-                        f"{where}: frame number {frame_no} outside {b}..{num_frames - 1 + b} ({b}-based numbers)"
-                    )
-                if frame_no - b not in info["key_frames"]:
-                    info["key_frames"].append(frame_no - b)
+            if frame_no - b not in info["key_frames"]:
+                info["key_frames"].append(frame_no - b)
     if not videos:
         raise ValueError(f"List file {list_file} lists no videos")
     if frame_zero_lines:
@@ -335,16 +334,15 @@ def parse_det_list(list_file: str) -> List[Tuple[str, str]]:
         raise FileNotFoundError(f"List file {list_file} does not exist")
     items: List[Tuple[str, str]] = []
     seen: Dict[str, int] = {}
-    with PathManager.open(list_file, "r") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            rel = parts[0].strip("/")
-            if rel.endswith(".JPEG"):
-                rel = rel[: -len(".JPEG")]
-            seen[rel] = seen.get(rel, 0) + 1
-            items.append((rel, f"{list_file}:{lineno}"))
+    for lineno, line in read_text_lines(list_file):
+        parts = line.split()
+        if not parts:
+            continue
+        rel = parts[0].strip("/")
+        if rel.endswith(".JPEG"):
+            rel = rel[: -len(".JPEG")]
+        seen[rel] = seen.get(rel, 0) + 1
+        items.append((rel, f"{list_file}:{lineno}"))
     repeats = len(items) - len(seen)
     if repeats:
         logger.info(
