@@ -113,3 +113,26 @@ def test_presets_fill_only_unset_options():
     assert bench_train.parse_args([]).height == 600
     with pytest.raises(SystemExit):
         bench_inference.parse_args(["--tiny", "--quick"])
+
+
+def test_check_amp_matching_and_tiny_run():
+    import check_amp
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    a = Instances((50, 50))
+    a.pred_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]))
+    a.scores = torch.tensor([0.9, 0.5])
+    a.pred_classes = torch.tensor([1, 2])
+    assert check_amp.match_detections(a, a, top=2, iou=0.9, score_tol=0.0)["matched"] == 1.0
+    b = Instances((50, 50))
+    b.pred_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]))
+    b.scores = torch.tensor([0.89, 0.5])
+    b.pred_classes = torch.tensor([1, 3])  # second: other class
+    m = check_amp.match_detections(a, b, top=2, iou=0.9, score_tol=0.02)
+    assert m["matched"] == 0.5 and abs(m["max_score_diff"] - 0.01) < 1e-6
+    assert check_amp.match_detections(a, b, top=2, iou=0.9, score_tol=0.001)["matched"] == 0.0
+    # the script end to end on the tiny model (CPU bfloat16 autocast)
+    result = check_amp.main(["--tiny", "--frames", "2", "--refs", "2", "--top", "20", "--min-matched", "0.0"])
+    assert len(result["per_frame"]) == 2 and result["passed"]
+    assert all(f["compared"] > 0 for f in result["per_frame"])
