@@ -226,11 +226,11 @@ def _video_input(video: common.SyntheticVideo, images, t: int, length: int, samp
     return with_references(get, t, length, sampler) if sampler is not None else get(t)
 
 
-def _model_cfgs(args):
+def _model_cfgs(args, extra_opts=()):
     # A random RPN's proposals overlap so much that NMS leaves few of them; a trained detector
     # keeps POST_NMS_TOPK_TEST (300) per frame. --full-proposals (default) disables the RPN's NMS
     # so that every variant works on a full set, as it would with real weights.
-    extra = ["MODEL.RPN.NMS_THRESH", 1.0] if args.full_proposals else []
+    extra = (["MODEL.RPN.NMS_THRESH", 1.0] if args.full_proposals else []) + list(extra_opts)
     selsa_cfg = common.build_cfg(common.SELSA_CONFIG, args.device, args.depth, args.tiny, extra)
     base_cfg = common.build_cfg(common.BASELINE_CONFIG, args.device, args.depth, args.tiny, extra)
     return selsa_cfg, base_cfg
@@ -339,12 +339,17 @@ def e2e_phase(args, video) -> Optional[Dict]:
     BGR frames, whole videos alternated; per-frame ms = median over repeats of video time / frames."""
     if not args.e2e_frames:
         return None
-    selsa_cfg, base_cfg = _model_cfgs(args)
+    # the predictors' test-time resize keeps the frames' size (a no-op, as at 600x1000)
+    size = ["INPUT.MIN_SIZE_TEST", min(args.height, args.width), "INPUT.MAX_SIZE_TEST", max(args.height, args.width)]
+    selsa_cfg, base_cfg = _model_cfgs(args, size)
     torch.manual_seed(args.seed)
     video_predictor = VideoPredictor(selsa_cfg, mode="offline")
     default_predictor = DefaultPredictor(base_cfg)
     _randomize_and_share(video_predictor.model, default_predictor.model, args.seed)
     frames = video.bgr_frames(args.e2e_frames)
+    resized = video_predictor.prepare(frames[0], 0, 0, 1)["image"].shape[1:]
+    if tuple(resized) != (args.height, args.width):
+        raise RuntimeError(f"end-to-end: the predictor resized {args.height}x{args.width} frames to {tuple(resized)}")
 
     def run_baseline():
         for f in frames:

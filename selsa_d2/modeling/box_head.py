@@ -162,9 +162,14 @@ class SelsaBoxHead(nn.Module):
             [N, FC_DIM] box features.
         """
         x = torch.flatten(x, start_dim=1)
-        ref = x.new_zeros((0, x.shape[1])) if ref_x is None else ref_x
-        _, memory = self.frame_features(ref)
-        return self.attend_references(self.fcs[0](x), memory, num_x, num_ref)
+        n = x.shape[0]
+        if ref_x is not None and len(ref_x):
+            # layer 0 once over key and reference rows: in training one weight-gradient product
+            # (and no accumulation of two) for the largest layer, [FC_DIM, C*49]
+            x = torch.cat([x, torch.flatten(ref_x, start_dim=1)])
+        first = self.fcs[0](x)
+        memory = self._memory_from_first_layer(first[n:])
+        return self.attend_references(first[:n], memory, num_x, num_ref)
 
     def frame_features(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, ReferenceMemory]:
         """Pooled proposal features [P, C, 7, 7] (or [P, C*49]) of a frame (or of several, row
@@ -174,14 +179,17 @@ class SelsaBoxHead(nn.Module):
         The key input serves the frame as a key frame, the memory as a reference: key and
         reference proposals of a frame coincide at test time.
         """
-        ref = torch.flatten(pooled, start_dim=1)
+        first = self.fcs[0](torch.flatten(pooled, start_dim=1))
+        return first, self._memory_from_first_layer(first)
+
+    def _memory_from_first_layer(self, ref: torch.Tensor) -> ReferenceMemory:
+        """Layer 0's pre-ReLU output of reference proposals [M, FC_DIM] -> their memory."""
         layers = []
         for i, (fc, agg) in enumerate(zip(self.fcs, self.aggregators)):
-            ref = fc(F.relu(ref) if i else ref)
-            if i == 0:
-                key_input = ref
+            if i:
+                ref = fc(F.relu(ref))
             layers.append(agg.project_reference(ref))
-        return key_input, ReferenceMemory(layers)
+        return ReferenceMemory(layers)
 
     def attend_references(
         self,
