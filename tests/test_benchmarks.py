@@ -136,3 +136,27 @@ def test_check_amp_matching_and_tiny_run():
     result = check_amp.main(["--tiny", "--frames", "2", "--refs", "2", "--top", "20", "--min-matched", "0.0"])
     assert len(result["per_frame"]) == 2 and result["passed"]
     assert all(f["compared"] > 0 for f in result["per_frame"])
+
+
+def test_mmtracking_policy_detects_like_the_cached_engine():
+    """The benchmark's mmtracking policy recomputes per key frame what the engine caches: same
+    detections, more backbone passes than frames only by the references computed ahead."""
+    import torch
+
+    from selsa_d2.data.sampling import TestReferenceSampler as RefSampler
+    from selsa_d2.testing import synthetic_video, video_inputs
+    from tiny_model import build_tiny_model, results_close
+
+    frames = synthetic_video(6, 64, 96, seed=3)
+    sampler = RefSampler("offline", "adaptive_stride", num_refs=3)
+    model = build_tiny_model(seed=0)
+    model.video_engine.ref_sampler = sampler
+    inputs = video_inputs(frames, sampler)
+    policy = bench_inference.MmtrackingPolicy(model, sampler)
+    with torch.no_grad():
+        want = [o["instances"] for o in model.inference(inputs)]
+        got = [policy([d])[0]["instances"] for d in inputs]
+    for t, (a, b) in enumerate(zip(got, want)):
+        assert results_close(a, b, atol=1e-4) is None, f"frame {t}: {results_close(a, b)}"
+    # one backbone pass per key frame plus the two references supplied ahead with frame 0 (2 and 5)
+    assert policy.frames_computed == len(frames) + 2
