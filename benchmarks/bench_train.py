@@ -58,9 +58,9 @@ def synthetic_batch(args, num_classes: int, seed: int) -> List[Dict]:
         inst = Instances((h, w))
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.gt_classes = torch.randint(0, num_classes, (args.gt_boxes,), generator=g)
-        key = video.frame_dict(k * span, span * args.batch, video_id=k)
+        key = common.frame_dict(video, k * span, span * args.batch, video_id=k)
         key["instances"] = inst
-        key["ref_frames"] = [video.frame_dict(k * span + 1 + r, span * args.batch, video_id=k) for r in range(args.refs)]
+        key["ref_frames"] = [common.frame_dict(video, k * span + 1 + r, span * args.batch, video_id=k) for r in range(args.refs)]
         batch.append(key)
     return batch
 

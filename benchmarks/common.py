@@ -12,15 +12,16 @@ import os
 import platform
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d
 from detectron2.utils.file_io import PathManager
 
+from selsa_d2 import testing
 from selsa_d2.config import add_selsa_config
+from selsa_d2.modeling import ReferenceMemory
 
 logger = logging.getLogger(__name__)
 
@@ -67,61 +68,16 @@ def start_run(args):
         torch.set_num_threads(args.threads)
 
 
-def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0):
-    """FrozenBN layers get non-trivial statistics (also used by tests/tiny_model.py), so that random
-    networks produce varied features and the RPN a full set of proposals."""
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            n = m.weight.numel()
-            m.weight.copy_(0.5 + torch.rand(n, generator=g))
-            m.bias.copy_(0.1 * torch.randn(n, generator=g))
+# random weights and synthetic frames are shared with the tests (selsa_d2.testing)
+randomize_frozen_bn = testing.randomize_frozen_bn
+share_weights = testing.share_weights
+SyntheticVideo = testing.SyntheticVideo
 
 
-def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> List[str]:
-    """Copy every parameter/buffer of ``src`` that ``dst`` has with the same name and shape
-    (backbone, RPN, fc1/fc2, predictor), so the baseline and SELSA see identical proposals.
-    Returns the names of ``dst`` that were not copied."""
-    src_state = src.state_dict()
-    dst_state = dst.state_dict()
-    copied = {k: v for k, v in src_state.items() if k in dst_state and dst_state[k].shape == v.shape}
-    dst.load_state_dict(copied, strict=False)
-    return sorted(set(dst_state) - set(copied))
-
-
-# ---------------------------------------------------------------------- synthetic inputs
-class SyntheticVideo:
-    """Deterministic RGB uint8 frames [3, H, W]: a textured background with moving rectangles.
-
-    Frames are generated on demand (:meth:`frame`), so a long video costs no memory beyond the
-    frames a benchmark holds on to.
-    """
-
-    def __init__(self, height: int, width: int, seed: int = 0):
-        self.height, self.width, self.seed = height, width, seed
-        rng = np.random.RandomState(seed)
-        coarse = torch.from_numpy(rng.randint(0, 255, size=(1, 3, max(2, height // 16), max(2, width // 16))))
-        self._background = torch.nn.functional.interpolate(coarse.float(), size=(height, width), mode="bilinear")[0]
-
-    def frame(self, t: int) -> torch.Tensor:
-        h, w = self.height, self.width
-        img = self._background.clone()
-        g = torch.Generator().manual_seed(self.seed * 100003 + t)
-        img += torch.randint(-12, 12, (3, h, w), generator=g).float()
-        for k, (color, speed) in enumerate((((40, 200, 90), 3), ((220, 60, 30), 2), ((90, 90, 230), 5))):
-            bh, bw = max(4, h // (4 + k)), max(4, w // (5 + k))
-            y0 = (h // 8 + k * h // 4 + speed * t) % max(1, h - bh)
-            x0 = (w // 10 + speed * 2 * t) % max(1, w - bw)
-            img[:, y0 : y0 + bh, x0 : x0 + bw] = torch.tensor(color, dtype=torch.float32)[:, None, None]
-        return img.clamp_(0, 255).to(torch.uint8)
-
-    def frame_dict(self, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None) -> Dict:
-        """Test-mapper format (the image is already at the network input size)."""
-        return {
-            "image": self.frame(t) if image is None else image,
-            "height": self.height, "width": self.width,
-            "video_id": video_id, "frame_id": t, "video_length": length,
-        }  # fmt: skip
+def frame_dict(video: SyntheticVideo, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None) -> Dict:
+    """Frame ``t`` of a synthetic video in test-mapper format (already at the network input size)."""
+    image = video.frame(t) if image is None else image
+    return testing.frame_input(image, video_id, t, length, height=video.height, width=video.width)
 
 
 # ---------------------------------------------------------------------- timing / memory
@@ -211,12 +167,14 @@ def tensor_bytes(obj) -> int:
             stack.append(o.tensor)
         elif hasattr(o, "__dataclass_fields__"):
             stack.extend(getattr(o, f) for f in o.__dataclass_fields__)
+        elif isinstance(o, ReferenceMemory):
+            stack.extend(o.layers)  # views: their whole storages are counted
     return total
 
 
 def engine_cache_bytes(engine) -> int:
-    """What a VideoInferenceEngine holds between frames: its frame cache and reference buffer."""
-    return tensor_bytes([getattr(engine, "_cache", {}), getattr(engine, "_buffer", None) or []])
+    """What an engine holds between frames (``engine.cached_state()``), in bytes."""
+    return tensor_bytes(engine.cached_state())
 
 
 # ---------------------------------------------------------------------- reporting

@@ -10,7 +10,7 @@ from detectron2.modeling import build_backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
-from selsa_d2.modeling import SelsaAggregator, SelsaBoxHead, SelsaDC5Backbone, SelsaRCNN, SelsaROIHeads
+from selsa_d2.modeling import ReferenceMemory, SelsaAggregator, SelsaBoxHead, SelsaDC5Backbone, SelsaRCNN, SelsaROIHeads
 from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads, training_inputs
 
 
@@ -100,13 +100,23 @@ def test_box_head_matches_explicit_computation_and_cached_split():
     x, ref = torch.randn(6, 8, 7, 7), torch.randn(9, 8, 7, 7)
     expected = reference_box_head(head, x, ref)
     torch.testing.assert_close(head(x, ref), expected, atol=1e-5, rtol=0)
-    # the video engine's split: per-layer reference features once, key input = layer 0 output
-    ref_feats = head.reference_features(ref)
-    assert len(ref_feats) == 2 and ref_feats[0].shape == (9, 32)
-    torch.testing.assert_close(head.forward_with_reference_features(x, ref_feats), expected, atol=1e-5, rtol=0)
-    key_input = head.reference_features(x)[0]
+    # the per-frame split shared with video inference: references' memory once, key input =
+    # layer 0's pre-ReLU output
+    _, memory = head.frame_features(ref)
+    assert len(memory) == 9 and len(memory.layers) == 2 and memory[0][0].shape == (9, 32)
+    key_input, _ = head.frame_features(x)
+    torch.testing.assert_close(head.attend_references(key_input, memory), expected, atol=1e-5, rtol=0)
+    # concatenating memories (with spare rows for an appended key frame) equals one memory
+    _, m1 = head.frame_features(ref[:4])
+    _, m2 = head.frame_features(ref[4:])
+    _, mx = head.frame_features(x)
+    joined = ReferenceMemory.cat([m1, m2], spare_rows=6)
+    torch.testing.assert_close(head.attend_references(key_input, joined), expected, atol=1e-5, rtol=0)
+    _, both = head.frame_features(torch.cat([ref, x]))
+    appended = joined.append(mx)
+    assert appended.spare_rows == 0 and len(appended) == 15
     torch.testing.assert_close(
-        head.forward_with_reference_features(key_input, ref_feats, x_is_key_input=True), expected, atol=1e-5, rtol=0
+        head.attend_references(key_input, appended), head.attend_references(key_input, both), atol=1e-5, rtol=0
     )
 
 

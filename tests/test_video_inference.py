@@ -74,6 +74,30 @@ def test_engine_equals_plain_roi_heads_forward(frames):
         assert results_close(raw[t], want, atol=1e-4) is None, f"frame {t}: {results_close(raw[t], want)}"
 
 
+def test_public_per_frame_api_equals_engine(frames):
+    """compute_frame_features / detect_key_frame / postprocess_detections by hand give the
+    engine's detections; feature maps are kept only on request."""
+    sampler = SAMPLERS["adaptive_stride"]
+    model = build_tiny_model(seed=1)
+    inputs = video_inputs(frames, sampler)
+    want = _run(model, inputs, sampler)
+    per_frame = [frame_input(f, 0, i, len(frames)) for i, f in enumerate(frames)]
+    with torch.no_grad():
+        feats = [model.compute_frame_features(d) for d in per_frame]
+        assert feats[0].feature_maps is None and len(feats[0]) == len(feats[0].key_input) > 0
+        kept = model.compute_frame_features(per_frame[0], keep_feature_maps=True)
+        assert set(kept.feature_maps) == set(model.backbone.output_shape())
+        assert kept.image_size == tuple(per_frame[0]["image"].shape[1:])
+        for t in (0, 3, 9):
+            refs = [feats[r] for r in sampler.refs(t, len(frames))] + [feats[t]]
+            raw = model.detect_key_frame(feats[t], refs)
+            # a ReferenceMemory built once gives the same
+            same = model.detect_key_frame(feats[t], model.reference_memory(refs))
+            assert results_close(raw, same, atol=0) is None
+            got = model.postprocess_detections(raw, per_frame[t])["instances"]
+            assert results_close(got, want[t], atol=1e-5) is None, f"frame {t}: {results_close(got, want[t])}"
+
+
 def test_engine_without_key_as_reference(frames):
     sampler = RefSampler("offline", "adaptive_stride", num_refs=3)
     model = build_tiny_model(seed=2, MODEL__SELSA__INFERENCE__KEY_FRAME_AS_REF=False)

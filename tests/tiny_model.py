@@ -6,7 +6,7 @@ few proposals and ~64-128 px images: a forward pass takes milliseconds on a CPU.
 
 import contextlib
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -16,10 +16,8 @@ from detectron2.structures import Boxes, Instances
 
 from selsa_d2.config import add_selsa_config
 
-# benchmarks/common.py is a script module; its FrozenBN randomiser is shared, not copied.
-from repo_scripts import load_script
-
-randomize_frozen_bn = load_script("benchmarks/common.py", "selsa_bench_common").randomize_frozen_bn
+# shared with the benchmarks: random FrozenBN statistics, synthetic frames, model inputs
+from selsa_d2.testing import frame_input, randomize_frozen_bn, synthetic_video, video_inputs  # noqa: F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-SELSA-DC5.yaml")
@@ -49,44 +47,6 @@ def build_tiny_model(cfg=None, seed: int = 0, eval_mode: bool = True, **override
     model = build_model(cfg)
     randomize_frozen_bn(model, seed)
     return model.eval() if eval_mode else model.train()
-
-
-def synthetic_video(num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0) -> List[np.ndarray]:
-    """BGR uint8 frames [H, W, 3]: textured noise background with two moving rectangles."""
-    rng = np.random.RandomState(seed)
-    background = rng.randint(0, 80, size=(height, width, 3)).astype(np.uint8)
-    frames = []
-    for t in range(num_frames):
-        img = background.copy()
-        x0 = (5 + 3 * t) % (width - 30)
-        img[20:50, x0 : x0 + 30] = (40, 200, 90)
-        y0 = (10 + 2 * t) % (height - 24)
-        img[y0 : y0 + 24, 60:90] = (220, 60, 30)
-        img = np.clip(img.astype(int) + rng.randint(-10, 10, size=img.shape), 0, 255).astype(np.uint8)
-        frames.append(img)
-    return frames
-
-
-def frame_input(frame: np.ndarray, video_id, frame_id: int, video_length: int, fmt: str = "RGB") -> dict:
-    """Test-mapper-format input of one BGR frame (no resize), without ``ref_frames``."""
-    img = frame[:, :, ::-1] if fmt == "RGB" else frame
-    return {
-        "image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
-        "height": frame.shape[0], "width": frame.shape[1],
-        "video_id": video_id, "frame_id": frame_id, "video_length": video_length,
-    }  # fmt: skip
-
-
-def video_inputs(frames: Sequence[np.ndarray], sampler, video_id=0) -> List[dict]:
-    """Per key frame, its input with the future references ``sampler.frames_to_supply`` names."""
-    n = len(frames)
-    per_frame = [frame_input(f, video_id, i, n) for i, f in enumerate(frames)]
-    out = []
-    for t in range(n):
-        d = dict(per_frame[t])
-        d["ref_frames"] = [per_frame[r] for r in sampler.frames_to_supply(t, n)]
-        out.append(d)
-    return out
 
 
 def training_inputs(

@@ -12,7 +12,6 @@ degraded when the dataset records ``degradations`` (the synthetic set).
         --weights output/demo/selsa/model_final.pth
 """
 import argparse
-import math
 from collections import defaultdict
 
 import numpy as np
@@ -44,7 +43,7 @@ def analyze(cfg, dataset_name: str):
     model = build_model(cfg)
     load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
     model.eval()
-    engine, aggregator = model.video_engine, model.roi_heads.box_head.aggregators[0]
+    aggregator = model.roi_heads.box_head.aggregators[0]
     sampler = TestReferenceSampler.from_config(cfg)
     frames = {(d["video_id"], d["frame_id"]): d for d in DatasetCatalog.get(dataset_name)}
     stats = defaultdict(list)  # key condition -> rows of [attention mass per kind, uniform share per kind]
@@ -56,7 +55,7 @@ def analyze(cfg, dataset_name: str):
                 cache, labels = {}, {}
             for d in list(inp.get("ref_frames", [])) + [inp]:
                 if d["frame_id"] not in cache:
-                    cache[d["frame_id"]] = engine._compute_frame(d)
+                    cache[d["frame_id"]] = model.compute_frame_features(d)
                     labels[d["frame_id"]] = _proposal_labels(cache[d["frame_id"]], frames[(vid, d["frame_id"])]["annotations"])
             refs = sampler.refs(fid, length) + [fid]
             ref_keys = torch.cat([cache[r].memory[0][0] for r in refs])  # [M, C]
@@ -66,12 +65,7 @@ def analyze(cfg, dataset_name: str):
             on_object = key_labels >= 0
             if not on_object.any():
                 continue
-            q = aggregator.fc_embed(cache[fid].key_input[on_object])
-            n, c = q.shape
-            g = aggregator.num_attention_blocks
-            d = c // g
-            weights = torch.bmm(q.view(n, g, d).transpose(0, 1), ref_keys.view(-1, g, d).permute(1, 2, 0))
-            weights = weights.div(math.sqrt(d)).softmax(dim=2).mean(dim=0)  # [N, M]
+            weights = aggregator.attention_weights(cache[fid].key_input[on_object], ref_keys).mean(dim=0)  # [N, M]
             same = (ref_labels[None, :] == key_labels[on_object, None]).float()
             obj = (ref_labels >= 0).float()[None, :].expand_as(same)
             kinds = [same * ref_clean, same * (1 - ref_clean), obj - same, 1 - obj]

@@ -2,17 +2,19 @@
 
 from .aggregator import SelsaAggregator
 from .backbone import SelsaDC5Backbone, build_selsa_dc5_backbone
-from .box_head import SelsaBoxHead
+from .box_head import ReferenceMemory, SelsaBoxHead
+from .frame_features import FrameFeatures
 from .meta_arch import SelsaRCNN, eval_mode
 from .roi_heads import SelsaROIHeads
 from .rpn import MaxIoUAssignerRPN, MaxIoUMatcher
-from .video_inference import FrameFeatures, VideoInferenceEngine
+from .video_inference import VideoInferenceEngine
 
 __all__ = [
     "SelsaAggregator",
     "SelsaDC5Backbone",
     "build_selsa_dc5_backbone",
     "SelsaBoxHead",
+    "ReferenceMemory",
     "SelsaROIHeads",
     "MaxIoUAssignerRPN",
     "MaxIoUMatcher",

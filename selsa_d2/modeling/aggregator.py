@@ -4,6 +4,7 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SelsaAggregator"]
@@ -51,12 +52,28 @@ class SelsaAggregator(nn.Module):
             return x.new_zeros((n, c))
         g = self.num_attention_blocks
         d = c // g
-        q = self.fc_embed(x).view(n, g, d).transpose(0, 1)  # [G, N, d]
-        k = ref_key.view(m, g, d).permute(1, 2, 0)  # [G, d, M]
-        v = ref_value.view(m, g, d).transpose(0, 1)  # [G, M, d]
-        weights = torch.bmm(q, k).div_(math.sqrt(d)).softmax(dim=2)  # [G, N, M]
-        out = torch.bmm(weights, v).transpose(0, 1).reshape(n, c)  # [N, G, d] -> [N, C]
+        # [1, G, N, d] queries against [1, G, M, d] keys/values. scaled_dot_product_attention
+        # computes softmax(q k^T / sqrt(d)) v with fused kernels (flash attention on CPU and
+        # CUDA, fp16/bf16 under autocast); the leading batch dimension of 1 selects them (with
+        # 3-d inputs torch 2.3 falls back to the unfused maths on CPU).
+        q = self.fc_embed(x).reshape(1, n, g, d).transpose(1, 2)
+        k = ref_key.reshape(1, m, g, d).transpose(1, 2)
+        v = ref_value.reshape(1, m, g, d).transpose(1, 2)
+        if v.dtype != q.dtype:  # memory cached outside autocast, queries inside it (or vice versa)
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v)  # [1, G, N, d]
+        out = out.transpose(1, 2).reshape(n, c)  # [N, G, d] -> [N, C]
         return self.fc(out)
+
+    def attention_weights(self, x: torch.Tensor, ref_key: torch.Tensor) -> torch.Tensor:
+        """The softmax weights :meth:`attend` uses (for analysis): x [N, C], projected reference
+        keys [M, C] -> [G, N, M], each row summing to 1 over the M references."""
+        n, c = x.shape
+        g = self.num_attention_blocks
+        d = c // g
+        q = self.fc_embed(x).reshape(n, g, d).transpose(0, 1)  # [G, N, d]
+        k = ref_key.reshape(-1, g, d).permute(1, 2, 0)  # [G, d, M]
+        return torch.bmm(q, k).div_(math.sqrt(d)).softmax(dim=2)
 
     def forward(self, x: torch.Tensor, ref_x: torch.Tensor) -> torch.Tensor:
         """x [N, C] (key proposals), ref_x [M, C] (reference proposals) -> [N, C]."""

@@ -1,6 +1,6 @@
 """SELSA box head: shared FC layers with attention over reference proposals after each."""
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,10 +13,81 @@ from torch import nn
 
 from .aggregator import SelsaAggregator
 
-__all__ = ["SelsaBoxHead"]
+__all__ = ["SelsaBoxHead", "ReferenceMemory"]
 
-# Per shared FC layer: the aggregator's projected reference (keys, values), each [M, C].
-ReferenceMemory = List[Tuple[torch.Tensor, torch.Tensor]]
+
+class ReferenceMemory:
+    """What key proposals attend to: per shared FC layer of :class:`SelsaBoxHead`, the
+    aggregator's projected reference proposals ``(keys, values)``, each [M, FC_DIM].
+
+    Built per frame (:meth:`SelsaBoxHead.frame_features`) and concatenated over a key frame's
+    references (:meth:`cat`). A concatenation may keep ``spare_rows`` of room after its ``M``
+    rows, so that :meth:`append` (e.g. the key frame's own proposals as the last reference) writes
+    only the appended rows instead of copying all references again.
+    """
+
+    def __init__(self, layers: Sequence[Tuple[torch.Tensor, torch.Tensor]], num_rows: Optional[int] = None):
+        self._storage = [(k, v) for k, v in layers]
+        if not self._storage:
+            raise ValueError("ReferenceMemory needs at least one layer")
+        capacity = self._storage[0][0].shape[0]
+        self.num_rows = capacity if num_rows is None else int(num_rows)
+        if not 0 <= self.num_rows <= capacity:
+            raise ValueError(f"ReferenceMemory: {self.num_rows} rows do not fit a storage of {capacity}")
+
+    @property
+    def layers(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer ``(keys, values)`` [M, FC_DIM] (views of the storage)."""
+        n = self.num_rows
+        return [(k[:n], v[:n]) for k, v in self._storage]
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        k, v = self._storage[layer]
+        return k[: self.num_rows], v[: self.num_rows]
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.layers)
+
+    @property
+    def spare_rows(self) -> int:
+        return self._storage[0][0].shape[0] - self.num_rows
+
+    def split(self, counts: Sequence[int]) -> List["ReferenceMemory"]:
+        """Rows split into consecutive groups of ``counts`` (views)."""
+        per_layer = [(k.split(list(counts)), v.split(list(counts))) for k, v in self.layers]
+        return [ReferenceMemory([(ks[i], vs[i]) for ks, vs in per_layer]) for i in range(len(counts))]
+
+    @staticmethod
+    def cat(parts: Sequence["ReferenceMemory"], spare_rows: int = 0) -> "ReferenceMemory":
+        """The rows of ``parts`` one after another (a new storage with ``spare_rows`` of room)."""
+        if not parts:
+            raise ValueError("ReferenceMemory.cat needs at least one part (its layer count and width)")
+        rows = sum(len(p) for p in parts)
+        storage = []  # one copy of every row; the spare rows are left uninitialised
+        for layer in range(len(parts[0]._storage)):
+            pair = []
+            for j in (0, 1):
+                chunks = [p[layer][j] for p in parts]
+                if spare_rows:
+                    chunks.append(chunks[0].new_empty((spare_rows, chunks[0].shape[1])))
+                pair.append(torch.cat(chunks, dim=0))
+            storage.append(tuple(pair))
+        return ReferenceMemory(storage, rows)
+
+    def append(self, tail: "ReferenceMemory") -> "ReferenceMemory":
+        """These rows, then ``tail``'s. When ``tail`` fits the spare rows it is written there and
+        the result shares this storage (so a later ``append`` overwrites it); otherwise a new
+        concatenation."""
+        n, p = self.num_rows, len(tail)
+        if p > self.spare_rows:
+            return ReferenceMemory.cat([self, tail])
+        for (k, v), (tk, tv) in zip(self._storage, tail.layers):
+            k[n : n + p].copy_(tk)
+            v[n : n + p].copy_(tv)
+        return ReferenceMemory(self._storage, n + p)
 
 
 @ROI_BOX_HEAD_REGISTRY.register()
@@ -28,9 +99,13 @@ class SelsaBoxHead(nn.Module):
         x = relu(x); ref = relu(ref)
 
     FC names (``fc1``, ``fc2``, ...) match Detectron2's ``FastRCNNConvFCHead`` so single-frame
-    weights transfer. The reference path only depends on the references, which lets the video
-    engine split the head into a per-frame part (:meth:`reference_features`,
-    :meth:`reference_memory`) and a per-key-frame part (:meth:`forward_from_key_input`).
+    weights transfer.
+
+    The reference path depends on the references only, so the head is written as two parts that
+    training and cached video inference share: :meth:`frame_features` (a frame's proposals ->
+    its key input and :class:`ReferenceMemory`, once per frame) and :meth:`attend_references`
+    (key input + the references' memory -> box features, once per key frame). :meth:`forward`
+    is the two together.
     """
 
     @configurable
@@ -69,7 +144,6 @@ class SelsaBoxHead(nn.Module):
     def output_shape(self) -> ShapeSpec:
         return ShapeSpec(channels=self._output_size)
 
-    # ------------------------------------------------------------------ training / generic path
     def forward(
         self,
         x: torch.Tensor,
@@ -88,47 +162,48 @@ class SelsaBoxHead(nn.Module):
             [N, FC_DIM] box features.
         """
         x = torch.flatten(x, start_dim=1)
-        ref = x.new_zeros((0, x.shape[1])) if ref_x is None else torch.flatten(ref_x, start_dim=1)
-        for i, (fc, agg) in enumerate(zip(self.fcs, self.aggregators)):
-            x = fc(x)
-            ref = fc(ref)
-            x = x + agg.attend_grouped(x, *agg.project_reference(ref), num_x, num_ref)
-            x = F.relu(x)
-            if i + 1 < len(self.fcs):
-                ref = F.relu(ref)
-        return x
+        n = x.shape[0]
+        if ref_x is not None and len(ref_x):
+            # layer 0 once over key and reference rows: in training one weight-gradient product
+            # (and no accumulation of two) for the largest layer, [FC_DIM, C*49]
+            x = torch.cat([x, torch.flatten(ref_x, start_dim=1)])
+        first = self.fcs[0](x)
+        memory = self._memory_from_first_layer(first[n:])
+        return self.attend_references(first[:n], memory, num_x, num_ref)
 
-    # ------------------------------------------------------------------ cached video path
-    def reference_features(self, pooled: torch.Tensor) -> List[torch.Tensor]:
-        """pooled [M, C, 7, 7] -> per shared FC layer the pre-ReLU output [M, FC_DIM].
+    def frame_features(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, ReferenceMemory]:
+        """Pooled proposal features [P, C, 7, 7] (or [P, C*49]) of a frame (or of several, row
+        after row) -> (key input [P, FC_DIM]: layer 0's pre-ReLU output, the proposals'
+        :class:`ReferenceMemory`).
 
-        Layer 0's output of a frame's own proposals is also that frame's key input
-        (:meth:`forward_from_key_input`), as key and reference proposals coincide at test time.
+        The key input serves the frame as a key frame, the memory as a reference: key and
+        reference proposals of a frame coincide at test time.
         """
-        ref = torch.flatten(pooled, start_dim=1)
-        feats = []
-        for i, fc in enumerate(self.fcs):
-            ref = fc(F.relu(ref) if i else ref)
-            feats.append(ref)
-        return feats
+        first = self.fcs[0](torch.flatten(pooled, start_dim=1))
+        return first, self._memory_from_first_layer(first)
 
-    def reference_memory(self, ref_feats: Sequence[torch.Tensor]) -> ReferenceMemory:
-        """Per-layer reference features -> per-layer aggregator (keys, values), each [M, FC_DIM]."""
-        return [agg.project_reference(r) for agg, r in zip(self.aggregators, ref_feats)]
+    def _memory_from_first_layer(self, ref: torch.Tensor) -> ReferenceMemory:
+        """Layer 0's pre-ReLU output of reference proposals [M, FC_DIM] -> their memory."""
+        layers = []
+        for i, (fc, agg) in enumerate(zip(self.fcs, self.aggregators)):
+            if i:
+                ref = fc(F.relu(ref))
+            layers.append(agg.project_reference(ref))
+        return ReferenceMemory(layers)
 
-    def forward_from_key_input(self, key_input: torch.Tensor, memory: ReferenceMemory) -> torch.Tensor:
-        """Key frame's layer-0 pre-ReLU features [N, FC_DIM] + reference memory -> [N, FC_DIM]."""
+    def attend_references(
+        self,
+        key_input: torch.Tensor,
+        memory: ReferenceMemory,
+        num_x: Optional[Sequence[int]] = None,
+        num_ref: Optional[Sequence[int]] = None,
+    ) -> torch.Tensor:
+        """Key input [N, FC_DIM] (layer 0's pre-ReLU output) + the references' memory
+        -> box features [N, FC_DIM]. ``num_x``/``num_ref``: per key image, its rows of
+        ``key_input`` and of ``memory`` (see :meth:`forward`)."""
         x = key_input
         for i, (fc, agg) in enumerate(zip(self.fcs, self.aggregators)):
             if i:
                 x = fc(x)
-            x = F.relu(x + agg.attend(x, *memory[i]))
+            x = F.relu(x + agg.attend_grouped(x, *memory[i], num_x, num_ref))
         return x
-
-    def forward_with_reference_features(
-        self, x: torch.Tensor, ref_feats: Sequence[torch.Tensor], x_is_key_input: bool = False
-    ) -> torch.Tensor:
-        """Key features (pooled [N, C, 7, 7], or the layer-0 output [N, FC_DIM] when
-        ``x_is_key_input``) with per-layer reference features from :meth:`reference_features`."""
-        key_input = x if x_is_key_input else self.fcs[0](torch.flatten(x, start_dim=1))
-        return self.forward_from_key_input(key_input, self.reference_memory(ref_feats))

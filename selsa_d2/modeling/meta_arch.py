@@ -2,15 +2,18 @@
 
 import contextlib
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.layers import move_device_like
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, detector_postprocess
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.sampling import TestReferenceSampler
+from .box_head import ReferenceMemory
+from .frame_features import FrameFeatures
 from .video_inference import VideoInferenceEngine
 
 __all__ = ["SelsaRCNN", "eval_mode"]
@@ -46,6 +49,19 @@ class SelsaRCNN(GeneralizedRCNN):
     (:class:`VideoInferenceEngine`), which is stateful: frames must arrive in order, one video
     after another (it resets when ``video_id`` changes or ``frame_id`` is 0). Inputs without
     video fields are treated as one-frame videos.
+
+    The per-frame computation is the model's, in public steps the engine (and benchmarks, tools)
+    call; a frame is a test-mapper dict (``image`` [3, H, W] at the network input size, optional
+    ``height``/``width``) or an already normalized image [3, H, W]::
+
+        frame = model.compute_frame_features(frame_dict)     # FrameFeatures, once per frame
+        memory = model.reference_memory([ref1, ref2, frame])  # its references (+ itself)
+        raw = model.detect_key_frame(frame, memory)           # Instances, network input size
+        out = model.postprocess_detections(raw, frame_dict)   # {"instances": original size}
+
+    :meth:`compute_frame_features` is :meth:`compute_feature_maps` (backbone + neck) followed by
+    :meth:`frame_features_from_maps` (RPN, RoIAlign, the shared FC layers and the aggregators'
+    reference projections).
     """
 
     @configurable
@@ -110,6 +126,76 @@ class SelsaRCNN(GeneralizedRCNN):
         with torch.no_grad(), eval_mode(self.proposal_generator):
             proposals, _ = self.proposal_generator(ref_images, ref_features, None)
         return proposals
+
+    # ------------------------------------------------------------------ per-frame inference API
+    def preprocess_frame(self, frame: Dict) -> torch.Tensor:
+        """A test-mapper dict's ``image`` [3, H, W] -> normalized image [3, H, W] on the model's
+        device (no padding)."""
+        return (move_device_like(frame["image"], self.pixel_mean) - self.pixel_mean) / self.pixel_std
+
+    def compute_feature_maps(self, frame: Union[Dict, torch.Tensor]) -> Tuple[ImageList, Dict[str, torch.Tensor]]:
+        """Backbone (+ neck) of one frame (a test-mapper dict or a normalized image [3, H, W]) ->
+        (its padded one-image ``ImageList``, feature maps name -> [1, C, H', W'])."""
+        image = self.preprocess_frame(frame) if isinstance(frame, dict) else frame
+        images = ImageList.from_tensors(
+            [image], self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
+        return images, self.backbone(images.tensor)
+
+    def frame_features_from_maps(
+        self, images: ImageList, feature_maps: Dict[str, torch.Tensor], keep_feature_maps: bool = False
+    ) -> FrameFeatures:
+        """One frame's RPN proposals (test settings), RoIAlign, shared FC layers and reference
+        projections, from :meth:`compute_feature_maps`'s output."""
+        if len(images) != 1:
+            raise ValueError(f"frame_features_from_maps takes one frame at a time, got {len(images)} images")
+        with eval_mode(self.proposal_generator):
+            proposals, _ = self.proposal_generator(images, feature_maps, None)
+        ((key_input, memory),) = self.roi_heads.frame_features(feature_maps, proposals)
+        return FrameFeatures(
+            image_size=tuple(images.image_sizes[0]),
+            proposals=proposals[0],
+            key_input=key_input,
+            memory=memory,
+            feature_maps=feature_maps if keep_feature_maps else None,
+        )
+
+    def compute_frame_features(self, frame: Union[Dict, torch.Tensor], keep_feature_maps: bool = False) -> FrameFeatures:
+        """Everything a frame contributes as key frame and as reference, computed once (one
+        frame at a time, so that results never depend on what else is in a batch).
+
+        Args:
+            frame: a test-mapper dict (``image`` uint8/float [3, H, W] at the network input
+                size) or an image already normalized by :meth:`preprocess_frame`.
+            keep_feature_maps: also keep the backbone (+ neck) maps in the result.
+        """
+        return self.frame_features_from_maps(*self.compute_feature_maps(frame), keep_feature_maps=keep_feature_maps)
+
+    @staticmethod
+    def reference_memory(frames: Sequence[FrameFeatures], spare_rows: int = 0) -> ReferenceMemory:
+        """The frames' memories concatenated in order (``spare_rows``: room for a later
+        :meth:`ReferenceMemory.append`, e.g. of a key frame's own proposals)."""
+        if not frames:
+            raise ValueError("reference_memory needs at least one frame")
+        return ReferenceMemory.cat([f.memory for f in frames], spare_rows=spare_rows)
+
+    def detect_key_frame(
+        self, key: FrameFeatures, references: Union[ReferenceMemory, Sequence[FrameFeatures]]
+    ) -> Instances:
+        """Detections of a key frame, its proposals attending to ``references`` (a
+        :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
+        frame as a reference, as mmtracking). Returns ``Instances`` at the network input size
+        (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`."""
+        memory = references if isinstance(references, ReferenceMemory) else self.reference_memory(references)
+        return self.roi_heads.predict_with_memory(key.proposals, key.key_input, memory)
+
+    @staticmethod
+    def postprocess_detections(instances: Instances, frame: Dict) -> Dict[str, Instances]:
+        """Detections at the network input size -> ``{"instances": ...}`` rescaled to the
+        frame's ``height``/``width`` (default: no rescale), as Detectron2's models return."""
+        height = frame.get("height", instances.image_size[0])
+        width = frame.get("width", instances.image_size[1])
+        return {"instances": detector_postprocess(instances, height, width)}
 
     def inference(
         self,

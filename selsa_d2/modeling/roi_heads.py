@@ -90,25 +90,22 @@ class SelsaROIHeads(StandardROIHeads):
         box_features = self.box_head(pooled[:n_key], pooled[n_key:], num_key_rois, num_ref_rois)
         return self.box_predictor(box_features)
 
-    # ------------------------------------------------------------------ cached video path
-    def frame_reference_features(
+    # ------------------------------------------------------------------ per-frame video path
+    def frame_features(
         self, features: Dict[str, torch.Tensor], proposals: List[Instances]
     ) -> List[Tuple[torch.Tensor, ReferenceMemory]]:
-        """Per image of ``features``: (key input [P_i, FC_DIM], reference memory of its P_i
-        proposals), from one RoIAlign over all images. See :class:`SelsaBoxHead`."""
+        """Per image of ``features``: (key input [P_i, FC_DIM], :class:`ReferenceMemory` of its
+        P_i proposals), from one RoIAlign over all images. See :meth:`SelsaBoxHead.frame_features`."""
         feats = [features[f] for f in self.box_in_features]
         pooled = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
-        layers = self.box_head.reference_features(pooled)
-        memory = self.box_head.reference_memory(layers)
+        key_input, memory = self.box_head.frame_features(pooled)
         counts = [len(p) for p in proposals]
-        key_inputs = layers[0].split(counts)
-        per_layer = [(k.split(counts), v.split(counts)) for k, v in memory]
-        return [(key_inputs[i], [(ks[i], vs[i]) for ks, vs in per_layer]) for i in range(len(proposals))]
+        return list(zip(key_input.split(counts), memory.split(counts)))
 
     def predict_with_memory(self, proposals: Instances, key_input: torch.Tensor, memory: ReferenceMemory) -> Instances:
-        """One key image: its proposals, layer-0 key input [P, FC_DIM] and the concatenated
-        reference memory -> detections (Detectron2's ``FastRCNNOutputLayers.inference``)."""
-        box_features = self.box_head.forward_from_key_input(key_input, memory)
+        """One key image: its proposals, key input [P, FC_DIM] and its references' memory ->
+        detections at the network input size (Detectron2's ``FastRCNNOutputLayers.inference``)."""
+        box_features = self.box_head.attend_references(key_input, memory)
         predictions = self.box_predictor(box_features)
         pred_instances, _ = self.box_predictor.inference(predictions, [proposals])
         return pred_instances[0]

@@ -1,9 +1,11 @@
 """Stateful video inference for SELSA: every frame's features are computed once and cached.
 
-Per frame the engine computes backbone -> RPN proposals (test settings) -> RoIAlign -> the
-pre-ReLU output of each shared FC layer, and from those the aggregators' reference projections
-(keys and values). A key frame then costs its own per-frame computation (shared with its role as
-a reference) plus the attention over the concatenated projections of its references.
+The model computes a frame's features (:meth:`SelsaRCNN.compute_frame_features`: backbone -> RPN
+proposals (test settings) -> RoIAlign -> the shared FC layers -> the aggregators' reference
+projections) and detects a key frame from them and its references' memory
+(:meth:`SelsaRCNN.detect_key_frame`). The engine only keeps track of frame ids, the cache and
+its eviction: a key frame costs its own per-frame computation (shared with its role as a
+reference) plus the attention over its references' memory.
 
 Which frames are references, which must be supplied ahead of time and which cached frames can be
 dropped is decided by :class:`~selsa_d2.data.sampling.TestReferenceSampler`, so the cache never
@@ -11,35 +13,20 @@ holds more than ``sampler.max_cached_frames()`` frames, whatever the video lengt
 """
 
 import logging
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.structures import ImageList, Instances
 
 from ..data.sampling import TestReferenceSampler
 from .box_head import ReferenceMemory
+from .frame_features import FrameFeatures
 
-__all__ = ["FrameFeatures", "VideoInferenceEngine"]
+__all__ = ["VideoInferenceEngine"]
 
 logger = logging.getLogger(__name__)
 
 _NO_VIDEO = object()
 _VIDEO_FIELDS = ("video_id", "frame_id", "video_length")
-
-
-@dataclass
-class FrameFeatures:
-    """What a frame contributes as key and as reference.
-
-    proposals: its RPN proposals (``proposal_boxes``, ``objectness_logits``, ``image_size``).
-    key_input: [P, FC_DIM] first shared FC output (pre-ReLU) of its proposals.
-    memory: per shared FC layer, the aggregator's (keys, values) [P, FC_DIM] of its proposals.
-    """
-
-    proposals: Instances
-    key_input: torch.Tensor
-    memory: ReferenceMemory
 
 
 class VideoInferenceEngine:
@@ -52,10 +39,14 @@ class VideoInferenceEngine:
     one-frame video of its own.
 
     Args:
-        model: the SelsaRCNN (backbone, proposal_generator, roi_heads, preprocess_image).
+        model: the SelsaRCNN (its public per-frame methods: ``preprocess_frame``,
+            ``compute_frame_features``, ``reference_memory``, ``detect_key_frame``,
+            ``postprocess_detections``).
         ref_sampler: test-time reference sampler; may be replaced between videos.
-        cache_features: False = the uncached ("mmtracking") path: cache only preprocessed images
-            and recompute every reference's features for every key frame. Same detections.
+        cache_features: False = full recompute: cache only preprocessed images and recompute
+            every reference's features (backbone included) for every key frame. Same detections.
+            (mmtracking caches the references' backbone features and recomputes the rest, see
+            ``benchmarks/bench_inference.py``.)
         key_frame_as_ref: append the key frame's own proposals to its references (last).
     """
 
@@ -78,9 +69,9 @@ class VideoInferenceEngine:
         self._last_frame_id: Optional[int] = None
         # frame_id -> FrameFeatures (cached path) or (normalized image [3, H, W]) (uncached path)
         self._cache: Dict[int, object] = {}
+        # the references' concatenated memory, kept while the reference set stays the same
         self._buffer_ids: Optional[Tuple[int, ...]] = None
         self._buffer: Optional[ReferenceMemory] = None
-        self._buffer_len = 0
         self.last_reference_ids: List[int] = []
 
     def reset_stats(self):
@@ -94,6 +85,12 @@ class VideoInferenceEngine:
 
     def cached_frame_ids(self) -> List[int]:
         return sorted(self._cache)
+
+    def cached_state(self) -> List[object]:
+        """What the engine holds between frames (for memory accounting): the cached frames
+        (``FrameFeatures``, or normalized images without feature caching) and the references'
+        concatenated memory."""
+        return [dict(self._cache), self._buffer]
 
     # ------------------------------------------------------------------ public entry
     def process(self, batched_inputs: Sequence[dict], do_postprocess: bool = True):
@@ -136,7 +133,7 @@ class VideoInferenceEngine:
         if frame_id not in self._cache:
             new[frame_id] = inp
         for fid, d in sorted(new.items()):
-            self._cache[fid] = self._compute_frame(d) if self.cache_features else self._preprocess(d)
+            self._cache[fid] = self._cache_entry(d)
 
         ref_ids = self.ref_sampler.refs(frame_id, length)
         missing = sorted({r for r in ref_ids if r not in self._cache})
@@ -150,7 +147,7 @@ class VideoInferenceEngine:
         self.last_reference_ids = list(ref_ids)
 
         key, memory = self._key_and_memory(frame_id, ref_ids)
-        result = self.model.roi_heads.predict_with_memory(key.proposals, key.key_input, memory)
+        result = self.model.detect_key_frame(key, memory)
 
         self._evict(frame_id, length)
         self._last_frame_id = frame_id
@@ -158,7 +155,7 @@ class VideoInferenceEngine:
             self.reset()
         if not do_postprocess:
             return result
-        return self.model._postprocess([result], [inp], [key.proposals.image_size])[0]
+        return self.model.postprocess_detections(result, inp)
 
     def _start_frame(self, video_id, frame_id: int, length: int):
         if not 0 <= frame_id < length:
@@ -180,69 +177,29 @@ class VideoInferenceEngine:
                 del self._cache[fid]
 
     # ------------------------------------------------------------------ per-frame computation
-    def _preprocess(self, d: dict) -> torch.Tensor:
-        """Normalized image [3, H, W] on the model's device (no padding)."""
-        m = self.model
-        return (m._move_to_current_device(d["image"]) - m.pixel_mean) / m.pixel_std
-
-    def _compute_frame(self, d: dict) -> FrameFeatures:
-        return self._features_from_image(self._preprocess(d))
-
-    def _features_from_image(self, image: torch.Tensor) -> FrameFeatures:
-        """One frame at a time, so that results never depend on what else is in the batch."""
-        m = self.model
-        images = ImageList.from_tensors(
-            [image], m.backbone.size_divisibility, padding_constraints=m.backbone.padding_constraints
-        )
-        features = m.backbone(images.tensor)
-        proposals, _ = m.proposal_generator(images, features, None)
-        ((key_input, memory),) = m.roi_heads.frame_reference_features(features, proposals)
+    def _compute(self, frame) -> FrameFeatures:
         self.frames_computed += 1
-        return FrameFeatures(proposals[0], key_input, memory)
+        return self.model.compute_frame_features(frame)
+
+    def _cache_entry(self, d: dict):
+        """Cached path: the frame's features; full recompute: its normalized image."""
+        return self._compute(d) if self.cache_features else self.model.preprocess_frame(d)
 
     # ------------------------------------------------------------------ references
     def _key_and_memory(self, frame_id: int, ref_ids: List[int]) -> Tuple[FrameFeatures, ReferenceMemory]:
         if self.cache_features:
             frames = self._cache
         else:  # recompute every distinct frame of this key frame's reference set
-            frames = {fid: self._features_from_image(self._cache[fid]) for fid in dict.fromkeys(ref_ids + [frame_id])}
+            frames = {fid: self._compute(self._cache[fid]) for fid in dict.fromkeys(ref_ids + [frame_id])}
         key = frames[frame_id]
-        tail = key if self.key_frame_as_ref else None
         ids = tuple(ref_ids)
-        if (
-            not self.cache_features
-            or ids != self._buffer_ids
-            or (tail is not None and self._buffer[0][0].shape[0] < self._buffer_len + len(tail.key_input))
-        ):
-            self._rebuild_buffer(ids, [frames[i] for i in ids], key, tail)
-        n = self._buffer_len
-        if tail is None:
-            return key, [(k[:n], v[:n]) for k, v in self._buffer]
-        p = len(tail.key_input)
-        # the reference part is unchanged: only the key frame's rows are written
-        for (bk, bv), (tk, tv) in zip(self._buffer, tail.memory):
-            bk[n : n + p].copy_(tk)
-            bv[n : n + p].copy_(tv)
-        return key, [(k[: n + p], v[: n + p]) for k, v in self._buffer]
-
-    def _rebuild_buffer(self, ids, parts: List[FrameFeatures], key: FrameFeatures, tail: Optional[FrameFeatures]):
-        """Concatenate the references' (keys, values) once, leaving room for a key frame's rows."""
-        spare = 0
-        if tail is not None:
-            topk = getattr(self.model.proposal_generator, "post_nms_topk", {}).get(False, 0)
-            spare = max(len(tail.key_input), int(topk))
-        buffer = []
-        for layer in range(len(key.memory)):
-            cols = []
-            for j in (0, 1):
-                ref = key.memory[layer][j]
-                chunks = [f.memory[layer][j] for f in parts]
-                rows = sum(c.shape[0] for c in chunks)
-                out = ref.new_empty((rows + spare, ref.shape[1]))
-                if chunks:
-                    torch.cat(chunks, dim=0, out=out[:rows])
-                cols.append(out)
-            buffer.append(tuple(cols))
-        self._buffer = buffer
-        self._buffer_ids = ids
-        self._buffer_len = sum(len(f.key_input) for f in parts)
+        if not ids:
+            return key, (key.memory if self.key_frame_as_ref else ReferenceMemory(key.memory.layers, num_rows=0))
+        spare = len(key) if self.key_frame_as_ref else 0
+        if not self.cache_features or ids != self._buffer_ids or self._buffer.spare_rows < spare:
+            # concatenated once per reference set, with room for the key frame's own rows
+            self._buffer = self.model.reference_memory([frames[i] for i in ids], spare_rows=spare)
+            self._buffer_ids = ids
+        if not self.key_frame_as_ref:
+            return key, self._buffer
+        return key, self._buffer.append(key.memory)

@@ -1,0 +1,36 @@
+"""``FrameFeatures``: what one video frame contributes to SELSA inference, as key and as reference."""
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from detectron2.structures import Instances
+
+from .box_head import ReferenceMemory
+
+__all__ = ["FrameFeatures"]
+
+
+@dataclass
+class FrameFeatures:
+    """One frame's per-frame computation (:meth:`SelsaRCNN.compute_frame_features`).
+
+    image_size: (height, width) of the frame at the network input size.
+    proposals: its RPN proposals (``proposal_boxes``, ``objectness_logits``), test settings.
+    key_input: [P, FC_DIM] first shared FC layer's pre-ReLU output of its proposals: the frame
+        as a key frame (:meth:`SelsaRCNN.detect_key_frame`).
+    memory: its proposals' :class:`ReferenceMemory`: the frame as a reference.
+    feature_maps: its backbone (+ neck) feature maps, name -> [1, C, H', W'], kept only when
+        asked for (``keep_feature_maps=True``), e.g. for aggregation that pools a key frame's
+        proposals from its references' maps; ``None`` otherwise.
+    """
+
+    image_size: Tuple[int, int]
+    proposals: Instances
+    key_input: torch.Tensor
+    memory: ReferenceMemory
+    feature_maps: Optional[Dict[str, torch.Tensor]] = None
+
+    def __len__(self) -> int:
+        """Number of proposals."""
+        return len(self.proposals)
