@@ -35,7 +35,8 @@ TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml
 
 def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False, extra: Sequence = ()):
     """A frozen config of ``config_file`` with random weights (``MODEL.WEIGHTS ""``: nothing is
-    downloaded) on ``device``; ``tiny``: the tests' R-18/res4 model instead of ``depth``."""
+    downloaded, and ``TEST.ALLOW_MISSING_WEIGHTS`` lets the predictors run them) on ``device``;
+    ``tiny``: the tests' R-18/res4 model instead of ``depth``."""
     if not PathManager.exists(config_file):
         raise FileNotFoundError(f"Benchmark config {config_file} does not exist")
     cfg = get_cfg()
@@ -43,7 +44,7 @@ def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False
     cfg.merge_from_file(config_file)
     if tiny:
         cfg.merge_from_file(TINY_OVERRIDES)
-    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", 0]
+    opts = ["MODEL.WEIGHTS", "", "TEST.ALLOW_MISSING_WEIGHTS", True, "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", 0]
     opts += [] if tiny else ["MODEL.RESNETS.DEPTH", depth]
     cfg.merge_from_list(opts + list(extra))
     cfg.freeze()
