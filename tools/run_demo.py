@@ -62,6 +62,15 @@ class Budget:
     continue_iters: int = 300
 
 
+# Both continuations train the same parts of the network: the ResNet (stem to res4, all of the
+# tiny configs' bottom-up network) stays as the shared stage left it, the neck, RPN and box head
+# (plus, for SELSA, the new aggregators) train. Features are then identical for both models, so
+# what SELSA adds is what it reads from the other frames; it also makes SELSA's iterations,
+# which run the backbone on 3 frames per key frame, about twice as cheap. (Frozen ResNet norms
+# become FrozenBN, so the from-scratch zero-init, overwritten by the checkpoint anyway, is off.)
+CONTINUATION_OPTS = ("MODEL.BACKBONE.FREEZE_AT", 4, "MODEL.SELSA.ZERO_INIT_RESIDUAL", False)
+
+
 def schedule_opts(iters: int) -> List[str]:
     """A full step schedule of ``iters`` iterations: warm-up, decay at 75 % and 92 % (the tiny
     configs' 600-iteration shape, scaled)."""
@@ -158,7 +167,7 @@ def train(c: Comparison, key: str, config: str, iters: int, init: Optional[Path]
     if final.exists():
         print(f"{final} exists: reusing it (delete it to retrain)", flush=True)
         return final
-    weights = ["MODEL.WEIGHTS", init] if init is not None else []
+    weights = ["MODEL.WEIGHTS", init] + list(CONTINUATION_OPTS) if init is not None else []
     # DATASETS.TEST () skips DefaultTrainer's evaluation after training: evaluate() does it.
     _run([sys.executable, "train_net.py", "--config-file", config, "--resume", "OUTPUT_DIR", model_dir]
          + c.common_opts() + schedule_opts(iters) + weights + ["DATASETS.TEST", "()"], c.env(), c.log)
