@@ -165,7 +165,7 @@ def _write(out_dir: Path, runs, budget: run_demo.Budget) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="output/gain_study")
-    parser.add_argument("--data-root", default="datasets/gain_study", help="datasets go to <data-root>/<variant>/")
+    parser.add_argument("--data-root", default="output/gain_study/datasets", help="datasets go to <data-root>/<variant>/")
     parser.add_argument("--variants", nargs="+", default=["demo", "texture"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shared-iters", type=int, default=run_demo.Budget.shared_iters)

@@ -58,8 +58,8 @@ GAIN_METRICS = (("overall", "mAP"), ("degraded", "mAP_degraded"), ("clean", "mAP
 class Budget:
     """Iterations of the shared single-frame stage and of each continuation (same for both models)."""
 
-    shared_iters: int = 600
-    continue_iters: int = 300
+    shared_iters: int = 400
+    continue_iters: int = 200
 
 
 # Both continuations train the same parts of the network: the ResNet (stem to res4, all of the
