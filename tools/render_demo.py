@@ -111,6 +111,10 @@ def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, d
         writer.release()
 
     picks = pick_stills(frames, left, right, num_stills)
+    degraded = [i for i, f in enumerate(frames) if f.get("degradations")]
+    differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
+    print(f"stills: video {frames[0]['video_id']}, {len(degraded)} degraded frames, the models' classes differ on "
+          f"{len(differ)} of them {differ}; showing frames {[frames[i]['frame_id'] for i in picks]}", flush=True)
     still_path = out_dir / "degraded_frames.png"
     cv2.imwrite(str(still_path), np.vstack([panels[i] for i in picks]))
     return [video_path, still_path]
