@@ -17,6 +17,7 @@ reused. Runs on the CPU by default and downloads nothing.
 """
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -290,16 +291,16 @@ def main(argv=None) -> int:
     out_dir = (REPO / args.out).resolve()
     if args.dataset_root is not None:
         dataset_dir = Path(args.dataset_root).expanduser().resolve()
-        banner(f"1/6 dataset: {dataset_dir} ({count_classes(dataset_dir)} classes)")
+        banner(f"1/8 dataset: {dataset_dir} ({count_classes(dataset_dir)} classes)")
     else:
         dataset_dir = (REPO / args.data_root).resolve() / DATASET_DIRNAME
-        banner("1/6 synthetic video dataset")
+        banner("1/8 synthetic video dataset")
         _load_generator().generate(dataset_dir, **_load_generator().VARIANTS["demo"])
 
     c = Comparison(out_dir, dataset_dir, Budget(args.shared_iters, args.continue_iters), seed=args.seed,
                    device=args.device, opts=args.opts)
-    steps = iter(range(2, 6))
-    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps, 5)}/6 {text}"))
+    steps = itertools.count(2)
+    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/8 {text}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     table, gain_table = format_table(summary["models"]), format_gains(summary)
     with open(out_dir / "summary.json", "w") as f:
@@ -309,7 +310,7 @@ def main(argv=None) -> int:
 
     renders = []
     if not args.no_render:
-        banner("6/6 rendering single-frame vs SELSA on a validation video")
+        banner("8/8 rendering single-frame vs SELSA on a validation video")
         os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
         sys.path.insert(0, str(REPO / "tools"))
         from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
