@@ -128,3 +128,11 @@ def test_stills_prefer_degraded_frames_where_the_models_disagree():
     right[4] = inst([], [])
     assert render_demo.pick_stills(frames, left, right, 2) == [2, 4]
     assert render_demo.pick_stills([{} for _ in range(3)], left[:3], right[:3], 3) == [0, 1, 2]
+
+
+def test_study_table_signs_only_differences():
+    summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
+    table = gain_study.format_study(gain_study.aggregate({"v": {0: summary}}))
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
+    assert rows["SELSA: vid/mAP"] == "58.0" and rows["single frame: clean"] == "60.0"
+    assert rows["gain from references: degraded"] == "+6.0" and rows["SELSA - single frame: overall"] == "+8.0"

@@ -101,7 +101,7 @@ def format_study(study: dict) -> str:
         rows = []
         for label, _ in METRICS:
             m = res["metrics"][label]
-            signed = not label.split(":")[0].startswith(("single", "SELSA:", "SELSA key"))
+            signed = label.startswith(("gain", "SELSA - "))  # differences, not AP
             rows.append([label] + [run_demo._fmt(m[k], signed) for k in ("mean", "min", "max")])
         seeds = ", ".join(map(str, res["seeds"]))
         parts.append(f"variant {variant!r}, seeds {seeds} (AP in %, differences in AP points)\n\n"
