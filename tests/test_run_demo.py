@@ -136,3 +136,8 @@ def test_study_table_signs_only_differences():
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
     assert rows["SELSA: vid/mAP"] == "58.0" and rows["single frame: clean"] == "60.0"
     assert rows["gain from references: degraded"] == "+6.0" and rows["SELSA - single frame: overall"] == "+8.0"
+
+
+def test_schedule_of_a_few_iterations_stays_valid():
+    for iters, steps in ((4, "(3,)"), (2, "(1,)"), (1, "()"), (13, "(9, 11)")):
+        assert dict(zip(*[iter(run_demo.schedule_opts(iters))] * 2))["SOLVER.STEPS"] == steps

@@ -75,8 +75,11 @@ CONTINUATION_OPTS = ("MODEL.BACKBONE.FREEZE_AT", 4, "MODEL.SELSA.ZERO_INIT_RESID
 def schedule_opts(iters: int) -> List[str]:
     """A full step schedule of ``iters`` iterations: warm-up, decay at 75 % and 92 % (the tiny
     configs' 600-iteration shape, scaled)."""
-    steps = (max(1, int(0.75 * iters)), max(2, int(0.92 * iters)))
-    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", f"({steps[0]}, {steps[1]})",
+    if iters < 1:
+        raise ValueError(f"a training stage needs at least 1 iteration (got {iters})")
+    first = max(1, int(0.75 * iters))
+    steps = [s for s in (first, max(first + 1, int(0.92 * iters))) if s < iters]  # increasing, before the end
+    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", "(" + ", ".join(map(str, steps)) + ("," if len(steps) == 1 else "") + ")",
             "SOLVER.WARMUP_ITERS", min(50, max(1, iters // 10)), "SOLVER.CHECKPOINT_PERIOD", max(50, iters // 4)]
 
 
