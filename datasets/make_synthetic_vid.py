@@ -95,6 +95,9 @@ CLASS_CATALOG: Tuple[ClassDef, ...] = (
     ClassDef("syn0004", "square_blue", "square", "checker", "blue"),
     ClassDef("syn0005", "triangle_green", "triangle", "stripes", "green"),
     ClassDef("syn0006", "triangle_purple", "triangle", "stripes", "purple"),
+    # More discs differing only in texture (the "texture" variant: four classes on one shape).
+    ClassDef("syn0007", "disc_checker", "disc", "checker", "amber"),
+    ClassDef("syn0008", "disc_rings", "disc", "rings", "amber"),
 )
 DEFAULT_CLASSES = ("disc_stripes", "disc_dots", "square_red", "square_blue")
 
@@ -109,6 +112,25 @@ _PALETTES: Dict[
     "purple": ((0.8, 0.15, 0.9), 64.0, (1.0, 1.0, 1.0), 215.0),
 }
 _LUMA = np.array([0.299, 0.587, 0.114])
+
+COLOUR_MODES = ("class", "per_object")
+DEGRADATION_LAYOUTS = ("stretches", "isolated")
+DEGRADATION_KINDS = ("mixed", "blur")
+
+# Named dataset variants: keyword arguments of generate() (``--variant``).
+VARIANTS: Dict[str, dict] = {
+    # `make demo`: texture pairs and equal-luma hue pairs, degraded in stretches (the defaults).
+    "demo": dict(num_train_videos=24, num_val_videos=8, frames=30, size=(224, 160)),
+    # Held out from every choice of the training regime: four classes on one shape (disc) told
+    # apart by texture only, a random colour pair per object (colour says nothing about the
+    # class), a strong blur alone on 40 % of the frames picked at random (isolated frames, not
+    # stretches), smaller frames, shorter videos.
+    "texture": dict(
+        num_train_videos=30, num_val_videos=10, frames=24, size=(128, 128),
+        classes=("disc_stripes", "disc_dots", "disc_checker", "disc_rings"),
+        colour_mode="per_object", degradation_layout="isolated", degradation_kinds="blur", blur_scale=1.5,
+    ),
+}
 
 
 def _colour_with_luma(direction: Sequence[float], luma: float) -> np.ndarray:
@@ -204,6 +226,25 @@ def _class_colours(rs: np.random.RandomState, cls: ClassDef) -> Tuple[np.ndarray
     return np.clip(fg, 0, 255), np.clip(bg, 0, 255)
 
 
+def _object_colours(rs: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
+    """colour_mode "per_object": a random foreground/background pair of any hue, >= 60 luma apart."""
+    fg_luma = rs.uniform(60, 200)
+    bg_luma = fg_luma + rs.choice([-1.0, 1.0]) * rs.uniform(60, 100)
+    if not 30 <= bg_luma <= 230:
+        bg_luma = fg_luma - (bg_luma - fg_luma)
+    fg_dir, bg_dir = rs.uniform(0.05, 1.0, size=3), rs.uniform(0.05, 1.0, size=3)
+    fg = _colour_with_luma(fg_dir / fg_dir.max(), 1.0) * fg_luma
+    bg = _colour_with_luma(bg_dir / bg_dir.max(), 1.0) * float(np.clip(bg_luma, 30, 230))
+    return np.clip(fg, 0, 255), np.clip(bg, 0, 255)
+
+
+def _plan_isolated(rs: np.random.RandomState, num_frames: int, fraction: float) -> List[Tuple[int, int]]:
+    """round(fraction * num_frames) single degraded frames picked at random (degradation_layout "isolated")."""
+    n_deg = min(int(round(fraction * num_frames)), num_frames)
+    picks = sorted(int(f) for f in rs.choice(num_frames, size=n_deg, replace=False)) if n_deg else []
+    return [(f, f + 1) for f in picks]
+
+
 def _split_sizes(rs: np.random.RandomState, total: int, parts: int, minimum: int) -> List[int]:
     """Random composition of ``total`` into ``parts`` integers, each >= minimum."""
     free = total - parts * minimum
@@ -241,7 +282,9 @@ def _plan_stretches(
     return out
 
 
-def _choose_degradations(rs: np.random.RandomState) -> Tuple[str, ...]:
+def _choose_degradations(rs: np.random.RandomState, degradation_kinds: str = "mixed") -> Tuple[str, ...]:
+    if degradation_kinds == "blur":
+        return ("motion_blur",) if rs.rand() < 0.5 else ("defocus",)
     # Blur erases texture, desaturation erases hue: together they make every pair ambiguous.
     kinds = ["motion_blur" if rs.rand() < 0.5 else "defocus", "desaturate"]
     if rs.rand() < 0.3:
@@ -262,11 +305,16 @@ def make_video_spec(
     classes: Sequence[ClassDef],
     degraded_fraction: float,
     first_class: Optional[int] = None,
+    colour_mode: str = "class",
+    degradation_layout: str = "stretches",
+    degradation_kinds: str = "mixed",
+    blur_scale: float = 1.0,
 ) -> VideoSpec:
     """Draw everything random about one video (tracks, colours, background, degraded stretches).
 
     ``first_class``: class index of the first object (the generator cycles it over the videos so the
     classes stay balanced in small datasets); None draws it at random like the others.
+    ``colour_mode``, ``degradation_layout``, ``degradation_kinds``, ``blur_scale``: see :func:`generate`.
     """
     scale = min(width, height)
     pan_amp = int(round(0.08 * scale))
@@ -288,7 +336,7 @@ def make_video_spec(
         ci = int(rs.randint(num_classes))
         if k == 0 and first_class is not None:
             ci = int(first_class) % num_classes
-        fg, bg = _class_colours(rs, classes[ci])
+        fg, bg = _class_colours(rs, classes[ci]) if colour_mode == "class" else _object_colours(rs)
         r0 = rs.uniform(0.09, 0.2) * scale
         diameter = 2 * r0
         # Motion modes roughly matching the FGFA slow / medium / fast split (motion IoU over +-10
@@ -336,8 +384,9 @@ def make_video_spec(
         )
 
     stretches = []
-    for start, stop in _plan_stretches(rs, num_frames, degraded_fraction):
-        kinds = _choose_degradations(rs)
+    plan = _plan_stretches if degradation_layout == "stretches" else _plan_isolated
+    for start, stop in plan(rs, num_frames, degraded_fraction):
+        kinds = _choose_degradations(rs, degradation_kinds)
         params = {
             "blur_angle": float(rs.uniform(0, np.pi)),
             "contrast": float(rs.uniform(0.5, 0.65)),
@@ -346,6 +395,8 @@ def make_video_spec(
             "occlusion_vertical": float(rs.randint(2)),
             "occlusion_pos": float(rs.uniform(0.2, 0.8)),
         }
+        if blur_scale != 1.0:
+            params["blur_scale"] = float(blur_scale)
         stretches.append(Stretch(start, stop, kinds, params))
     return VideoSpec(
         width,
@@ -402,6 +453,8 @@ def _object_layer(
         t = np.clip(0.5 + sharp * np.sin(2 * np.pi * pu) / np.pi, 0, 1)
     elif cls.texture == "checker":
         t = np.clip(0.5 + sharp * np.sin(2 * np.pi * pu) * np.sin(2 * np.pi * pv) / np.pi, 0, 1)
+    elif cls.texture == "rings":
+        t = np.clip(0.5 + sharp * np.sin(2 * np.pi * (np.sqrt(u * u + v * v) / period + obj.phase[0])) / np.pi, 0, 1)
     elif cls.texture == "dots":
         du, dv = pu - np.floor(pu) - 0.5, pv - np.floor(pv) - 0.5
         rad = math.sqrt(0.5 / math.pi)  # dot area = half the cell, the same mean as stripes
@@ -493,7 +546,8 @@ def render_video(spec: VideoSpec, classes: Sequence[ClassDef], degrade: bool = T
         drawn = []  # (obj, sharp alpha clipped to the frame, frame region)
         for obj in spec.objects:
             r = obj.radius[f]
-            margin = int(math.ceil(1.2 * _texture_period(r))) + 2 if blur_kinds else 0
+            blur_scale = stretch.params.get("blur_scale", 1.0) if blur_kinds else 1.0
+            margin = int(math.ceil(1.2 * blur_scale * _texture_period(r))) + 2 if blur_kinds else 0
             colour, alpha, x0, y0 = _object_layer(obj, classes[obj.class_index], f, margin)
             clip = _clip_region(x0, y0, alpha.shape[1], alpha.shape[0], w, h)
             if clip is None:
@@ -507,8 +561,9 @@ def render_video(spec: VideoSpec, classes: Sequence[ClassDef], degrade: bool = T
                     math.atan2(vy, vx) if abs(vx) + abs(vy) > 0.2 else stretch.params["blur_angle"]
                 )
                 # Blur premultiplied colour and alpha together: the smear mixes with the background.
-                pre = _blur(colour * alpha[..., None], blur_kinds, _texture_period(r), angle)
-                alpha = _blur(alpha, blur_kinds, _texture_period(r), angle)
+                blur_period = _texture_period(r) * stretch.params.get("blur_scale", 1.0)
+                pre = _blur(colour * alpha[..., None], blur_kinds, blur_period, angle)
+                alpha = _blur(alpha, blur_kinds, blur_period, angle)
                 region = img[y0c:y1c, x0c:x1c]
                 region *= 1.0 - alpha[sl][..., None]
                 region += pre[sl]
@@ -690,9 +745,14 @@ def _write_video(out: Path, split: str, index: int, spec: VideoSpec, classes) ->
 
 
 def _expected_args(
-    num_train_videos, num_val_videos, frames, width, height, seed, classes, degraded_fraction
+    num_train_videos, num_val_videos, frames, width, height, seed, classes, degraded_fraction, **options
 ):
+    """The arguments stored in ARGS_FILE; the variant options only when they differ from the defaults
+    (so a dataset generated before they existed is still recognised)."""
+    defaults = dict(colour_mode="class", degradation_layout="stretches", degradation_kinds="mixed", blur_scale=1.0)
+    extra = {k: v for k, v in options.items() if v != defaults[k]}
     return {
+        **extra,
         "format_version": FORMAT_VERSION,
         "num_train_videos": int(num_train_videos),
         "num_val_videos": int(num_val_videos),
@@ -760,10 +820,20 @@ def generate(
     classes: Optional[Sequence[str]] = None,
     degraded_fraction: float = 0.4,
     force: bool = False,
+    colour_mode: str = "class",
+    degradation_layout: str = "stretches",
+    degradation_kinds: str = "mixed",
+    blur_scale: float = 1.0,
 ) -> Path:
     """Write the dataset to ``out_dir`` (skipped when an identical complete one is there); return its path.
 
     ``size`` is (width, height). ``classes``: names from ``CLASS_CATALOG`` (default ``DEFAULT_CLASSES``).
+    ``colour_mode``: "class" (each class its palette) or "per_object" (a random colour pair per
+    object, so only shape and texture tell classes apart). ``degradation_layout``: "stretches"
+    (contiguous degraded stretches) or "isolated" (single frames picked at random).
+    ``degradation_kinds``: "mixed" (blur + desaturation, sometimes occlusion, low contrast, noise)
+    or "blur" (defocus or motion blur only). ``blur_scale`` multiplies the object blur kernels
+    (1.0 just erases the texture). ``VARIANTS`` names useful combinations.
     """
     out = Path(out_dir)
     width, height = int(size[0]), int(size[1])
@@ -777,9 +847,18 @@ def generate(
         raise ValueError(f"--size must be at least 32x32 (got {width}x{height})")
     if not 0.0 <= degraded_fraction <= 1.0:
         raise ValueError(f"--degraded-fraction must be in [0, 1] (got {degraded_fraction})")
+    for name, value, allowed in (("colour_mode", colour_mode, COLOUR_MODES),
+                                 ("degradation_layout", degradation_layout, DEGRADATION_LAYOUTS),
+                                 ("degradation_kinds", degradation_kinds, DEGRADATION_KINDS)):
+        if value not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed} (got {value!r})")
+    if not blur_scale > 0:
+        raise ValueError(f"--blur-scale must be > 0 (got {blur_scale})")
     class_defs = resolve_classes(classes)
+    options = dict(colour_mode=colour_mode, degradation_layout=degradation_layout,
+                   degradation_kinds=degradation_kinds, blur_scale=float(blur_scale))
     args = _expected_args(
-        num_train_videos, num_val_videos, frames, width, height, seed, class_defs, degraded_fraction
+        num_train_videos, num_val_videos, frames, width, height, seed, class_defs, degraded_fraction, **options
     )
     if not force and is_complete(out, args):
         logger.info(
@@ -805,6 +884,7 @@ def generate(
                 class_defs,
                 degraded_fraction,
                 first_class=i,
+                **options,
             )
             _write_video(out, split, i, spec, class_defs)
             rel = video_relpath(split, i)
@@ -837,12 +917,12 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output root (raw ILSVRC2015 VID layout)")
-    parser.add_argument("--num-train-videos", type=int, default=24)
-    parser.add_argument("--num-val-videos", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=30, help="frames per video")
-    parser.add_argument(
-        "--size", type=_parse_size, default=(224, 160), help="WIDTHxHEIGHT (default 224x160)"
-    )
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                        help="start from a named variant (VARIANTS); the options below override it")
+    parser.add_argument("--num-train-videos", type=int, help="default 24")
+    parser.add_argument("--num-val-videos", type=int, help="default 8")
+    parser.add_argument("--frames", type=int, help="frames per video (default 30)")
+    parser.add_argument("--size", type=_parse_size, help="WIDTHxHEIGHT (default 224x160)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--classes",
@@ -850,9 +930,11 @@ def main(argv=None) -> int:
         default=None,
         help=f"class names (default: {' '.join(DEFAULT_CLASSES)}; available: {' '.join(c.name for c in CLASS_CATALOG)})",
     )
-    parser.add_argument(
-        "--degraded-fraction", type=float, default=0.4, help="fraction of degraded frames per video"
-    )
+    parser.add_argument("--degraded-fraction", type=float, help="fraction of degraded frames per video (default 0.4)")
+    parser.add_argument("--colour-mode", choices=COLOUR_MODES, help="default: class")
+    parser.add_argument("--degradation-layout", choices=DEGRADATION_LAYOUTS, help="default: stretches")
+    parser.add_argument("--degradation-kinds", choices=DEGRADATION_KINDS, help="default: mixed")
+    parser.add_argument("--blur-scale", type=float, help="object blur kernel scale (default 1.0)")
     parser.add_argument(
         "--force", action="store_true", help="regenerate even if an identical dataset exists"
     )
@@ -860,18 +942,13 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    kwargs = dict(VARIANTS[a.variant]) if a.variant else {}
+    for key in ("num_train_videos", "num_val_videos", "frames", "size", "classes", "degraded_fraction",
+                "colour_mode", "degradation_layout", "degradation_kinds", "blur_scale"):
+        if getattr(a, key) is not None:
+            kwargs[key] = getattr(a, key)
     try:
-        generate(
-            a.out,
-            a.num_train_videos,
-            a.num_val_videos,
-            a.frames,
-            a.size,
-            a.seed,
-            a.classes,
-            a.degraded_fraction,
-            a.force,
-        )
+        generate(a.out, seed=a.seed, force=a.force, **kwargs)
     except (ValueError, FileExistsError, NotADirectoryError) as e:
         parser.exit(2, f"error: {e}\n")
     return 0

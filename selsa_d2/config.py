@@ -14,6 +14,13 @@ def add_selsa_config(cfg):
     _C.MODEL.SELSA.BACKBONE_OUT_FEATURE = "res5"
     # Output channels of the 3x3 conv + ReLU neck after the backbone (mmtracking: 512).
     _C.MODEL.SELSA.NECK_CHANNELS = 512
+    # Zero-initialise the weight of the last norm of every residual branch, as mmdet's ResNet
+    # (zero_init_residual=True, its default) does: each block starts as the identity, which makes
+    # training from scratch much faster. Needs trainable norms; pretrained weights overwrite it.
+    _C.MODEL.SELSA.ZERO_INIT_RESIDUAL = False
+    # Zero-initialise each aggregator's output fc, so that a SELSA model loaded from a single-frame
+    # checkpoint (only the aggregators missing) starts as exactly that single-frame detector.
+    _C.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT = False
     # Name of the single feature map the neck outputs (what RPN.IN_FEATURES / ROI_HEADS.IN_FEATURES use).
     _C.MODEL.SELSA.NECK_OUT_FEATURE = "neck"
 
@@ -24,6 +31,10 @@ def add_selsa_config(cfg):
     _C.MODEL.SELSA.INFERENCE.CACHE_FEATURES = True
     # Append the key frame's own proposals to the references (mmtracking does at test time).
     _C.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF = True
+    # "Key frame only" evaluation: no reference frames, the key frame's own proposals are its only
+    # references (whatever KEY_FRAME_AS_REF and INPUT.VIDEO.TEST_NUM_REFS say). The same weights
+    # evaluated with and without it measure the gain from the other frames ("gain from references").
+    _C.MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY = False
 
     # mmdet MaxIoUAssigner's min_pos_iou, read by the "MaxIoUAssignerRPN" proposal generator
     # (selsa_d2/modeling/rpn.py): a gt's best anchors become positive (low-quality matches) only

@@ -1,4 +1,6 @@
 """The demo's comparison table (tools/run_demo.py)."""
+import json
+
 from repo_scripts import load_script
 
 run_demo = load_script("tools/run_demo.py", "selsa_run_demo")
@@ -20,3 +22,122 @@ def test_format_table_rows_columns_and_missing_values():
     assert baseline == ["Faster R-CNN (single frame)", "50.1", "39.4", "57.7", "64.5", "52.6", "47.7", "50.0", "15.6"]
     assert selsa == ["SELSA", "59.2", "-", "-", "-", "-", "-", "59.1", "18.0"]
     assert len({len(line) for line in lines}) == 1  # columns aligned
+
+
+# ------------------------------------------------------------------------------ gains and the study
+gain_study = load_script("tools/gain_study.py", "selsa_gain_study")
+
+
+def _fake_results(sf, selsa, key_only):
+    """results.json-like dicts from (overall, degraded, clean) triples."""
+    as_vid = lambda t: {"vid": dict(zip(("mAP", "mAP_degraded", "mAP_clean"), t))}  # noqa: E731
+    return {"faster_rcnn": as_vid(sf), "selsa": as_vid(selsa), "selsa_key_frame_only": as_vid(key_only)}
+
+
+def test_gains_and_gain_table():
+    summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
+    assert summary["gain_from_references"] == {"overall": 3, "degraded": 6, "clean": 1}
+    assert summary["selsa_vs_single_frame"] == {"overall": 8, "degraded": 10, "clean": 4}
+    lines = run_demo.format_gains(summary).splitlines()
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == [
+        "gain from references (SELSA - key frame only)", "+3.0", "+6.0", "+1.0"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][1:] == ["+8.0", "+10.0", "+4.0"]
+    missing = run_demo.summarize({"selsa": {"vid": {"mAP": 1.0}}})
+    assert missing["gain_from_references"]["overall"] is None
+
+
+def test_count_classes_and_dataset_link(tmp_path):
+    data = tmp_path / "my_videos"
+    data.mkdir()
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="classes.txt"):
+        run_demo.count_classes(data)
+    (data / "classes.txt").write_text("n01 cat\nn02 dog\n\nn03 cow\n")
+    assert run_demo.count_classes(data) == 3
+    root = run_demo.datasets_root_for(data, tmp_path / "work")
+    assert (root / "synthetic_vid").resolve() == data.resolve()
+    assert run_demo.datasets_root_for(data, tmp_path / "work") == root  # idempotent
+    named = tmp_path / "x" / "synthetic_vid"
+    named.mkdir(parents=True)
+    assert run_demo.datasets_root_for(named, tmp_path / "work2") == named.parent
+
+
+def test_schedule_scales_with_iterations():
+    opts = dict(zip(*[iter(run_demo.schedule_opts(400))] * 2))
+    assert opts["SOLVER.MAX_ITER"] == 400 and opts["SOLVER.STEPS"] == "(300, 368)"
+    assert opts["SOLVER.WARMUP_ITERS"] == 40
+
+
+def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
+    triples = {  # (variant, seed) -> (single frame, SELSA, SELSA key frame only), each (overall, degraded, clean)
+        ("a", 0): ((50, 40, 60), (58, 50, 64), (55, 44, 63)),
+        ("a", 1): ((52, 42, 61), (54, 44, 62), (55, 45, 61)),  # references hurt here
+        ("b", 0): ((30, 20, 40), (36, 30, 40), (32, 24, 39)),
+        ("b", 1): ((31, 21, 41), (35, 27, 42), (33, 24, 40)),
+    }
+    calls, generated = [], []
+
+    def fake_run(c):
+        variant, seed = c.out_dir.parent.name, c.seed
+        calls.append((variant, seed))
+        assert c.dataset_dir == tmp_path / "data" / variant / "synthetic_vid"
+        assert c.log == c.out_dir / "train_net.log"
+        return run_demo.summarize(_fake_results(*triples[(variant, seed)]), c)
+
+    kwargs = dict(budget=run_demo.Budget(8, 4), run_one=fake_run, generate=lambda d, v: generated.append(v))
+    study = gain_study.run_study(tmp_path / "out", tmp_path / "data", ["a", "b"], [0, 1], **kwargs)
+    assert calls == [("a", 0), ("a", 1), ("b", 0), ("b", 1)] and generated == ["a", "b"]
+    gain = study["a"]["metrics"]["gain from references: overall"]
+    assert (gain["mean"], gain["min"], gain["max"], gain["n"]) == (1.0, -1.0, 3.0, 2)
+    assert study["b"]["metrics"]["SELSA: degraded"]["values"] == {"0": 30, "1": 27}
+    assert study["a"]["criteria"]["gain_from_references_positive"] == {"passed": 1, "runs": 2}
+    assert study["b"]["criteria"]["gain_larger_on_degraded"] == {"passed": 2, "runs": 2}
+    assert study["a"]["criteria"]["selsa_ahead_of_single_frame"] == {"passed": 2, "runs": 2}
+    saved = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert saved["variants"]["a"]["metrics"]["SELSA: vid/mAP"]["max"] == 58
+    assert saved["budget"] == {"shared_iters": 8, "continue_iters": 4}
+    assert json.loads((tmp_path / "out" / "b" / "seed1" / "summary.json").read_text())["run"]["seed"] == 1
+    table = (tmp_path / "out" / "study.md").read_text()
+    assert "gain from references: overall | +1.0 | -1.0 | +3.0" in table.replace("  ", " ").replace("  ", " ")
+    # a second call reuses every finished run and only re-aggregates; a missing run is redone
+    (tmp_path / "out" / "b" / "seed0" / "summary.json").unlink()
+    calls.clear()
+    again = gain_study.run_study(tmp_path / "out", tmp_path / "data", ["a", "b"], [0, 1], **kwargs)
+    assert calls == [("b", 0)]
+    assert again["a"]["metrics"] == study["a"]["metrics"]
+
+
+def test_stills_prefer_degraded_frames_where_the_models_disagree():
+    import torch
+    from detectron2.structures import Instances
+
+    render_demo = load_script("tools/render_demo.py", "selsa_render_demo")
+
+    def inst(classes, scores):
+        i = Instances((10, 10))
+        i.pred_classes, i.scores = torch.tensor(classes, dtype=torch.int64), torch.tensor(scores)
+        return i
+
+    frames = [{"degradations": ["defocus"] if t in (1, 2, 4, 6, 7) else []} for t in range(8)]
+    left = [inst([0], [0.9]) for _ in range(8)]
+    right = [inst([0], [0.9]) for _ in range(8)]
+    right[2], right[3], right[6] = inst([1], [0.8]), inst([1], [0.8]), inst([0, 1], [0.9, 0.3])
+    # frame 2 differs (degraded); 3 differs but is clean; 6's extra class is below the threshold
+    assert render_demo.pick_stills(frames, left, right, 3) == [1, 2, 7]
+    right[4] = inst([], [])
+    assert render_demo.pick_stills(frames, left, right, 2) == [2, 4]
+    assert render_demo.pick_stills([{} for _ in range(3)], left[:3], right[:3], 3) == [0, 1, 2]
+
+
+def test_study_table_signs_only_differences():
+    summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
+    table = gain_study.format_study(gain_study.aggregate({"v": {0: summary}}))
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
+    assert rows["SELSA: vid/mAP"] == "58.0" and rows["single frame: clean"] == "60.0"
+    assert rows["gain from references: degraded"] == "+6.0" and rows["SELSA - single frame: overall"] == "+8.0"
+
+
+def test_schedule_of_a_few_iterations_stays_valid():
+    for iters, steps in ((4, "(3,)"), (2, "(1,)"), (1, "()"), (13, "(9, 11)")):
+        assert dict(zip(*[iter(run_demo.schedule_opts(iters))] * 2))["SOLVER.STEPS"] == steps

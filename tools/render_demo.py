@@ -1,7 +1,8 @@
 """Renders for `make demo`: single-frame Faster R-CNN vs SELSA on a synthetic validation video.
 
 Writes ``comparison.mp4`` (both models side by side on every frame of the validation video with
-the most degraded frames) and ``degraded_frames.png`` (the same, on a few of its degraded frames).
+the most degraded frames) and ``degraded_frames.png`` (the same, on up to three of its degraded
+frames: those where the two models' classes differ first, see :func:`pick_stills`).
 Each row is captioned with the frame's degradations and its ground-truth classes.
 """
 from pathlib import Path
@@ -58,6 +59,28 @@ def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> 
     return panel
 
 
+def _classes(instances) -> Tuple[int, ...]:
+    """Sorted classes detected with score >= SCORE_THRESHOLD (what the renders draw)."""
+    return tuple(sorted(set(instances.pred_classes[instances.scores >= SCORE_THRESHOLD].tolist())))
+
+
+def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
+    """The still's rule: the degraded frames on which the two models' drawn classes differ, up to
+    ``num`` spread evenly over the video; if fewer differ, the remaining places go to other
+    degraded frames (evenly spread); with no degraded frame, any frames."""
+    degraded = [i for i, f in enumerate(frames) if f.get("degradations")] or list(range(len(frames)))
+    differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
+
+    def spread(ids: List[int], k: int) -> List[int]:
+        if k <= 0 or not ids:
+            return []
+        return sorted({ids[int(round(j))] for j in np.linspace(0, len(ids) - 1, min(k, len(ids)))})
+
+    picks = spread(differ, num)
+    picks += spread([i for i in degraded if i not in picks], num - len(picks))
+    return sorted(picks)
+
+
 def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, device: str = "cpu",
                       opts: Sequence[str] = (), num_stills: int = 3) -> List[Path]:
     """``models``: key -> (label, config file, weights); the first is drawn left, the second right."""
@@ -87,8 +110,11 @@ def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, d
     finally:
         writer.release()
 
-    degraded = [i for i, f in enumerate(frames) if f.get("degradations")] or list(range(len(frames)))
-    picks = [degraded[int(round(k))] for k in np.linspace(0, len(degraded) - 1, min(num_stills, len(degraded)))]
+    picks = pick_stills(frames, left, right, num_stills)
+    degraded = [i for i, f in enumerate(frames) if f.get("degradations")]
+    differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
+    print(f"stills: video {frames[0]['video_id']}, {len(degraded)} degraded frames, the models' classes differ on "
+          f"{len(differ)} of them {differ}; showing frames {[frames[i]['frame_id'] for i in picks]}", flush=True)
     still_path = out_dir / "degraded_frames.png"
     cv2.imwrite(str(still_path), np.vstack([panels[i] for i in picks]))
     return [video_path, still_path]

@@ -1,28 +1,44 @@
 #!/usr/bin/env python
-"""The main job (`make demo`): single-frame Faster R-CNN vs SELSA on a synthetic video dataset.
+"""The main job (`make demo`): single-frame Faster R-CNN vs SELSA on a video dataset, same start.
 
-1. generates the synthetic dataset (raw ILSVRC VID layout) unless it is already there;
-2. trains the tiny single-frame baseline and the tiny SELSA model with ``train_net.py``
-   (same backbone, schedule and data; an interrupted run resumes, a finished one is reused);
-3. evaluates both with ``train_net.py --eval-only`` and prints one comparison table;
-4. renders an annotated video and a side-by-side still of degraded frames under ``--out``.
+1. generates the synthetic dataset (raw ILSVRC VID layout) unless it is already there, or uses
+   yours (``--dataset-root DIR``: raw ILSVRC VID layout with ``classes.txt``);
+2. shared start: trains the tiny single-frame detector (``configs/synthetic/faster_rcnn_tiny.yaml``);
+3. continues that checkpoint for the same number of iterations twice: as the single-frame
+   detector, and as SELSA (``selsa_tiny.yaml``: only the aggregators are new, their output fc
+   zero-initialised, so SELSA starts as exactly the single-frame detector);
+4. evaluates both, plus the SELSA model in the "key frame only" setting (same weights, no
+   reference frames: ``MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY``), and prints the comparison and
+   the gain from references (overall / degraded / clean);
+5. renders an annotated video and a still of the frames where the two models disagree.
 
-Everything runs on the CPU by default and downloads nothing.
+Every step goes through ``train_net.py``; an interrupted run resumes and finished steps are
+reused. Runs on the CPU by default and downloads nothing.
 """
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+SINGLE_FRAME_CONFIG = "configs/synthetic/faster_rcnn_tiny.yaml"
+SELSA_CONFIG = "configs/synthetic/selsa_tiny.yaml"
+# The dataset names the synthetic configs use; train_net.py registers them under
+# $DETECTRON2_DATASETS/synthetic_vid (selsa_d2/data/datasets.py).
+DATASET_DIRNAME = "synthetic_vid"
+
+# (key, label): the evaluated models, in table order.
 MODELS = (
-    # (key, label, config)
-    ("faster_rcnn", "Faster R-CNN (single frame)", "configs/synthetic/faster_rcnn_tiny.yaml"),
-    ("selsa", "SELSA", "configs/synthetic/selsa_tiny.yaml"),
+    ("faster_rcnn", "Faster R-CNN (single frame)"),
+    ("selsa", "SELSA"),
+    ("selsa_key_frame_only", "SELSA, key frame only"),
 )
 TABLE_COLUMNS = (
     # (header, results section, key)
@@ -35,6 +51,36 @@ TABLE_COLUMNS = (
     ("bbox/AP50", "bbox", "AP50"),
     ("ms/frame", "timing", "ms_per_frame"),
 )
+# (label, vid metric) of the gain rows
+GAIN_METRICS = (("overall", "mAP"), ("degraded", "mAP_degraded"), ("clean", "mAP_clean"))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Iterations of the shared single-frame stage and of each continuation (same for both models)."""
+
+    shared_iters: int = 400
+    continue_iters: int = 200
+
+
+# Both continuations train the same parts of the network: the ResNet (stem to res4, all of the
+# tiny configs' bottom-up network) stays as the shared stage left it, the neck, RPN and box head
+# (plus, for SELSA, the new aggregators) train. Features are then identical for both models, so
+# what SELSA adds is what it reads from the other frames; it also makes SELSA's iterations,
+# which run the backbone on 3 frames per key frame, about twice as cheap. (Frozen ResNet norms
+# become FrozenBN, so the from-scratch zero-init, overwritten by the checkpoint anyway, is off.)
+CONTINUATION_OPTS = ("MODEL.BACKBONE.FREEZE_AT", 4, "MODEL.SELSA.ZERO_INIT_RESIDUAL", False)
+
+
+def schedule_opts(iters: int) -> List[str]:
+    """A full step schedule of ``iters`` iterations: warm-up, decay at 75 % and 92 % (the tiny
+    configs' 600-iteration shape, scaled)."""
+    if iters < 1:
+        raise ValueError(f"a training stage needs at least 1 iteration (got {iters})")
+    first = max(1, int(0.75 * iters))
+    steps = [s for s in (first, max(first + 1, int(0.92 * iters))) if s < iters]  # increasing, before the end
+    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", "(" + ", ".join(map(str, steps)) + ("," if len(steps) == 1 else "") + ")",
+            "SOLVER.WARMUP_ITERS", min(50, max(1, iters // 10)), "SOLVER.CHECKPOINT_PERIOD", max(50, iters // 4)]
 
 
 def _load_generator():
@@ -45,99 +91,245 @@ def _load_generator():
     return module
 
 
-def _banner(text: str) -> None:
+def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
 
 
-def _run(cmd, env) -> None:
-    print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, check=True)
+def _run(cmd, env, log: Optional[Path] = None) -> None:
+    cmd = [str(c) for c in cmd]
+    print("$ " + " ".join(cmd), flush=True)
+    if log is None:
+        subprocess.run(cmd, cwd=REPO, env=env, check=True)
+        return
+    with open(log, "a") as f:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, output=f"see {log}")
 
 
-def train_and_evaluate(key: str, config: str, out_dir: Path, opts, env, device: str) -> dict:
-    """Train (unless model_final.pth exists) and evaluate one model; return its results.json."""
-    model_dir = out_dir / key
+# ------------------------------------------------------------------------------------- dataset
+def count_classes(dataset_dir: Path) -> int:
+    """Number of classes in ``<dataset_dir>/classes.txt`` (the file the raw layout registers)."""
+    classes_file = dataset_dir / "classes.txt"
+    if not classes_file.is_file():
+        raise FileNotFoundError(
+            f"{classes_file} does not exist: --dataset-root needs the raw ILSVRC VID layout with a classes.txt "
+            "('<class id> <name>' per line; see datasets/README.md)"
+        )
+    ids = [line.split()[0] for line in classes_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{classes_file} lists no classes")
+    return len(ids)
+
+
+def datasets_root_for(dataset_dir: Path, work_dir: Path) -> Path:
+    """A ``$DETECTRON2_DATASETS`` under which ``synthetic_vid`` is ``dataset_dir``.
+
+    The configs' dataset names (``synthetic_vid_train`` / ``_val``) are registered by train_net.py
+    at ``$DETECTRON2_DATASETS/synthetic_vid``; any other directory is linked there, so a user's
+    dataset takes exactly the demo's code path.
+    """
+    dataset_dir = dataset_dir.resolve()
+    if dataset_dir.name == DATASET_DIRNAME:
+        return dataset_dir.parent
+    root = work_dir / "datasets"
+    link = root / DATASET_DIRNAME
+    root.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) != dataset_dir:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(dataset_dir, target_is_directory=True)
+    return root
+
+
+# ------------------------------------------------------------------------------------- training
+@dataclass
+class Comparison:
+    """Where one shared-start comparison lives and how it is run (see :func:`run_comparison`)."""
+
+    out_dir: Path
+    dataset_dir: Path
+    budget: Budget
+    seed: int = 0
+    device: str = "cpu"
+    opts: Sequence[str] = ()
+    log: Optional[Path] = None  # None: train_net.py output goes to the console
+
+    def env(self) -> Dict[str, str]:
+        root = datasets_root_for(self.dataset_dir, self.out_dir)
+        return dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONUNBUFFERED="1")
+
+    def common_opts(self) -> List:
+        return ["MODEL.DEVICE", self.device, "SEED", self.seed,
+                "MODEL.ROI_HEADS.NUM_CLASSES", count_classes(self.dataset_dir)] + list(self.opts)
+
+
+def train(c: Comparison, key: str, config: str, iters: int, init: Optional[Path]) -> Path:
+    """Train (or resume) one stage into ``c.out_dir/key``; return its final checkpoint."""
+    model_dir = c.out_dir / key
     final = model_dir / "model_final.pth"
-    common = ["OUTPUT_DIR", model_dir, "MODEL.DEVICE", device] + list(opts)
     if final.exists():
-        print(f"{final} exists: skipping training (delete it, or `make clean-demo`, to retrain)")
-    else:
-        # DATASETS.TEST () skips the evaluation DefaultTrainer runs after training: the next step does it.
-        _run([sys.executable, "train_net.py", "--config-file", config, "--resume"] + common + ["DATASETS.TEST", "()"], env)
-    _run([sys.executable, "train_net.py", "--config-file", config, "--eval-only", "MODEL.WEIGHTS", final] + common, env)
-    with open(model_dir / "inference" / "results.json") as f:
+        print(f"{final} exists: reusing it (delete it to retrain)", flush=True)
+        return final
+    weights = ["MODEL.WEIGHTS", init] + list(CONTINUATION_OPTS) if init is not None else []
+    # DATASETS.TEST () skips DefaultTrainer's evaluation after training: evaluate() does it.
+    _run([sys.executable, "train_net.py", "--config-file", config, "--resume", "OUTPUT_DIR", model_dir]
+         + c.common_opts() + schedule_opts(iters) + weights + ["DATASETS.TEST", "()"], c.env(), c.log)
+    return final
+
+
+def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequence = ()) -> dict:
+    """``train_net.py --eval-only`` into ``c.out_dir/key/inference``; reuses a finished result."""
+    eval_dir = c.out_dir / key
+    results = eval_dir / "inference" / "results.json"
+    if not results.exists():
+        _run([sys.executable, "train_net.py", "--config-file", config, "--eval-only", "OUTPUT_DIR", eval_dir,
+              "MODEL.WEIGHTS", weights] + c.common_opts() + list(extra), c.env(), c.log)
+    with open(results) as f:
         return json.load(f)
 
 
-def format_table(results: dict) -> str:
-    """One row per model, the TABLE_COLUMNS metrics (AP in percent; '-' when absent)."""
-    header = ["model"] + [c[0] for c in TABLE_COLUMNS]
-    rows = []
-    for key, label, _ in MODELS:
-        if key not in results:
-            continue
-        row = [label]
-        for _, section, metric in TABLE_COLUMNS:
-            value = results[key].get(section, {}).get(metric)
-            row.append("-" if value is None else f"{value:.1f}")
-        rows.append(row)
+def run_comparison(c: Comparison, progress=banner) -> dict:
+    """Shared single-frame stage, both continuations, three evaluations; returns the summary dict."""
+    b = c.budget
+    progress(f"shared start: single-frame detector, {b.shared_iters} iterations ({SINGLE_FRAME_CONFIG})")
+    shared = train(c, "shared_start", SINGLE_FRAME_CONFIG, b.shared_iters, None)
+    progress(f"continuation 1/2: single-frame detector, {b.continue_iters} more iterations")
+    single = train(c, "faster_rcnn", SINGLE_FRAME_CONFIG, b.continue_iters, shared)
+    progress(f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({SELSA_CONFIG})")
+    selsa = train(c, "selsa", SELSA_CONFIG, b.continue_iters, shared)
+    results = {}
+    progress("evaluation 1/3: single-frame detector")
+    results["faster_rcnn"] = evaluate(c, "faster_rcnn", SINGLE_FRAME_CONFIG, single)
+    progress("evaluation 2/3: SELSA")
+    results["selsa"] = evaluate(c, "selsa", SELSA_CONFIG, selsa)
+    progress("evaluation 3/3: SELSA, key frame only (same weights, MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY True)")
+    results["selsa_key_frame_only"] = evaluate(
+        c, "selsa_key_frame_only", SELSA_CONFIG, selsa, ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True]
+    )
+    return summarize(results, c)
+
+
+# ------------------------------------------------------------------------------------- results
+def _vid(results: dict, key: str, metric: str) -> Optional[float]:
+    return results.get(key, {}).get("vid", {}).get(metric)
+
+
+def _diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else a - b
+
+
+def gains(results: dict) -> dict:
+    """``gain_from_references`` (SELSA - SELSA key frame only, same weights) and
+    ``selsa_vs_single_frame`` (SELSA - single frame), each {overall, degraded, clean} in AP points."""
+    return {
+        "gain_from_references": {
+            name: _diff(_vid(results, "selsa", m), _vid(results, "selsa_key_frame_only", m)) for name, m in GAIN_METRICS
+        },
+        "selsa_vs_single_frame": {
+            name: _diff(_vid(results, "selsa", m), _vid(results, "faster_rcnn", m)) for name, m in GAIN_METRICS
+        },
+    }
+
+
+def summarize(results: dict, c: Optional[Comparison] = None) -> dict:
+    summary = {"models": results, **gains(results)}
+    if c is not None:
+        summary["run"] = {"seed": c.seed, "dataset": str(c.dataset_dir), **asdict(c.budget)}
+    return summary
+
+
+def _table(header: List[str], rows: List[List[str]]) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
+def _fmt(value: Optional[float], signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def format_table(results: dict) -> str:
+    """One row per evaluated model, the TABLE_COLUMNS metrics (AP in percent; '-' when absent)."""
+    rows = []
+    for key, label in MODELS:
+        if key not in results:
+            continue
+        rows.append([label] + [_fmt(results[key].get(section, {}).get(metric)) for _, section, metric in TABLE_COLUMNS])
+    return _table(["model"] + [c[0] for c in TABLE_COLUMNS], rows)
+
+
+def format_gains(summary: dict) -> str:
+    """Two rows: gain from references and SELSA minus single frame, overall / degraded / clean."""
+    rows = [
+        ["gain from references (SELSA - key frame only)"]
+        + [_fmt(summary["gain_from_references"][n], True) for n, _ in GAIN_METRICS],
+        ["SELSA - single frame"] + [_fmt(summary["selsa_vs_single_frame"][n], True) for n, _ in GAIN_METRICS],
+    ]
+    return _table(["vid/mAP difference (AP points)"] + [n for n, _ in GAIN_METRICS], rows)
+
+
+# ------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="output/demo", help="where models, metrics and renders go")
     parser.add_argument("--data-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
-                        help="$DETECTRON2_DATASETS; the dataset goes to <data-root>/synthetic_vid")
+                        help="the generated dataset goes to <data-root>/synthetic_vid")
+    parser.add_argument("--dataset-root", default=None,
+                        help="your own dataset instead of the generated one: the raw ILSVRC VID layout "
+                             "(Data/VID, Annotations/VID, Lists/VID_train_15frames.txt, Lists/VID_val_videos.txt) "
+                             "with a classes.txt; the class count is taken from it")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--train-videos", type=int, default=24)
-    parser.add_argument("--val-videos", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared-iters", type=int, default=Budget.shared_iters)
+    parser.add_argument("--continue-iters", type=int, default=Budget.continue_iters)
     parser.add_argument("--no-render", action="store_true", help="skip the video and still")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options for both models (KEY VALUE ...)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)")
     args = parser.parse_args(argv)
 
     start = time.time()
     out_dir = (REPO / args.out).resolve()
-    data_root = (REPO / args.data_root).resolve()
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONUNBUFFERED="1")
+    if args.dataset_root is not None:
+        dataset_dir = Path(args.dataset_root).expanduser().resolve()
+        banner(f"1/8 dataset: {dataset_dir} ({count_classes(dataset_dir)} classes)")
+    else:
+        dataset_dir = (REPO / args.data_root).resolve() / DATASET_DIRNAME
+        banner("1/8 synthetic video dataset")
+        _load_generator().generate(dataset_dir, **_load_generator().VARIANTS["demo"])
 
-    _banner("1/4 synthetic video dataset")
-    _load_generator().generate(
-        data_root / "synthetic_vid", num_train_videos=args.train_videos, num_val_videos=args.val_videos,
-        frames=args.frames,
-    )
-
-    results = {}
-    for step, (key, label, config) in enumerate(MODELS, start=2):
-        _banner(f"{step}/4 {label}: train_net.py, then train_net.py --eval-only ({config})")
-        results[key] = train_and_evaluate(key, config, out_dir, args.opts, env, args.device)
-
-    table = format_table(results)
+    c = Comparison(out_dir, dataset_dir, Budget(args.shared_iters, args.continue_iters), seed=args.seed,
+                   device=args.device, opts=args.opts)
+    steps = itertools.count(2)
+    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/8 {text}"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    table, gain_table = format_table(summary["models"]), format_gains(summary)
     with open(out_dir / "summary.json", "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(summary, f, indent=2)
     with open(out_dir / "summary.md", "w") as f:
-        f.write(table + "\n")
+        f.write(table + "\n\n" + gain_table + "\n")
 
     renders = []
     if not args.no_render:
-        _banner("4/4 rendering single-frame vs SELSA on a validation video")
-        os.environ["DETECTRON2_DATASETS"] = str(data_root)
+        banner("8/8 rendering single-frame vs SELSA on a validation video")
+        os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
         sys.path.insert(0, str(REPO / "tools"))
         from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
 
+        opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
-            {key: (label, config, out_dir / key / "model_final.pth") for key, label, config in MODELS},
-            out_dir, device=args.device, opts=args.opts,
+            {"faster_rcnn": ("Faster R-CNN (single frame)", SINGLE_FRAME_CONFIG, out_dir / "faster_rcnn" / "model_final.pth"),
+             "selsa": ("SELSA", SELSA_CONFIG, out_dir / "selsa" / "model_final.pth")},
+            out_dir, device=args.device, opts=opts,
         )
 
-    _banner(f"Results on synthetic_vid_val (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
-            f"after {(time.time() - start) / 60:.1f} min")
+    banner(f"Results on synthetic_vid_val (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
+           f"after {(time.time() - start) / 60:.1f} min")
     print(table)
+    print()
+    print(gain_table)
     print(f"\nmetrics: {out_dir / 'summary.json'}")
     for path in renders:
         print(f"render:  {path}")

@@ -94,8 +94,10 @@ class TestReferenceSampler:
 
     @classmethod
     def from_config(cls, cfg) -> "TestReferenceSampler":
+        """From ``INPUT.VIDEO.TEST_*``; no references with ``MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY``."""
         v = cfg.INPUT.VIDEO
-        return cls(v.TEST_MODE, v.TEST_SAMPLER, v.TEST_NUM_REFS, v.TEST_FRAME_STRIDE)
+        num_refs = 0 if cfg.MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY else v.TEST_NUM_REFS
+        return cls(v.TEST_MODE, v.TEST_SAMPLER, num_refs, v.TEST_FRAME_STRIDE)
 
     def __repr__(self):
         return f"TestReferenceSampler(mode={self.mode}, method={self.method}, num_refs={self.num_refs}, stride={self.stride})"

@@ -5,11 +5,12 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, build_resnet_backbone
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet, build_resnet_backbone
 from fvcore.nn import weight_init
+from torch import nn
 
-__all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone"]
+__all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone", "zero_init_residual_branches"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,35 @@ class SelsaDC5Backbone(Backbone):
         return {self.out_feature: self._out_shape}
 
 
+def zero_init_residual_branches(resnet: ResNet) -> int:
+    """Zero the weight of the last norm of every residual branch; return how many were zeroed.
+
+    mmdet's ``ResNet(zero_init_residual=True)`` (its default; mmdet/models/backbones/resnet.py,
+    ``init_weights``) does this, so that every block starts as the identity and a from-scratch
+    network trains like a shallow one at first. Detectron2 leaves these weights at 1 (see the
+    comment in its ``BottleneckBlock.__init__``). The last norm is ``conv3.norm`` of a bottleneck
+    block and ``conv2.norm`` of a basic block. Loading pretrained weights afterwards overwrites
+    them, so the option only matters for training from scratch. A frozen norm would stay zero
+    forever and cut the branch off, hence the error.
+    """
+    count = 0
+    for stage in resnet.stages:
+        for block in stage.children():
+            last_conv = getattr(block, "conv3", None) or getattr(block, "conv2", None)
+            norm = getattr(last_conv, "norm", None)
+            if norm is None:
+                raise ValueError(f"zero_init_residual: block {type(block).__name__} has no normalised last conv")
+            if isinstance(norm, FrozenBatchNorm2d) or not isinstance(getattr(norm, "weight", None), nn.Parameter):
+                raise ValueError(
+                    "MODEL.SELSA.ZERO_INIT_RESIDUAL needs trainable norms in the residual branches "
+                    f"(MODEL.RESNETS.NORM 'BN', 'SyncBN' or 'GN'; got {type(norm).__name__}): a frozen zero "
+                    "weight would switch the branch off for good"
+                )
+            nn.init.zeros_(norm.weight)
+            count += 1
+    return count
+
+
 @BACKBONE_REGISTRY.register()
 def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     """Detectron2 ResNet truncated at ``MODEL.SELSA.BACKBONE_OUT_FEATURE`` + the SELSA neck.
@@ -55,12 +85,16 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     DC5 models (R-50/101/X-101, feature "res5") need ``MODEL.RESNETS.RES5_DILATION 2`` (res5 at
     stride 16, dilation 2 in every block) and, to match mmtracking, ``STRIDE_IN_1X1 False``.
     Tiny models use R-18 truncated at "res4" (already stride 16).
+    ``MODEL.SELSA.ZERO_INIT_RESIDUAL``: see :func:`zero_init_residual_branches`.
     """
     in_feature = cfg.MODEL.SELSA.BACKBONE_OUT_FEATURE
     resnet_cfg = cfg.clone()
     resnet_cfg.defrost()
     resnet_cfg.MODEL.RESNETS.OUT_FEATURES = [in_feature]
     bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
+    if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
+        n = zero_init_residual_branches(bottom_up)
+        logger.info("Zero-initialised the last norm of %d residual branches (MODEL.SELSA.ZERO_INIT_RESIDUAL)", n)
     stride = bottom_up.output_shape()[in_feature].stride
     if stride != 16:
         raise ValueError(

@@ -14,6 +14,7 @@ from detectron2.utils.events import get_event_storage
 from ..data.sampling import TestReferenceSampler
 from .box_head import ReferenceMemory
 from .frame_features import FrameFeatures
+from .init import zero_init_aggregator_outputs
 from .video_inference import VideoInferenceEngine
 
 __all__ = ["SelsaRCNN", "eval_mode"]
@@ -86,7 +87,11 @@ class SelsaRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         ret["test_ref_sampler"] = TestReferenceSampler.from_config(cfg)
         ret["cache_features"] = cfg.MODEL.SELSA.INFERENCE.CACHE_FEATURES
-        ret["key_frame_as_ref"] = cfg.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF
+        # Key frame only: the key frame's own proposals are its only references (see config.py).
+        inference = cfg.MODEL.SELSA.INFERENCE
+        ret["key_frame_as_ref"] = inference.KEY_FRAME_AS_REF or inference.KEY_FRAME_ONLY
+        if cfg.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT:
+            zero_init_aggregator_outputs(ret["roi_heads"].box_head)
         return ret
 
     def forward(self, batched_inputs: List[Dict]):
