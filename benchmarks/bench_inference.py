@@ -6,6 +6,7 @@ recompute, growing reference counts) against single-frame Faster R-CNN with the 
     python benchmarks/bench_inference.py --quick              # smaller images and video
     python benchmarks/bench_inference.py --device cuda --amp  # GPU, float16 autocast
     python benchmarks/bench_inference.py --tiny               # tests' tiny model (seconds)
+    python benchmarks/bench_inference.py --troi-only          # Temporal RoI Align search alone
 
 Models have random weights (``MODEL.WEIGHTS ""``: nothing is downloaded); the baseline gets
 SELSA's backbone, RPN, FC and predictor weights, so both see the same proposals. Frames are
@@ -62,7 +63,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (benchmarks/ is a directory of scripts, not a package)
 
 from selsa_d2.data.sampling import TestReferenceSampler  # noqa: E402
-from selsa_d2.modeling import VideoInferenceEngine  # noqa: E402
+from detectron2.layers import ShapeSpec  # noqa: E402
+
+from selsa_d2.modeling import TemporalRoIAlign, VideoInferenceEngine  # noqa: E402
 from selsa_d2.predictor import VideoPredictor  # noqa: E402
 from selsa_d2.testing import with_references  # noqa: E402
 
@@ -70,12 +73,13 @@ logger = logging.getLogger("bench_inference")
 
 PRESETS = {
     "full": dict(frames=30, height=600, width=1000, refs=[1, 2, 4, 8, 14, 30], key_refs=14,
-                 mem_frames=[30, 90], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2),
+                 mem_frames=[30, 90], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2, troi_repeat=2),
     "quick": dict(frames=16, height=320, width=544, refs=[1, 2, 4, 8, 14], key_refs=14,
-                  mem_frames=[16, 48], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2),
+                  mem_frames=[16, 48], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2, troi_repeat=2),
     "tiny": dict(frames=4, height=64, width=96, refs=[1, 2], key_refs=2,
-                 mem_frames=[4, 8], recompute_frames=2, repeat=1, e2e_frames=4, e2e_repeat=1),
+                 mem_frames=[4, 8], recompute_frames=2, repeat=1, e2e_frames=4, e2e_repeat=1, troi_repeat=2),
 }  # fmt: skip
+TROI_CONFIG = os.path.join(common.REPO_ROOT, "configs", "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml")
 TARGET_RATIO = 1.12  # issue 11: SELSA-cached within 1.12x of single-frame Faster R-CNN at 14 refs
 
 
@@ -383,6 +387,44 @@ def e2e_phase(args, video) -> Optional[Dict]:
     }  # fmt: skip
 
 
+def troi_phase(args) -> Dict:
+    """Per-key-frame time of Temporal RoI Align's search and aggregation (module docstring)."""
+    cfg = common.build_cfg(TROI_CONFIG, args.device, args.depth, args.tiny)
+    channels, stride = cfg.MODEL.SELSA.NECK_CHANNELS, 16
+    torch.manual_seed(args.seed)
+    troi = TemporalRoIAlign(cfg, ShapeSpec(channels=channels, stride=stride)).to(args.device).eval()
+    rois, res = cfg.MODEL.RPN.POST_NMS_TOPK_TEST, cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    maps_n = args.key_refs + int(cfg.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF)
+    h, w = -(-args.height // stride), -(-args.width // stride)
+    g = torch.Generator().manual_seed(args.seed)
+    key = torch.relu(torch.randn(rois, channels, res, res, generator=g)).to(args.device)
+    maps = [torch.relu(torch.randn(channels, h, w, generator=g)).to(args.device) for _ in range(maps_n)]
+    search_ms, aggregate_ms = [], []
+    with torch.no_grad(), common.autocast(args.device, args.amp):
+        troi(key[:4], maps)  # warm-up: first-call allocations, kernel selection
+        for rep in range(args.troi_repeat):
+            with common.Stopwatch(args.device) as sw:
+                similar = troi.most_similar_features(key, maps)
+            search_ms.append(1000.0 * sw.seconds)
+            with common.Stopwatch(args.device) as sw:
+                troi.aggregate(key, similar)
+            aggregate_ms.append(1000.0 * sw.seconds)
+            del similar
+            logger.info("troi phase: pass %d/%d done", rep + 1, args.troi_repeat)
+    queries = rois * res * res
+    blocks = troi.num_temporal_attention_blocks
+    return {
+        "rois": rois, "maps": maps_n, "map_size": [h, w], "channels": channels,
+        "num_most_similar_points": troi.num_most_similar_points, "attention_blocks": blocks,
+        "chunk_size": troi.chunk_size,
+        "search_gmacs": round(queries * maps_n * h * w * channels / 1e9, 3),
+        "embed_gmacs": round((maps_n + 1) * queries * channels * channels * 9 / 1e9, 3) if blocks else 0.0,
+        "search_ms": round(common.median(search_ms), 1), "aggregate_ms": round(common.median(aggregate_ms), 1),
+        "search_ms_passes": [round(x, 1) for x in search_ms],
+        "aggregate_ms_passes": [round(x, 1) for x in aggregate_ms],
+    }  # fmt: skip
+
+
 def summarize(variants: List[Variant], args) -> Dict:
     base = variants[0]
     base_ms = common.median(base.pass_ms)
@@ -424,10 +466,29 @@ def summarize(variants: List[Variant], args) -> Dict:
     }
 
 
+def print_troi_report(result: Dict):
+    t = result["troi"]
+    print(f"\nTemporal RoI Align per key frame: {t['rois']} RoIs x {t['maps']} maps of {t['map_size'][0]}x"
+          f"{t['map_size'][1]}, {t['channels']} channels, top-{t['num_most_similar_points']}, "
+          f"{t['attention_blocks']} attention blocks, chunk {t['chunk_size']} similarities:")  # fmt: skip
+    cached = next((r for r in result.get("variants", []) if r["name"] == "selsa_cached"), None)
+    rows = []
+    for name, ms, gmacs in [("search (most similar RoI align)", t["search_ms"], t["search_gmacs"]),
+                            ("aggregation (embed conv + attention)", t["aggregate_ms"], t["embed_gmacs"]),
+                            ("total", t["search_ms"] + t["aggregate_ms"], t["search_gmacs"] + t["embed_gmacs"])]:
+        rows.append([name, round(ms, 1), round(gmacs, 3), round(1000.0 * gmacs / max(ms, 1e-9), 1),
+                     round(ms / cached["ms_per_frame"], 2) if cached else None])  # fmt: skip
+    print(common.format_table(["part", "ms/key frame", "G multiply-adds", "G multiply-adds/s", "x selsa_cached ms/frame"], rows))
+
+
 def print_report(result: Dict):
     s = result["settings"]
     print(f"\nSELSA video inference benchmark  {result['date']}")
     print(f"hardware: {common.hardware_line(result['hardware'])}")
+    if "baseline" not in result:  # --troi-only
+        print(f"input {s['height']}x{s['width']}, {s['key_refs']} references + the key frame")
+        print_troi_report(result)
+        return
     print(f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
           f"{s['frames']} frames, amp={s['amp']}, repeats={s['repeat']}, "
           f"{result['mean_proposals_per_frame']} proposals/frame")  # fmt: skip
@@ -459,6 +520,8 @@ def print_report(result: Dict):
             ["predictor", "config", "ms/frame", "ratio"],
             [["DefaultPredictor", e["baseline_config"], e["default_predictor_ms_per_frame"], 1.0],
              ["VideoPredictor.predict_video", e["selsa_config"], e["video_predictor_ms_per_frame"], e["ratio"]]]))  # fmt: skip
+    if "troi" in result:
+        print_troi_report(result)
     t = result["target"]
     print(f"\nTarget: selsa_cached at {t['refs']} refs {t['cached_ratio']:.3f}x single-frame "
           f"(<= {t['target_ratio']}x: {'met' if t['met'] else 'NOT met'}); median-based "
@@ -489,12 +552,18 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--full-proposals", action=argparse.BooleanOptionalAction, default=True,
                    help="RPN without NMS, so each frame has POST_NMS_TOPK_TEST proposals like a trained model")
+    p.add_argument("--troi", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time Temporal RoI Align's search and aggregation per key frame")
+    p.add_argument("--troi-only", action="store_true", help="time only Temporal RoI Align (no SELSA phases)")
+    p.add_argument("--troi-repeat", type=int, help="passes of the TRoI phase; the median is reported (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     common.finish_args(p, args, PRESETS)
-    if min(args.frames, args.recompute_frames, args.repeat, args.key_refs, args.e2e_repeat) < 1 or min(args.refs) < 1:
-        p.error("--frames, --recompute-frames, --repeat, --e2e-repeat, --key-refs and --refs must be >= 1")
+    if min(args.frames, args.recompute_frames, args.repeat, args.key_refs, args.e2e_repeat, args.troi_repeat) < 1 or min(
+        args.refs
+    ) < 1:
+        p.error("--frames, --recompute-frames, --repeat, --e2e-repeat, --troi-repeat, --key-refs and --refs must be >= 1")
     if args.e2e_frames < 0:
         p.error("--e2e-frames must be >= 0")
     return args
@@ -503,6 +572,16 @@ def parse_args(argv=None):
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     common.start_run(args)
+    settings = ("frames", "height", "width", "device", "amp", "depth", "tiny", "refs", "key_refs", "recompute_frames",
+                "mem_frames", "repeat", "seed", "e2e_frames", "e2e_repeat", "troi_repeat")  # fmt: skip
+    if args.troi_only:
+        result = {
+            "benchmark": "inference_troi", "date": common.now_iso(), "hardware": common.hardware_info(args.device),
+            "settings": {k: getattr(args, k) for k in settings}, "troi": troi_phase(args),
+        }  # fmt: skip
+        print_report(result)
+        common.write_json(args.json, result)
+        return result
     selsa, baseline = build_models(args)
     video = common.SyntheticVideo(args.height, args.width, seed=args.seed)
     variants = timing_phase(args, selsa, baseline, video)
@@ -510,9 +589,7 @@ def main(argv=None) -> Dict:
         "benchmark": "inference",
         "date": common.now_iso(),
         "hardware": common.hardware_info(args.device),
-        "settings": {k: getattr(args, k) for k in ("frames", "height", "width", "device", "amp", "depth", "tiny",
-                                                    "refs", "key_refs", "recompute_frames", "mem_frames", "repeat",
-                                                    "seed", "e2e_frames", "e2e_repeat")},
+        "settings": {k: getattr(args, k) for k in settings},
     }  # fmt: skip
     result.update(summarize(variants, args))
     del variants
@@ -522,6 +599,8 @@ def main(argv=None) -> Dict:
     if result["end_to_end"] is not None:
         e2e = result["end_to_end"]["ratio"]
         result["target"].update({"end_to_end_ratio": e2e, "met_end_to_end": e2e <= TARGET_RATIO})
+    if args.troi:
+        result["troi"] = troi_phase(args)
     print_report(result)
     common.write_json(args.json, result)
     return result

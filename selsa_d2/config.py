@@ -24,6 +24,18 @@ def add_selsa_config(cfg):
     # Name of the single feature map the neck outputs (what RPN.IN_FEATURES / ROI_HEADS.IN_FEATURES use).
     _C.MODEL.SELSA.NECK_OUT_FEATURE = "neck"
 
+    # Temporal RoI Align (mmtracking's TemporalRoIAlign), used by ROI_HEADS.NAME "SelsaTRoIROIHeads".
+    _C.MODEL.SELSA.TROI = CN()
+    # Name in TEMPORAL_ROI_ALIGN_REGISTRY.
+    _C.MODEL.SELSA.TROI.NAME = "TemporalRoIAlign"
+    # Most similar points kept per key RoI position and reference frame (top-k of the cosine similarity).
+    _C.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 2
+    # Channel groups of the temporal attention over (key, references); 0 = plain mean, no embed network.
+    _C.MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS = 4
+    # Most similarity scores (or stacked-frame feature values) held at once: bounds the search's
+    # memory (2**25 float32 = 128 MB), not its result.
+    _C.MODEL.SELSA.TROI.CHUNK_SIZE = 33554432
+
     _C.MODEL.SELSA.INFERENCE = CN()
     # Cache per-frame features (backbone, RPN, RoI features after each shared FC) so that each
     # frame of a video is computed once. False recomputes every reference for every key frame

@@ -1,5 +1,6 @@
 """tools/analyze_attention.py on a tiny random model and a tiny synthetic dataset."""
 import numpy as np
+import pytest
 from detectron2.checkpoint import DetectionCheckpointer
 from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
@@ -10,13 +11,16 @@ analyze_attention = load_script("tools/analyze_attention.py", "selsa_analyze_att
 generator = load_script("datasets/make_synthetic_vid.py")
 
 
-def test_attention_masses_partition_the_references(tmp_path):
+@pytest.mark.parametrize("troi", [False, True], ids=["selsa", "selsa_troi"])
+def test_attention_masses_partition_the_references(tmp_path, troi):
     root = generator.generate(tmp_path / "synthetic_vid", num_train_videos=1, num_val_videos=2, frames=6, seed=5)
     name = "test_analyze_attention_val"
     register_vid_dataset(name, raw_root=str(root), split="val")
     try:
         cfg = tiny_selsa_cfg(num_classes=4, INPUT__VIDEO__TEST_NUM_REFS=3, INPUT__MIN_SIZE_TEST=160,
-                             INPUT__MAX_SIZE_TEST=256, MODEL__RPN__POST_NMS_TOPK_TEST=40)
+                             INPUT__MAX_SIZE_TEST=256, MODEL__RPN__POST_NMS_TOPK_TEST=40,
+                             **(dict(MODEL__ROI_HEADS__NAME="SelsaTRoIROIHeads", MODEL__ROI_BOX_HEAD__NUM_FC=3)
+                                if troi else {}))  # fmt: skip
         DetectionCheckpointer(build_tiny_model(cfg, seed=0), save_dir=str(tmp_path)).save("random")
         cfg.defrost()
         cfg.MODEL.WEIGHTS = str(tmp_path / "random.pth")

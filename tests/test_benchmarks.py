@@ -87,6 +87,20 @@ def test_bench_inference_tiny(tmp_path):
     assert _ratio_matches(e2e["ratio"], e2e["video_predictor_ms_per_frame"], e2e["default_predictor_ms_per_frame"], 0.01)
     assert data["target"]["end_to_end_ratio"] == e2e["ratio"]
 
+    troi = data["troi"]  # Temporal RoI Align's per-key-frame cost: 20 RoIs x (2 refs + the key) maps of 4x6
+    assert (troi["rois"], troi["maps"], troi["map_size"], troi["channels"]) == (20, 3, [4, 6], 32)
+    assert troi["search_ms"] > 0 and troi["aggregate_ms"] > 0 and len(troi["search_ms_passes"]) == 2
+    assert troi["search_gmacs"] == round(20 * 49 * 3 * 24 * 32 / 1e9, 3)
+
+
+def test_bench_inference_troi_only(tmp_path, capsys):
+    out = tmp_path / "troi.json"
+    data = bench_inference.main(["--tiny", "--troi-only", "--troi-repeat", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    assert data["benchmark"] == "inference_troi" and "baseline" not in data
+    assert data["troi"]["maps"] == 3 and len(data["troi"]["aggregate_ms_passes"]) == 1
+    assert "search (most similar RoI align)" in capsys.readouterr().out
+
 
 def test_bench_train_tiny(tmp_path):
     out = tmp_path / "train.json"

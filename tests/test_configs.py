@@ -281,3 +281,42 @@ def test_backbone_pads_to_16():
     cfg = load("selsa_R_50_DC5_7e_imagenetvid.yaml")
     cfg.MODEL.DEVICE = "cpu"
     assert build_backbone(cfg).size_divisibility == 16
+
+
+# ---------------------------------------------------------------- SELSA + Temporal RoI Align
+# mmtracking's configs/vid/temporal_roi_align/selsa_troialign_faster_rcnn_{r50,r101,x101}_dc5_7e_imagenetvid.py:
+# the SELSA config with a TemporalRoIAlign bbox_roi_extractor (num_most_similar_points 2,
+# num_temporal_attention_blocks 4, same RoIAlign) and num_shared_fcs 3; nothing else differs.
+TROI_CONFIGS = {
+    "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml": "selsa_R_50_DC5_7e_imagenetvid.yaml",
+    "selsa_troialign_R_101_DC5_7e_imagenetvid.yaml": "selsa_R_101_DC5_7e_imagenetvid.yaml",
+    "selsa_troialign_X_101_DC5_7e_imagenetvid.yaml": "selsa_X_101_DC5_7e_imagenetvid.yaml",
+}
+TROI = {
+    "MODEL.ROI_HEADS.NAME": "SelsaTRoIROIHeads",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 3,
+    "MODEL.SELSA.TROI.NAME": "TemporalRoIAlign",
+    "MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS": 2,
+    "MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS": 4,
+}
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@pytest.mark.parametrize("name,selsa", list(TROI_CONFIGS.items()))
+def test_troi_config_is_its_selsa_config_plus_troi(name, selsa):
+    cfg, base = load(name), load(selsa)
+    expected = expected_values(selsa)
+    expected.update(TROI)
+    wrong = {k: (value(cfg, k), e) for k, e in expected.items() if not _same(value(cfg, k), e)}
+    assert not wrong, f"{name}: (actual, mmtracking) differ for {wrong}"
+    differ = {k for k, v in _flat(cfg).items() if _flat(base)[k] != v}
+    assert differ == {"MODEL.ROI_HEADS.NAME", "MODEL.ROI_BOX_HEAD.NUM_FC", "OUTPUT_DIR"}, differ

@@ -26,7 +26,8 @@ from selsa_d2.checkpoint.mmtrack import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-REF_DIR = REPO.parent / "shared" / "reference" / "mmtracking_selsa"
+# beside the repository; SELSA_MMTRACK_REFERENCE overrides (e.g. for a git worktree elsewhere)
+REF_DIR = Path(os.environ.get("SELSA_MMTRACK_REFERENCE", REPO.parent / "shared" / "reference" / "mmtracking_selsa"))
 P = "detector."
 
 pytestmark = pytest.mark.skipif(
@@ -152,7 +153,8 @@ def mmtrack_bbox_head(sd, x, ref_x):
     """mmtrack SelsaBBoxHead.forward: (cls_score [N, K+1], bbox_pred [N, 4K])."""
     h = P + "roi_head.bbox_head."
     x, ref_x = x.flatten(1), ref_x.flatten(1)
-    for i in range(2):
+    num_fcs = len({k.split(".")[4] for k in sd if k.startswith(h + "shared_fcs.")})
+    for i in range(num_fcs):
         W, b = sd[f"{h}shared_fcs.{i}.weight"], sd[f"{h}shared_fcs.{i}.bias"]
         x, ref_x = F.linear(x, W, b), F.linear(ref_x, W, b)
         x = x + mmtrack_aggregator(sd, i, x, ref_x)
@@ -190,6 +192,8 @@ def _expected_name(k):
         ("rpn_head.rpn_reg.", "proposal_generator.rpn_head.anchor_deltas."),
         ("roi_head.bbox_head.shared_fcs.0.", "roi_heads.box_head.fc1."),
         ("roi_head.bbox_head.shared_fcs.1.", "roi_heads.box_head.fc2."),
+        ("roi_head.bbox_head.shared_fcs.2.", "roi_heads.box_head.fc3."),
+        ("roi_head.bbox_roi_extractor.embed_network.conv.", "roi_heads.temporal_roi_align.embed_network."),
         ("roi_head.bbox_head.aggregator.", "roi_heads.box_head.aggregators."),
         ("roi_head.bbox_head.fc_cls.", "roi_heads.box_predictor.cls_score."),
         ("roi_head.bbox_head.fc_reg.", "roi_heads.box_predictor.bbox_pred."),
@@ -515,3 +519,146 @@ def test_rpn_matches_mmdet(converted_rpn, r50_sd):
     assert len(proposals[0]) == len(mm_boxes) > 50
     torch.testing.assert_close(proposals[0].proposal_boxes.tensor, mm_boxes, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(proposals[0].objectness_logits.sigmoid(), mm_scores, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ SELSA + Temporal RoI Align checkpoints
+TROI_EMBED = P + "roi_head.bbox_roi_extractor.embed_network.conv."
+
+
+@pytest.fixture(scope="module")
+def troi_sd():
+    return _random_state_dict(_key_list("troialign_r50"), seed=4)
+
+
+def test_troi_every_tensor_lands_where_expected(troi_sd):
+    new_sd, summary, arch = convert_mmtrack_state_dict(troi_sd)
+    assert arch.temporal_roi_align and arch.num_shared_fcs == 3 and arch.num_aggregators == 3
+    for k, v in troi_sd.items():
+        if not k.endswith("num_batches_tracked") and ".rpn_" not in k:
+            assert torch.equal(new_sd[_expected_name(k)], v), k
+    assert {_expected_name(k) for k in troi_sd if not k.endswith("num_batches_tracked")} == set(new_sd)
+    assert new_sd["roi_heads.temporal_roi_align.embed_network.weight"].shape == (512, 512, 3, 3)
+    assert new_sd["roi_heads.box_head.fc3.weight"].shape == (1024, 1024)
+    assert summary["temporal_roi_align"] == 2 and summary["box_head"] == 6 and summary["aggregators"] == 24
+    assert sum(summary.values()) == len(troi_sd) == 362
+
+
+@pytest.mark.parametrize("name,depth,groups", [("troialign_r101", 101, 1), ("troialign_x101", 101, 64)])
+def test_troi_r101_x101_convert(name, depth, groups):
+    keys = _key_list(name)
+    new_sd, summary, arch = convert_mmtrack_state_dict(_zeros_state_dict(keys))
+    assert (arch.depth, arch.num_groups, arch.temporal_roi_align, arch.num_shared_fcs) == (depth, groups, True, 3)
+    assert len(new_sd) == len(keys) - summary["dropped num_batches_tracked"] == 564
+    for k, shape in keys:
+        if not k.endswith("num_batches_tracked"):
+            assert tuple(new_sd[_expected_name(k)].shape) == shape, k
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda sd: sd.pop(TROI_EMBED + "bias"), "embed_network.conv.bias"),
+        (lambda sd: sd.__setitem__(TROI_EMBED + "weight", torch.zeros(512, 512, 1, 1)), "embed_network.conv.weight"),
+        (lambda sd: sd.__setitem__(P + "roi_head.bbox_roi_extractor.foo", torch.zeros(1)), "bbox_roi_extractor.foo"),
+        (lambda sd: sd.pop(P + "roi_head.bbox_head.aggregator.2.fc.bias"), "aggregator.2.fc.bias"),
+        (lambda sd: [sd.pop(k) for k in list(sd) if ".aggregator.2." in k], "aggregators"),
+    ],
+)
+def test_troi_bad_checkpoints_fail_naming_the_key(mutate, needle):
+    sd = _zeros_state_dict(_key_list("troialign_r50"))
+    mutate(sd)
+    with pytest.raises((KeyError, ValueError)) as e:
+        convert_mmtrack_state_dict(sd)
+    assert needle in str(e.value)
+
+
+def _troi_cfg(depth=50, groups=1, width=64):
+    cfg = _mmtrack_cfg(depth, groups, width)
+    cfg.MODEL.ROI_HEADS.NAME = "SelsaTRoIROIHeads"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 3
+    return cfg
+
+
+def test_troi_config_check():
+    troi = infer_mmtrack_arch(_zeros_state_dict(_key_list("troialign_r50")))
+    selsa = infer_mmtrack_arch(_zeros_state_dict(_key_list("r50")))
+    check_arch_against_cfg(troi, _troi_cfg())
+    check_arch_against_cfg(selsa, _mmtrack_cfg())
+    with pytest.raises(ValueError) as e:
+        check_arch_against_cfg(troi, _mmtrack_cfg())
+    assert "ROI_HEADS.NAME" in str(e.value) and "NUM_FC" in str(e.value)
+    with pytest.raises(ValueError, match="embed network"):
+        check_arch_against_cfg(selsa, _troi_cfg())
+    cfg = _troi_cfg()
+    cfg.MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS = 0
+    with pytest.raises(ValueError, match="NUM_TEMPORAL_ATTENTION_BLOCKS"):
+        check_arch_against_cfg(troi, cfg)
+
+
+def test_repo_troi_configs_match_checkpoints():
+    from detectron2.config import get_cfg
+
+    from selsa_d2.checkpoint.mmtrack import mmtrack_inference_mismatches
+    from selsa_d2.config import add_selsa_config
+
+    for name, depth in [("r50", "R_50"), ("r101", "R_101"), ("x101", "X_101")]:
+        cfg = get_cfg()
+        add_selsa_config(cfg)
+        cfg.merge_from_file(str(REPO / "configs" / f"selsa_troialign_{depth}_DC5_7e_imagenetvid.yaml"))
+        check_arch_against_cfg(infer_mmtrack_arch(_zeros_state_dict(_key_list("troialign_" + name))), cfg)
+        assert mmtrack_inference_mismatches(cfg) == [], depth
+        cfg.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 3
+        assert mmtrack_inference_mismatches(cfg) == ["MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 3 (mmtracking: 2)"]
+
+
+def test_troi_cli_roundtrip(tmp_path):
+    src, dst = tmp_path / "troi_mmtrack.pth", tmp_path / "troi_d2.pth"
+    torch.save({"state_dict": _zeros_state_dict(_key_list("troialign_r50"))}, src)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "convert_mmtrack_to_d2.py"), str(src), str(dst),
+         "--config", str(REPO / "configs" / "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml")],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "309 tensors" in r.stdout and "temporal_roi_align" in r.stdout
+    assert "Differs from mmtracking" not in r.stderr + r.stdout
+
+
+@needs_model
+def test_troi_checkpoint_loads_exactly_and_matches_mmtrack(troi_sd, tmp_path):
+    """A converted random TRoI checkpoint: no missing / unexpected keys in SelsaTRoIROIHeads, and
+    its Temporal RoI Align and 3-FC box head compute what mmtracking's do with those tensors."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+    from test_temporal_roi_align import mmtrack_most_similar_roi_align, mmtrack_temporal_aggregation
+
+    src, path = tmp_path / "src.pth", tmp_path / "troi.pth"
+    torch.save({"state_dict": troi_sd}, src)
+    convert_mmtrack_checkpoint(str(src), str(path), _troi_cfg())
+    torch.manual_seed(0)
+    model = build_model(_troi_cfg()).eval()
+    incompatible = []
+
+    class _Checkpointer(DetectionCheckpointer):
+        def _log_incompatible_keys(self, inc):
+            incompatible.append(inc)
+            super()._log_incompatible_keys(inc)
+
+    _Checkpointer(model).load(str(path))
+    inc = incompatible[0]
+    assert inc.missing_keys == [] and inc.unexpected_keys == [] and inc.incorrect_shapes == []
+
+    g = torch.Generator().manual_seed(5)
+    roi = torch.randn(3, 512, 7, 7, generator=g)
+    maps = torch.relu(torch.randn(2, 512, 5, 6, generator=g))
+    ref_rois = torch.randn(4, 512, 7, 7, generator=g)
+    with torch.no_grad():
+        troi = model.roi_heads.temporal_roi_align(roi, list(maps))
+        cls, reg = model.roi_heads.box_predictor(model.roi_heads.box_head(troi, ref_rois))
+        mm_troi = mmtrack_temporal_aggregation(
+            roi, mmtrack_most_similar_roi_align(roi, maps), troi_sd[TROI_EMBED + "weight"], troi_sd[TROI_EMBED + "bias"]
+        )
+    torch.testing.assert_close(troi, mm_troi, rtol=1e-4, atol=1e-4)
+    mm_cls, mm_reg = mmtrack_bbox_head(troi_sd, mm_troi, ref_rois)
+    torch.testing.assert_close(cls, mm_cls, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(reg, mm_reg, rtol=1e-4, atol=1e-4)

@@ -65,7 +65,9 @@ def analyze(cfg, dataset_name: str):
             on_object = key_labels >= 0
             if not on_object.any():
                 continue
-            weights = aggregator.attention_weights(cache[fid].key_input[on_object], ref_keys).mean(dim=0)  # [N, M]
+            # the key frame's box-head input (Temporal RoI Align: from its references' feature maps)
+            key_input = model.key_frame_input(cache[fid], [cache[r] for r in refs])
+            weights = aggregator.attention_weights(key_input[on_object], ref_keys).mean(dim=0)  # [N, M]
             same = (ref_labels[None, :] == key_labels[on_object, None]).float()
             obj = (ref_labels >= 0).float()[None, :].expand_as(same)
             kinds = [same * ref_clean, same * (1 - ref_clean), obj - same, 1 - obj]

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Convert an mmtracking SELSA checkpoint to a Detectron2 checkpoint for selsa-d2.
+"""Convert an mmtracking SELSA (or SELSA + Temporal RoI Align) checkpoint to a Detectron2 checkpoint for selsa-d2.
 
     python tools/convert_mmtrack_to_d2.py selsa_faster_rcnn_r50_dc5_1x_imagenetvid_<hash>.pth \
         selsa_R_50_DC5_mmtrack.pth --config configs/selsa_R_50_DC5_7e_imagenetvid.yaml
+    python tools/convert_mmtrack_to_d2.py selsa_troialign_faster_rcnn_r50_dc5_7e_imagenetvid_<hash>.pth \
+        selsa_troialign_R_50_DC5_mmtrack.pth --config configs/selsa_troialign_R_50_DC5_7e_imagenetvid.yaml
 
 The output loads with ``MODEL.WEIGHTS selsa_R_50_DC5_mmtrack.pth`` (DetectionCheckpointer, exact
 names). ResNet depth / groups are read off the checkpoint; ``--config`` additionally checks the
@@ -21,7 +23,7 @@ from selsa_d2.config import add_selsa_config
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("input", help="mmtracking SELSA checkpoint (.pth)")
+    parser.add_argument("input", help="mmtracking SELSA or SELSA + TRoI checkpoint (.pth)")
     parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
     parser.add_argument("--config", default=None, help="selsa-d2 config to check the checkpoint against")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Convert an mmtracking SELSA checkpoint (mmtrack 0.x / mmdet 2.x) to this project's model.
+"""Convert an mmtracking SELSA or SELSA + Temporal RoI Align checkpoint (mmtrack 0.x / mmdet 2.x)
+to this project's model.
 
 The mapping is exact (no name-matching heuristics): every tensor of the mmtracking
 ``state_dict`` is either mapped to one of our parameters/buffers or, for BN
@@ -13,6 +14,9 @@ Layout differences handled here:
   ``DefaultAnchorGenerator`` size-major (``index = size_idx * R + ratio_idx``). The channels of
   ``rpn_cls`` (one sigmoid logit per anchor) and the 4-channel groups of ``rpn_reg`` are permuted
   accordingly. Within a location both use ``[anchor, (dx, dy, dw, dh)]``.
+- Temporal RoI Align checkpoints (``configs/vid/temporal_roi_align/``) add
+  ``roi_head.bbox_roi_extractor.embed_network.conv`` (-> ``roi_heads.temporal_roi_align.embed_network``),
+  a third shared FC and a third aggregator; the number of shared FCs is read off the checkpoint.
 - ``fc_cls`` [K+1, C] has background last, ``fc_reg`` [4K, C] is class-major
   ``[cls0 dx dy dw dh, cls1 ...]``: both already Detectron2's ``FastRCNNOutputLayers`` layout.
 """
@@ -47,6 +51,8 @@ _PREFIX = "detector."
 _BLOCKS_PER_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 _AGG_FCS = ("fc_embed", "ref_fc_embed", "ref_fc", "fc")
+# The Temporal RoI Align embed network (mmtrack TemporalRoIAlign.embed_network, an mmcv ConvModule).
+_TROI_EMBED = _PREFIX + "roi_head.bbox_roi_extractor.embed_network.conv."
 # mmtracking SELSA's RPN anchors: scales (4, 8, 16, 32) x base size 16 = sizes 64..512, 3 ratios.
 DEFAULT_NUM_ANCHOR_SIZES = 4
 DEFAULT_NUM_ANCHOR_RATIOS = 3
@@ -56,7 +62,8 @@ class ResNetArch(dict):
     """Architecture read off an mmtracking state dict (a dict with attribute access).
 
     Keys: depth, num_groups, width_per_group, stem_out_channels, res2_out_channels,
-    neck_channels, fc_dim, pooler_resolution, num_classes, num_anchors, num_aggregators.
+    neck_channels, fc_dim, pooler_resolution, num_classes, num_anchors, num_shared_fcs,
+    num_aggregators, temporal_roi_align (the checkpoint has a TRoI embed network).
     """
 
     __getattr__ = dict.__getitem__
@@ -104,14 +111,8 @@ def infer_mmtrack_arch(sd: Mapping[str, torch.Tensor]) -> ResNetArch:
         raise ValueError(
             f"shared_fcs.0.weight input size {fc_in} is not neck_channels ({neck_channels}) x R^2"
         )
-    num_aggregators = len(
-        {
-            m.group(1)
-            for k in sd
-            for m in [re.match(re.escape(_PREFIX + "roi_head.bbox_head.aggregator.") + r"(\d+)\.", k)]
-            if m
-        }
-    )
+    num_aggregators = _count_indexed(sd, _PREFIX + "roi_head.bbox_head.aggregator.")
+    num_shared_fcs = _count_indexed(sd, _PREFIX + "roi_head.bbox_head.shared_fcs.")
     return ResNetArch(
         depth=depth,
         num_groups=num_groups,
@@ -123,12 +124,19 @@ def infer_mmtrack_arch(sd: Mapping[str, torch.Tensor]) -> ResNetArch:
         pooler_resolution=res,
         num_classes=_shape(sd, _PREFIX + "roi_head.bbox_head.fc_cls.weight")[0] - 1,
         num_anchors=_shape(sd, _PREFIX + "rpn_head.rpn_cls.weight")[0],
+        num_shared_fcs=num_shared_fcs,
         num_aggregators=num_aggregators,
+        temporal_roi_align=any(k.startswith(_TROI_EMBED) for k in sd),
     )
 
 
+def _count_indexed(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of distinct ``<prefix><i>.`` indices among the keys."""
+    return len({m.group(1) for k in sd for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m})
+
+
 def expected_mmtrack_shapes(arch: ResNetArch) -> "OrderedDict[str, Tuple[int, ...]]":
-    """Every key (with shape) an mmtracking SELSA state dict of ``arch`` holds."""
+    """Every key (with shape) an mmtracking SELSA (or SELSA + TRoI) state dict of ``arch`` holds."""
     out = OrderedDict()
     p = _PREFIX + "backbone."
 
@@ -161,7 +169,11 @@ def expected_mmtrack_shapes(arch: ResNetArch) -> "OrderedDict[str, Tuple[int, ..
         out[f"{_PREFIX}rpn_head.{name}.bias"] = (cout,)
     h = _PREFIX + "roi_head.bbox_head."
     d = arch.fc_dim
-    fcs = [("shared_fcs.0", d, c * arch.pooler_resolution**2), ("shared_fcs.1", d, d)]
+    if arch.temporal_roi_align:
+        out[_TROI_EMBED + "weight"] = (c, c, 3, 3)
+        out[_TROI_EMBED + "bias"] = (c,)
+    fcs = [("shared_fcs.0", d, c * arch.pooler_resolution**2)]
+    fcs += [(f"shared_fcs.{i}", d, d) for i in range(1, arch.num_shared_fcs)]
     fcs += [(f"aggregator.{j}.{n}", d, d) for j in range(arch.num_aggregators) for n in _AGG_FCS]
     fcs += [("fc_cls", arch.num_classes + 1, d), ("fc_reg", 4 * arch.num_classes, d)]
     for name, cout, cin in fcs:
@@ -190,8 +202,12 @@ _RULES = [
     (r"rpn_head\.rpn_conv\.(weight|bias)", r"proposal_generator.rpn_head.conv.\1", "rpn"),
     (r"rpn_head\.rpn_cls\.(weight|bias)", r"proposal_generator.rpn_head.objectness_logits.\1", "rpn"),
     (r"rpn_head\.rpn_reg\.(weight|bias)", r"proposal_generator.rpn_head.anchor_deltas.\1", "rpn"),
-    (r"roi_head\.bbox_head\.shared_fcs\.0\.(weight|bias)", r"roi_heads.box_head.fc1.\1", "box_head"),
-    (r"roi_head\.bbox_head\.shared_fcs\.1\.(weight|bias)", r"roi_heads.box_head.fc2.\1", "box_head"),
+    (r"roi_head\.bbox_head\.shared_fcs\.(\d+)\.(weight|bias)", "roi_heads.box_head.fc{I}.\\2", "box_head"),
+    (
+        r"roi_head\.bbox_roi_extractor\.embed_network\.conv\.(weight|bias)",
+        r"roi_heads.temporal_roi_align.embed_network.\1",
+        "temporal_roi_align",
+    ),
     (
         r"roi_head\.bbox_head\.aggregator\.(\d+)\.(fc_embed|ref_fc_embed|ref_fc|fc)\.(weight|bias)",
         r"roi_heads.box_head.aggregators.\1.\2.\3",
@@ -215,6 +231,8 @@ def _map_key(key: str) -> Tuple[Optional[str], str]:
                 if "{L}" in rep:
                     group = f"res{int(m.group(1)) + 1}"
                     rep = rep.replace("{L}", str(int(m.group(1)) + 1))
+                if "{I}" in rep:  # mmdet shared_fcs.<i> -> Detectron2 fc<i+1>
+                    rep = rep.replace("{I}", str(int(m.group(1)) + 1))
                 return m.expand(rep), group
     raise KeyError(f"Unexpected key '{key}' in the mmtracking state_dict: no mapping for it")
 
@@ -224,7 +242,7 @@ def convert_mmtrack_state_dict(
     num_anchor_sizes: int = DEFAULT_NUM_ANCHOR_SIZES,
     num_anchor_ratios: int = DEFAULT_NUM_ANCHOR_RATIOS,
 ) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, int], ResNetArch]:
-    """Convert an mmtracking SELSA ``state_dict`` to ours.
+    """Convert an mmtracking SELSA or SELSA + Temporal RoI Align ``state_dict`` to ours.
 
     Args:
         sd: the ``state_dict`` of an mmtracking SELSA checkpoint (keys ``detector.*``).
@@ -242,6 +260,11 @@ def convert_mmtrack_state_dict(
         raise ValueError(
             f"rpn_head.rpn_cls has {arch.num_anchors} anchors per location, expected "
             f"{num_anchor_sizes} sizes x {num_anchor_ratios} ratios"
+        )
+    if arch.num_aggregators != arch.num_shared_fcs:
+        raise ValueError(
+            f"roi_head.bbox_head has {arch.num_shared_fcs} shared_fcs but {arch.num_aggregators} aggregators "
+            "(SelsaBBoxHead: one after each shared FC)"
         )
     expected = expected_mmtrack_shapes(arch)
     for k in sd:
@@ -292,7 +315,7 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
         ("MODEL.RESNETS.RES2_OUT_CHANNELS", m.RESNETS.RES2_OUT_CHANNELS, arch.res2_out_channels),
         ("MODEL.SELSA.NECK_CHANNELS", m.SELSA.NECK_CHANNELS, arch.neck_channels),
         ("MODEL.ROI_BOX_HEAD.FC_DIM", m.ROI_BOX_HEAD.FC_DIM, arch.fc_dim),
-        ("MODEL.ROI_BOX_HEAD.NUM_FC", m.ROI_BOX_HEAD.NUM_FC, 2),
+        ("MODEL.ROI_BOX_HEAD.NUM_FC", m.ROI_BOX_HEAD.NUM_FC, arch.num_shared_fcs),
         ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", m.ROI_BOX_HEAD.POOLER_RESOLUTION, arch.pooler_resolution),
         ("MODEL.ROI_HEADS.NUM_CLASSES", m.ROI_HEADS.NUM_CLASSES, arch.num_classes),
         ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG, False),
@@ -307,6 +330,14 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
         checks.append(
             ("number of anchors (SIZES x ASPECT_RATIOS)", len(sizes[0]) * len(ratios[0]), arch.num_anchors)
         )
+    troi_heads = m.ROI_HEADS.NAME == "SelsaTRoIROIHeads"
+    embed = troi_heads and m.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS > 0
+    if arch.temporal_roi_align:
+        checks.append(("MODEL.ROI_HEADS.NAME", m.ROI_HEADS.NAME, "SelsaTRoIROIHeads"))
+        if troi_heads:
+            checks.append(("MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS > 0 (embed network)", embed, True))
+    elif embed:
+        checks.append(("Temporal RoI Align embed network (SelsaTRoIROIHeads, attention blocks > 0)", True, False))
     bad = [f"{name} = {got!r}, checkpoint needs {want!r}" for name, got, want in checks if got != want]
     if bad:
         raise ValueError("Config does not match the mmtracking checkpoint:\n  " + "\n  ".join(bad))
@@ -342,10 +373,27 @@ _MMTRACK_INFERENCE = [
 ]
 
 
+# Additionally for SELSA + Temporal RoI Align configs (configs/vid/temporal_roi_align/).
+_MMTRACK_TROI_INFERENCE = [
+    ("MODEL.SELSA.TROI.NAME", lambda c: c.MODEL.SELSA.TROI.NAME, "TemporalRoIAlign"),
+    ("MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS", lambda c: c.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS, 2),
+    (
+        "MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS",
+        lambda c: c.MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS,
+        4,
+    ),
+    ("MODEL.ROI_BOX_HEAD.NUM_FC", lambda c: c.MODEL.ROI_BOX_HEAD.NUM_FC, 3),
+]
+
+
 def mmtrack_inference_mismatches(cfg) -> List[str]:
-    """Config values that make inference differ from mmtracking's SELSA test settings."""
+    """Config values that make inference differ from mmtracking's SELSA (or, for
+    ``SelsaTRoIROIHeads`` configs, SELSA + Temporal RoI Align) test settings."""
     out = []
-    for name, get, want in _MMTRACK_INFERENCE:
+    rules = list(_MMTRACK_INFERENCE)
+    if cfg.MODEL.ROI_HEADS.NAME == "SelsaTRoIROIHeads":
+        rules += _MMTRACK_TROI_INFERENCE
+    for name, get, want in rules:
         try:
             got = get(cfg)
         except (AttributeError, KeyError):
@@ -405,7 +453,7 @@ def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> Dict[st
     if cfg is not None:
         check_arch_against_cfg(arch, cfg)
         for msg in mmtrack_inference_mismatches(cfg):
-            logger.warning("Differs from mmtracking's SELSA inference: %s", msg)
+            logger.warning("Differs from mmtracking's inference: %s", msg)
     out = {"model": new_sd, "__author__": "mmtracking", "matching_heuristics": False}
     classes = meta.get("CLASSES")
     if classes is not None:

@@ -157,6 +157,8 @@ class SelsaRCNN(GeneralizedRCNN):
         with eval_mode(self.proposal_generator):
             proposals, _ = self.proposal_generator(images, feature_maps, None)
         ((key_input, memory),) = self.roi_heads.frame_features(feature_maps, proposals)
+        # ROI heads that search reference frames' maps (Temporal RoI Align) need every frame's maps
+        keep_feature_maps = keep_feature_maps or getattr(self.roi_heads, "reads_reference_maps", False)
         return FrameFeatures(
             image_size=tuple(images.image_sizes[0]),
             proposals=proposals[0],
@@ -184,15 +186,38 @@ class SelsaRCNN(GeneralizedRCNN):
             raise ValueError("reference_memory needs at least one frame")
         return ReferenceMemory.cat([f.memory for f in frames], spare_rows=spare_rows)
 
+    def key_frame_input(self, key: FrameFeatures, reference_frames: Sequence[FrameFeatures]) -> torch.Tensor:
+        """The key frame's box-head input [P, FC_DIM]: ``key.key_input``, or, for ROI heads that
+        search reference maps (Temporal RoI Align), computed from its proposals and the feature
+        maps of ``reference_frames`` (include ``key`` itself, last, as mmtracking at test time)."""
+        if not getattr(self.roi_heads, "reads_reference_maps", False):
+            return key.key_input
+        return self.roi_heads.key_input_from_frames(key, reference_frames)
+
     def detect_key_frame(
-        self, key: FrameFeatures, references: Union[ReferenceMemory, Sequence[FrameFeatures]]
+        self,
+        key: FrameFeatures,
+        references: Union[ReferenceMemory, Sequence[FrameFeatures]],
+        reference_frames: Optional[Sequence[FrameFeatures]] = None,
     ) -> Instances:
         """Detections of a key frame, its proposals attending to ``references`` (a
         :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
         frame as a reference, as mmtracking). Returns ``Instances`` at the network input size
         (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`."""
-        memory = references if isinstance(references, ReferenceMemory) else self.reference_memory(references)
-        return self.roi_heads.predict_with_memory(key.proposals, key.key_input, memory)
+        if isinstance(references, ReferenceMemory):
+            memory = references
+        else:
+            memory = self.reference_memory(references)
+            reference_frames = references if reference_frames is None else reference_frames
+        if reference_frames is None:
+            if getattr(self.roi_heads, "reads_reference_maps", False):
+                raise ValueError(
+                    f"{type(self.roi_heads).__name__} searches the reference frames' feature maps: pass "
+                    "detect_key_frame(..., reference_frames=[...]) with a ReferenceMemory"
+                )
+            reference_frames = []
+        key_input = self.key_frame_input(key, reference_frames)
+        return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
 
     @staticmethod
     def postprocess_detections(instances: Instances, frame: Dict) -> Dict[str, Instances]:

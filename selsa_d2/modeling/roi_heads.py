@@ -87,8 +87,14 @@ class SelsaROIHeads(StandardROIHeads):
             num_ref_rois.append(sum(ref_rois_per_frame[start : start + n]))
             start += n
         n_key = sum(num_key_rois)
-        box_features = self.box_head(pooled[:n_key], pooled[n_key:], num_key_rois, num_ref_rois)
+        key_pooled = self.key_roi_features(pooled[:n_key], features, proposals, ref_proposals, num_refs)
+        box_features = self.box_head(key_pooled, pooled[n_key:], num_key_rois, num_ref_rois)
         return self.box_predictor(box_features)
+
+    def key_roi_features(self, key_pooled, features, proposals, ref_proposals, num_refs) -> torch.Tensor:
+        """Hook for subclasses (Temporal RoI Align): the key proposals' pooled features
+        [N_key_rois, C, 7, 7] the box head sees. SELSA: unchanged."""
+        return key_pooled
 
     # ------------------------------------------------------------------ per-frame video path
     def frame_features(

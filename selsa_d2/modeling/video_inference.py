@@ -7,6 +7,11 @@ projections) and detects a key frame from them and its references' memory
 its eviction: a key frame costs its own per-frame computation (shared with its role as a
 reference) plus the attention over its references' memory.
 
+With Temporal RoI Align (``roi_heads.reads_reference_maps``) a frame's features also hold its
+feature maps, and :meth:`SelsaRCNN.detect_key_frame` computes the key frame's box-head input from
+its proposals and the maps of its reference frames (its own last, with ``key_frame_as_ref``),
+which the engine passes along; the reference memory is unchanged.
+
 Which frames are references, which must be supplied ahead of time and which cached frames can be
 dropped is decided by :class:`~selsa_d2.data.sampling.TestReferenceSampler`, so the cache never
 holds more than ``sampler.max_cached_frames()`` frames, whatever the video length.
@@ -146,8 +151,8 @@ class VideoInferenceEngine:
         self.peak_cache_size = max(self.peak_cache_size, len(self._cache))
         self.last_reference_ids = list(ref_ids)
 
-        key, memory = self._key_and_memory(frame_id, ref_ids)
-        result = self.model.detect_key_frame(key, memory)
+        key, memory, reference_frames = self._key_and_memory(frame_id, ref_ids)
+        result = self.model.detect_key_frame(key, memory, reference_frames=reference_frames)
 
         self._evict(frame_id, length)
         self._last_frame_id = frame_id
@@ -186,20 +191,26 @@ class VideoInferenceEngine:
         return self._compute(d) if self.cache_features else self.model.preprocess_frame(d)
 
     # ------------------------------------------------------------------ references
-    def _key_and_memory(self, frame_id: int, ref_ids: List[int]) -> Tuple[FrameFeatures, ReferenceMemory]:
+    def _key_and_memory(
+        self, frame_id: int, ref_ids: List[int]
+    ) -> Tuple[FrameFeatures, ReferenceMemory, List[FrameFeatures]]:
+        """The key frame's features, its references' memory and its reference frames in order
+        (the key frame last with ``key_frame_as_ref``; Temporal RoI Align searches their maps)."""
         if self.cache_features:
             frames = self._cache
         else:  # recompute every distinct frame of this key frame's reference set
             frames = {fid: self._compute(self._cache[fid]) for fid in dict.fromkeys(ref_ids + [frame_id])}
         key = frames[frame_id]
+        reference_frames = [frames[i] for i in ref_ids] + ([key] if self.key_frame_as_ref else [])
         ids = tuple(ref_ids)
         if not ids:
-            return key, (key.memory if self.key_frame_as_ref else ReferenceMemory(key.memory.layers, num_rows=0))
+            memory = key.memory if self.key_frame_as_ref else ReferenceMemory(key.memory.layers, num_rows=0)
+            return key, memory, reference_frames
         spare = len(key) if self.key_frame_as_ref else 0
         if not self.cache_features or ids != self._buffer_ids or self._buffer.spare_rows < spare:
             # concatenated once per reference set, with room for the key frame's own rows
             self._buffer = self.model.reference_memory([frames[i] for i in ids], spare_rows=spare)
             self._buffer_ids = ids
         if not self.key_frame_as_ref:
-            return key, self._buffer
-        return key, self._buffer.append(key.memory)
+            return key, self._buffer, reference_frames
+        return key, self._buffer.append(key.memory), reference_frames
