@@ -24,7 +24,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format, verify
 import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
-from selsa_d2.data import build_video_test_loader, build_video_train_loader
+from selsa_d2.data import build_video_test_loader, build_video_train_loader, register_datasets_from_config
 from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device, fall_back_to_cpu
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.solver import build_selsa_optimizer
@@ -103,6 +103,7 @@ def setup(args):
     fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
     return cfg
 
 

@@ -60,6 +60,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsError
+from selsa_d2.data import register_datasets_from_config
 from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.engine import fall_back_to_cpu
 from selsa_d2.predictor import VideoPredictor
@@ -374,6 +375,7 @@ def build_metadata(cfg) -> Metadata:
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if dataset is not None:
         try:
+            register_datasets_from_config(cfg)  # DATASETS.COCO_VID, if the config names its own json
             names = MetadataCatalog.get(dataset).get("thing_classes", None)
         except Exception as e:  # e.g. the dataset's class file is not on this machine
             logger.warning(f"no class names from dataset {dataset!r} ({e}); labelling with class ids")

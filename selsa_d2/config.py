@@ -77,6 +77,12 @@ def add_selsa_config(cfg):
     # Relative sampling weights of the DATASETS.TRAIN entries (same length). Empty: plain
     # concatenation, every key frame equally likely (what mmtracking does for VID + DET).
     _C.DATASETS.TRAIN_SAMPLING_WEIGHTS = ()
+    # COCO-VID json datasets the config itself declares, as (name, json_file, image_root) triples,
+    # e.g. (("my_train", "ann/train.json", "frames/"), ("my_val", "ann/val.json", "frames/")).
+    # train_net.py and the video loaders register them (register_datasets_from_config) before
+    # DATASETS.TRAIN / TEST are read, so a json pair needs no code: name them in DATASETS.TRAIN /
+    # TEST. Classes come from each json's categories; paths are as given (relative: to the cwd).
+    _C.DATASETS.COCO_VID = ()
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.VID = CN()

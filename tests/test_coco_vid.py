@@ -235,6 +235,45 @@ def test_register_relative_root(root, names, monkeypatch):
     assert len(frames) == 3 and frames[0]["file_name"] == os.path.join(root, "Data", "VID", VAL_A, "000000.JPEG")
 
 
+def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path):
+    """DATASETS.COCO_VID: the loaders register the config's json datasets, then load them."""
+    from detectron2.config import get_cfg
+
+    from selsa_d2.config import add_selsa_config
+    from selsa_d2.data import build_video_test_loader, register_datasets_from_config
+    from selsa_d2.data.build import get_video_train_dataset_and_sampler
+
+    names += ["_t_cfg_train", "_t_cfg_val"]
+    image_root = os.path.join(root, "Data", "VID")
+    train_json, val_json = (os.path.join(converted, f"imagenet_vid_{s}.json") for s in ("train", "val"))
+    yaml_file = tmp_path / "pair.yaml"  # nested lists, as a YAML config writes them
+    yaml_file.write_text(f"DATASETS:\n  COCO_VID: [[_t_cfg_train, {train_json}, {image_root}]]\n"
+                         "  TRAIN: [_t_cfg_train]\nINPUT:\n  MIN_SIZE_TEST: 24\nDATALOADER:\n  NUM_WORKERS: 0\n"
+                         "  FILTER_EMPTY_ANNOTATIONS: False\nVERSION: 2\n")
+    cfg = add_selsa_config(get_cfg())
+    cfg.merge_from_file(str(yaml_file))
+    cfg.merge_from_list(["DATASETS.COCO_VID", repr(tuple(cfg.DATASETS.COCO_VID) + (("_t_cfg_val", val_json, image_root),)),
+                         "DATASETS.TEST", "('_t_cfg_val',)"])  # and as a command-line override (run_demo.py)
+    assert "_t_cfg_val" not in DatasetCatalog.list()
+
+    items = list(build_video_test_loader(cfg, "_t_cfg_val"))
+    assert [(b[0]["video_id"], b[0]["frame_id"]) for b in items] == [(1, 0), (1, 1), (1, 2)]
+    assert items[0][0]["image"].shape[1] == 24 and items[0][0]["file_name"].startswith(image_root)
+    assert MetadataCatalog.get("_t_cfg_val").thing_classes == IMAGENET_VID_CLASSES  # from the json's categories
+    train, _ = get_video_train_dataset_and_sampler(cfg)
+    assert [(f["video_id"], f["frame_id"]) for f in train] == [(1, 1), (1, 3), (2, 0)]
+    assert MetadataCatalog.get("_t_cfg_train").json_file == train_json
+
+    assert register_datasets_from_config(cfg) == ["_t_cfg_train", "_t_cfg_val"]  # again: nothing changes
+    clash = cfg.clone()
+    clash.DATASETS.COCO_VID = (("_t_cfg_val", train_json, image_root),)
+    with pytest.raises(ValueError, match="'_t_cfg_val' is already registered with other files"):
+        register_datasets_from_config(clash)
+    clash.DATASETS.COCO_VID = (("_t_cfg_other", train_json),)
+    with pytest.raises(ValueError, match=r"DATASETS.COCO_VID\[0\] must be a \(name, json_file, image_root\) triple"):
+        register_datasets_from_config(clash)
+
+
 def test_register_argument_errors(root):
     with pytest.raises(ValueError, match="exactly one of json_file and raw_root"):
         register_vid_dataset("_t_x", raw_root=root, json_file="a.json", image_root=root)

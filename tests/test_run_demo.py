@@ -1,5 +1,6 @@
 """The demo's comparison table (tools/run_demo.py)."""
 import json
+import os
 
 from repo_scripts import load_script
 
@@ -141,3 +142,76 @@ def test_study_table_signs_only_differences():
 def test_schedule_of_a_few_iterations_stays_valid():
     for iters, steps in ((4, "(3,)"), (2, "(1,)"), (1, "()"), (13, "(9, 11)")):
         assert dict(zip(*[iter(run_demo.schedule_opts(iters))] * 2))["SOLVER.STEPS"] == steps
+
+
+# ------------------------------------------------------------------------------ a COCO-VID json pair
+def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch, capsys):
+    """--train-json/--val-json/--image-root: argument checks, the options every train_net.py step
+    gets (merged as train_net.py merges them, they register the pair and load it), summary.json."""
+    import pytest
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from fixtures_ilsvrc import make_ilsvrc_fixture
+    from selsa_d2.config import add_selsa_config
+    from selsa_d2.data import register_datasets_from_config, unregister_vid_dataset
+
+    root = make_ilsvrc_fixture(str(tmp_path / "ILSVRC"))
+    ann = tmp_path / "ann"
+    assert load_script("datasets/prepare_imagenet_vid.py").main(["--root", root, "--out", str(ann), "--no-progress"]) == 0
+    pair = ["--train-json", str(ann / "imagenet_vid_train.json"), "--val-json", str(ann / "imagenet_vid_val.json"),
+            "--image-root", str(tmp_path / "ILSVRC" / "Data" / "VID")]
+    out = ["--out", str(tmp_path / "out"), "--no-render"]
+
+    for argv, message in ((pair[:2], "missing: --val-json, --image-root"),
+                          (["--dataset-root", root] + pair, "--dataset-root and --train-json / --val-json")):
+        with pytest.raises(SystemExit):
+            run_demo.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+    c = run_demo.comparison_from_args(run_demo.parse_args(pair + out + ["SOLVER.BASE_LR", "0.01"]))
+    assert c.dataset_dir is None and c.coco_vid.val_json == ann / "imagenet_vid_val.json"
+    assert c.env().get("DETECTRON2_DATASETS") == os.environ.get("DETECTRON2_DATASETS")  # no link
+    opts = [str(o) for o in c.common_opts()]
+    assert opts[opts.index("MODEL.ROI_HEADS.NUM_CLASSES") + 1] == "30" and opts[-2:] == ["SOLVER.BASE_LR", "0.01"]
+    cfg = add_selsa_config(get_cfg())  # as train_net.py builds every step's config
+    cfg.merge_from_file(str(run_demo.REPO / run_demo.SELSA_CONFIG))
+    cfg.merge_from_list(opts)
+    assert cfg.DATASETS.TRAIN == (run_demo.JSON_TRAIN_NAME,) and cfg.DATASETS.TEST == (run_demo.JSON_VAL_NAME,)
+    try:
+        assert register_datasets_from_config(cfg) == [run_demo.JSON_TRAIN_NAME, run_demo.JSON_VAL_NAME]
+        assert len(DatasetCatalog.get(run_demo.JSON_VAL_NAME)) == 3
+        assert MetadataCatalog.get(run_demo.JSON_TRAIN_NAME).image_root == str(tmp_path / "ILSVRC" / "Data" / "VID")
+    finally:
+        for name in (run_demo.JSON_TRAIN_NAME, run_demo.JSON_VAL_NAME):
+            unregister_vid_dataset(name)
+
+    # main without training: the comparison it runs, and what summary.json records
+    ran = []
+
+    def fake_run(c, progress):
+        ran.append(c)
+        return run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)), c)
+
+    monkeypatch.setattr(run_demo, "run_comparison", fake_run)
+    assert run_demo.main(pair + out) == 0
+    assert ran[0].coco_vid == c.coco_vid and ran[0].budget == run_demo.Budget()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["run"]["dataset"] == {"train_json": str(ann / "imagenet_vid_train.json"),
+                                         "val_json": str(ann / "imagenet_vid_val.json"),
+                                         "image_root": str(tmp_path / "ILSVRC" / "Data" / "VID")}
+    assert "Results on demo_coco_vid_val" in capsys.readouterr().out
+
+    # bad pairs stop before any step, naming the file
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "categories": [], "annotations": []}))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"images": [], "categories": [{"id": 1, "name": "cat"}], "annotations": []}))
+    for swap, message in ((str(tmp_path / "nope.json"), r"--val-json .*nope.json does not exist"),
+                          (str(empty), r"empty.json has no categories"),
+                          (str(other), r"imagenet_vid_train.json and .*other.json have different categories")):
+        with pytest.raises(SystemExit, match=message):
+            run_demo.main(pair[:3] + [swap] + pair[4:] + out)
+    with pytest.raises(SystemExit, match="--image-root .*nowhere is not a directory"):
+        run_demo.main(pair[:5] + [str(tmp_path / "nowhere")] + out)
+    assert len(ran) == 1

@@ -15,6 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
 from selsa_d2 import add_selsa_config
+from selsa_d2.data import register_datasets_from_config
 from selsa_d2.predictor import VideoPredictor
 
 SCORE_THRESHOLD = 0.5
@@ -27,6 +28,7 @@ def _load_cfg(config: str, weights: Path, device: str, opts: Sequence[str]):
     cfg.merge_from_file(config)
     cfg.merge_from_list(list(opts) + ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", device])
     cfg.freeze()
+    register_datasets_from_config(cfg)
     return cfg
 
 

@@ -2,7 +2,9 @@
 """The main job (`make demo`): single-frame Faster R-CNN vs SELSA on a video dataset, same start.
 
 1. generates the synthetic dataset (raw ILSVRC VID layout) unless it is already there, or uses
-   yours (``--dataset-root DIR``: raw ILSVRC VID layout with ``classes.txt``);
+   yours: ``--dataset-root DIR`` (raw ILSVRC VID layout with ``classes.txt``) or
+   ``--train-json A --val-json B --image-root DIR`` (a COCO-VID json pair, registered in every
+   step through the config key ``DATASETS.COCO_VID``);
 2. shared start: trains the tiny single-frame detector (``configs/synthetic/faster_rcnn_tiny.yaml``);
 3. continues that checkpoint for the same number of iterations twice: as the single-frame
    detector, and as SELSA (``selsa_tiny.yaml``: only the aggregators are new, their output fc
@@ -23,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -33,6 +35,9 @@ SELSA_CONFIG = "configs/synthetic/selsa_tiny.yaml"
 # The dataset names the synthetic configs use; train_net.py registers them under
 # $DETECTRON2_DATASETS/synthetic_vid (selsa_d2/data/datasets.py).
 DATASET_DIRNAME = "synthetic_vid"
+
+# The names a COCO-VID json pair is registered under (DATASETS.COCO_VID) in every step.
+JSON_TRAIN_NAME, JSON_VAL_NAME = "demo_coco_vid_train", "demo_coco_vid_val"
 
 # (key, label): the evaluated models, in table order.
 MODELS = (
@@ -142,26 +147,93 @@ def datasets_root_for(dataset_dir: Path, work_dir: Path) -> Path:
     return root
 
 
+@dataclass
+class CocoVidPair:
+    """A COCO-VID json pair (mmtracking's format): the training and the validation split, images
+    under one root. Every step registers it through ``DATASETS.COCO_VID`` (as
+    ``JSON_TRAIN_NAME`` / ``JSON_VAL_NAME``) and trains / evaluates on it."""
+
+    train_json: Path
+    val_json: Path
+    image_root: Path
+    _num_classes: Optional[int] = field(default=None, init=False, repr=False, compare=False)
+
+    def num_classes(self) -> int:
+        """The json's category count, checked once: both files exist and have the same categories,
+        the image root is a directory. Errors name the file."""
+        if self._num_classes is None:
+            from selsa_d2.data import read_coco_vid_categories  # noqa: E402  (imports torch: only here)
+
+            if not self.image_root.is_dir():
+                raise FileNotFoundError(f"--image-root {self.image_root} is not a directory")
+            classes = {}
+            for flag, path in (("--train-json", self.train_json), ("--val-json", self.val_json)):
+                if not path.is_file():
+                    raise FileNotFoundError(f"{flag} {path} does not exist")
+                classes[flag] = read_coco_vid_categories(str(path))
+                if not classes[flag][0]:
+                    raise ValueError(f"{path} has no categories: the demo takes the class count from them")
+            if classes["--train-json"] != classes["--val-json"]:
+                raise ValueError(
+                    f"{self.train_json} and {self.val_json} have different categories "
+                    f"({classes['--train-json'][0]} vs {classes['--val-json'][0]}): the model's class indices "
+                    "follow the training json's, so the validation json needs the same categories in the same order"
+                )
+            self._num_classes = len(classes["--train-json"][0])
+        return self._num_classes
+
+    def opts(self) -> List[str]:
+        """Config options that register the pair and train / evaluate on it."""
+        triples = ((JSON_TRAIN_NAME, str(self.train_json), str(self.image_root)),
+                   (JSON_VAL_NAME, str(self.val_json), str(self.image_root)))
+        return ["DATASETS.COCO_VID", repr(triples), "DATASETS.TRAIN", repr((JSON_TRAIN_NAME,)),
+                "DATASETS.TEST", repr((JSON_VAL_NAME,))]
+
+
 # ------------------------------------------------------------------------------------- training
 @dataclass
 class Comparison:
-    """Where one shared-start comparison lives and how it is run (see :func:`run_comparison`)."""
+    """Where one shared-start comparison lives and how it is run (see :func:`run_comparison`).
+
+    The dataset is ``dataset_dir`` (raw ILSVRC VID layout with ``classes.txt``, used under the
+    synthetic configs' dataset names) or, when ``coco_vid`` is given (``dataset_dir`` None), a
+    COCO-VID json pair."""
 
     out_dir: Path
-    dataset_dir: Path
+    dataset_dir: Optional[Path]
     budget: Budget
     seed: int = 0
     device: str = "cpu"
     opts: Sequence[str] = ()
     log: Optional[Path] = None  # None: train_net.py output goes to the console
+    coco_vid: Optional[CocoVidPair] = None
+
+    def __post_init__(self):
+        if (self.dataset_dir is None) == (self.coco_vid is None):
+            raise ValueError("Comparison needs exactly one of dataset_dir and coco_vid")
 
     def env(self) -> Dict[str, str]:
-        root = datasets_root_for(self.dataset_dir, self.out_dir)
-        return dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.dataset_dir is not None:
+            env["DETECTRON2_DATASETS"] = str(datasets_root_for(self.dataset_dir, self.out_dir))
+        return env
 
     def common_opts(self) -> List:
-        return ["MODEL.DEVICE", self.device, "SEED", self.seed,
-                "MODEL.ROI_HEADS.NUM_CLASSES", count_classes(self.dataset_dir)] + list(self.opts)
+        if self.coco_vid is not None:
+            dataset = ["MODEL.ROI_HEADS.NUM_CLASSES", self.coco_vid.num_classes()] + self.coco_vid.opts()
+        else:
+            dataset = ["MODEL.ROI_HEADS.NUM_CLASSES", count_classes(self.dataset_dir)]
+        return ["MODEL.DEVICE", self.device, "SEED", self.seed] + dataset + list(self.opts)
+
+    def val_dataset(self) -> str:
+        """The evaluated dataset's registered name."""
+        return JSON_VAL_NAME if self.coco_vid is not None else f"{DATASET_DIRNAME}_val"
+
+    def dataset_record(self):
+        """What summary.json records as the dataset."""
+        if self.coco_vid is not None:
+            return {k: str(getattr(self.coco_vid, k)) for k in ("train_json", "val_json", "image_root")}
+        return str(self.dataset_dir)
 
 
 def train(c: Comparison, key: str, config: str, iters: int, init: Optional[Path]) -> Path:
@@ -235,7 +307,7 @@ def gains(results: dict) -> dict:
 def summarize(results: dict, c: Optional[Comparison] = None) -> dict:
     summary = {"models": results, **gains(results)}
     if c is not None:
-        summary["run"] = {"seed": c.seed, "dataset": str(c.dataset_dir), **asdict(c.budget)}
+        summary["run"] = {"seed": c.seed, "dataset": c.dataset_record(), **asdict(c.budget)}
     return summary
 
 
@@ -273,7 +345,7 @@ def format_gains(summary: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------- main
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="output/demo", help="where models, metrics and renders go")
     parser.add_argument("--data-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
@@ -282,6 +354,12 @@ def main(argv=None) -> int:
                         help="your own dataset instead of the generated one: the raw ILSVRC VID layout "
                              "(Data/VID, Annotations/VID, Lists/VID_train_15frames.txt, Lists/VID_val_videos.txt) "
                              "with a classes.txt; the class count is taken from it")
+    parser.add_argument("--train-json", default=None,
+                        help="your own dataset as a COCO-VID json pair (mmtracking's format): the training json "
+                             "(with --val-json and --image-root; not with --dataset-root); the class count is taken "
+                             "from its categories")
+    parser.add_argument("--val-json", default=None, help="the validation json of the pair (same categories)")
+    parser.add_argument("--image-root", default=None, help="the directory the jsons' file_name are relative to")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared-iters", type=int, default=Budget.shared_iters)
@@ -289,19 +367,50 @@ def main(argv=None) -> int:
     parser.add_argument("--no-render", action="store_true", help="skip the video and still")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)")
     args = parser.parse_args(argv)
+    json_flags = {"--train-json": args.train_json, "--val-json": args.val_json, "--image-root": args.image_root}
+    given = [flag for flag, value in json_flags.items() if value is not None]
+    if given and args.dataset_root is not None:
+        parser.error(f"--dataset-root and {' / '.join(given)} are two ways to give your dataset: use one")
+    if given and len(given) < len(json_flags):
+        parser.error(f"a COCO-VID json pair needs --train-json, --val-json and --image-root (missing: "
+                     f"{', '.join(f for f in json_flags if f not in given)})")
+    return args
 
-    start = time.time()
+
+def comparison_from_args(args: argparse.Namespace) -> Comparison:
+    """The comparison the arguments ask for (its dataset: the json pair, ``--dataset-root`` or the
+    synthetic one under ``--data-root``, not generated here)."""
+    budget = Budget(args.shared_iters, args.continue_iters)
+    kwargs = dict(seed=args.seed, device=args.device, opts=args.opts)
     out_dir = (REPO / args.out).resolve()
+    absolute = lambda p: Path(p).expanduser().resolve()  # noqa: E731  (steps run in the repository)
+    if args.train_json is not None:
+        pair = CocoVidPair(absolute(args.train_json), absolute(args.val_json), absolute(args.image_root))
+        return Comparison(out_dir, None, budget, coco_vid=pair, **kwargs)
     if args.dataset_root is not None:
-        dataset_dir = Path(args.dataset_root).expanduser().resolve()
-        banner(f"1/8 dataset: {dataset_dir} ({count_classes(dataset_dir)} classes)")
-    else:
-        dataset_dir = (REPO / args.data_root).resolve() / DATASET_DIRNAME
-        banner("1/8 synthetic video dataset")
-        _load_generator().generate(dataset_dir, **_load_generator().VARIANTS["demo"])
+        return Comparison(out_dir, absolute(args.dataset_root), budget, **kwargs)
+    return Comparison(out_dir, (REPO / args.data_root).resolve() / DATASET_DIRNAME, budget, **kwargs)
 
-    c = Comparison(out_dir, dataset_dir, Budget(args.shared_iters, args.continue_iters), seed=args.seed,
-                   device=args.device, opts=args.opts)
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.time()
+    c = comparison_from_args(args)
+    out_dir = c.out_dir
+    if c.coco_vid is not None or args.dataset_root is not None:
+        try:  # the user's dataset: checked before any step, one line naming the file
+            if c.coco_vid is not None:
+                p = c.coco_vid
+                banner(f"1/8 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
+                       f"({p.num_classes()} classes)")
+            else:
+                banner(f"1/8 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"run_demo.py: error: {e}") from None
+    else:
+        banner("1/8 synthetic video dataset")
+        _load_generator().generate(c.dataset_dir, **_load_generator().VARIANTS["demo"])
+
     steps = itertools.count(2)
     summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/8 {text}"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +423,8 @@ def main(argv=None) -> int:
     renders = []
     if not args.no_render:
         banner("8/8 rendering single-frame vs SELSA on a validation video")
-        os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
+        if c.dataset_dir is not None:
+            os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
         sys.path.insert(0, str(REPO / "tools"))
         from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
 
@@ -325,7 +435,7 @@ def main(argv=None) -> int:
             out_dir, device=args.device, opts=opts,
         )
 
-    banner(f"Results on synthetic_vid_val (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
+    banner(f"Results on {c.val_dataset()} (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
            f"after {(time.time() - start) / 60:.1f} min")
     print(table)
     print()

@@ -10,7 +10,13 @@ from .coco_vid import (
     read_coco_vid_categories,
     write_coco_vid_json,
 )
-from .datasets import BUILTIN_VID_DATASETS, register_all_builtin, register_vid_dataset, unregister_vid_dataset
+from .datasets import (
+    BUILTIN_VID_DATASETS,
+    register_all_builtin,
+    register_datasets_from_config,
+    register_vid_dataset,
+    unregister_vid_dataset,
+)
 from .frame_index import VideoFrameIndex, get_frame_index, register_frame_index, unregister_frame_index
 from .ilsvrc import load_ilsvrc_det, load_ilsvrc_vid, load_ilsvrc_vid_frames, parse_ilsvrc_xml
 from .sampling import TestReferenceSampler, sample_train_refs

@@ -12,6 +12,8 @@
 * Test: one frame per item, batch size 1, frames of a video in order, one video after another;
   :class:`VideoInferenceSampler` gives each process whole videos, so the stateful per-video
   inference engine works with multi-process evaluation.
+
+Both first register the config's own COCO-VID datasets (``DATASETS.COCO_VID``).
 """
 import itertools
 import logging
@@ -24,6 +26,7 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 from torch.utils.data import Sampler
 
+from .datasets import register_datasets_from_config
 from .video_mapper import VideoDatasetMapper
 
 __all__ = [
@@ -62,6 +65,7 @@ def get_video_train_dataset_and_sampler(cfg):
     Returns:
         (list[dict], Sampler or None)
     """
+    register_datasets_from_config(cfg)
     names = list(cfg.DATASETS.TRAIN)
     weights = list(cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS)
     filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
@@ -104,6 +108,7 @@ def build_video_test_loader(cfg, dataset_name: str, mapper=None):
     """Test loader over every frame of ``dataset_name``: batch size 1, sorted by
     ``(video_id, frame_id)``, each process getting whole videos (:class:`VideoInferenceSampler`),
     ``DATALOADER.NUM_WORKERS`` workers."""
+    register_datasets_from_config(cfg)
     dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
     dataset = sorted(dataset, key=lambda d: (d["video_id"], d["frame_id"]))
     if mapper is None:

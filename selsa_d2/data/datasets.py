@@ -30,7 +30,13 @@ from .ilsvrc import default_list_file, load_ilsvrc_det, load_ilsvrc_vid_frames
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["register_vid_dataset", "unregister_vid_dataset", "register_all_builtin", "BUILTIN_VID_DATASETS"]
+__all__ = [
+    "register_vid_dataset",
+    "unregister_vid_dataset",
+    "register_datasets_from_config",
+    "register_all_builtin",
+    "BUILTIN_VID_DATASETS",
+]
 
 _CLASS_SOURCES: Dict[str, Callable[[], Tuple[List[str], List[str]]]] = {}
 
@@ -220,6 +226,36 @@ def unregister_vid_dataset(name: str) -> None:
         MetadataCatalog.remove(name)
     unregister_frame_index(name)
     _CLASS_SOURCES.pop(name, None)
+
+
+def register_datasets_from_config(cfg) -> List[str]:
+    """Register the COCO-VID datasets of ``cfg.DATASETS.COCO_VID`` (``(name, json_file, image_root)``
+    triples; see ``add_selsa_config``) with :func:`register_vid_dataset`; returns their names.
+
+    Called by train_net.py and the video loaders, so a config can name its own json datasets in
+    ``DATASETS.TRAIN`` / ``TEST``. Idempotent: a name already registered with the same json and
+    image root is left alone; one registered with other files is an error (pick another name).
+    """
+    names = []
+    for i, entry in enumerate(cfg.DATASETS.get("COCO_VID", ())):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(x, str) and x for x in entry)):
+            raise ValueError(
+                f"DATASETS.COCO_VID[{i}] must be a (name, json_file, image_root) triple of non-empty strings, "
+                f"got {entry!r}"
+            )
+        name, json_file, image_root = entry
+        if name in DatasetCatalog.list():
+            md = MetadataCatalog.get(name)
+            registered = (md.get("json_file", None), md.get("image_root", None))
+            if registered != (json_file, image_root):
+                raise ValueError(
+                    f"DATASETS.COCO_VID[{i}]: dataset {name!r} is already registered with other files "
+                    f"(json_file={registered[0]!r}, image_root={registered[1]!r}); give this json another name"
+                )
+        else:
+            register_vid_dataset(name, json_file=json_file, image_root=image_root)
+        names.append(name)
+    return names
 
 
 def _datasets_root() -> str:
