@@ -35,6 +35,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def load_recording_incompatible_keys(model, path):
+    """Load ``path`` into ``model`` with Detectron2's checkpointer; return its incompatible keys."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    incompatible = []
+
+    class _Checkpointer(DetectionCheckpointer):
+        def _log_incompatible_keys(self, inc):
+            incompatible.append(inc)
+            super()._log_incompatible_keys(inc)
+
+    _Checkpointer(model).load(str(path))
+    return incompatible[0]
+
+
 def _key_list(name):
     with open(REF_DIR / f"selsa_{name}_dc5_state_dict_keys.json") as f:
         return [(k, tuple(s)) for k, s in json.load(f)["keys"]]
@@ -409,7 +424,6 @@ needs_model = pytest.mark.skipif(not _model_available(), reason="selsa_d2.modeli
 @pytest.fixture(scope="module")
 def loaded_model(r50_sd, tmp_path_factory):
     """Full-size R-50-DC5 SELSA built from cfg, weights loaded through DetectionCheckpointer."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     path = tmp_path_factory.mktemp("ckpt") / "mmtrack.pth"
@@ -420,15 +434,7 @@ def loaded_model(r50_sd, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(_mmtrack_cfg()).eval()
 
-    incompatible = []
-
-    class _Checkpointer(DetectionCheckpointer):
-        def _log_incompatible_keys(self, inc):
-            incompatible.append(inc)
-            super()._log_incompatible_keys(inc)
-
-    _Checkpointer(model).load(str(path))
-    return model, incompatible[0]
+    return model, load_recording_incompatible_keys(model, path)
 
 
 @needs_model
@@ -628,7 +634,6 @@ def test_troi_cli_roundtrip(tmp_path):
 def test_troi_checkpoint_loads_exactly_and_matches_mmtrack(troi_sd, tmp_path):
     """A converted random TRoI checkpoint: no missing / unexpected keys in SelsaTRoIROIHeads, and
     its Temporal RoI Align and 3-FC box head compute what mmtracking's do with those tensors."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
     from test_temporal_roi_align import mmtrack_most_similar_roi_align, mmtrack_temporal_aggregation
 
@@ -637,15 +642,7 @@ def test_troi_checkpoint_loads_exactly_and_matches_mmtrack(troi_sd, tmp_path):
     convert_mmtrack_checkpoint(str(src), str(path), _troi_cfg())
     torch.manual_seed(0)
     model = build_model(_troi_cfg()).eval()
-    incompatible = []
-
-    class _Checkpointer(DetectionCheckpointer):
-        def _log_incompatible_keys(self, inc):
-            incompatible.append(inc)
-            super()._log_incompatible_keys(inc)
-
-    _Checkpointer(model).load(str(path))
-    inc = incompatible[0]
+    inc = load_recording_incompatible_keys(model, path)
     assert inc.missing_keys == [] and inc.unexpected_keys == [] and inc.incorrect_shapes == []
 
     g = torch.Generator().manual_seed(5)
