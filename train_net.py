@@ -19,10 +19,12 @@ import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
+from selsa_d2.cpu_allocator import retain_freed_cpu_memory
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.data import build_video_test_loader, build_video_train_loader, register_datasets_from_config
 from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device, fall_back_to_cpu
@@ -103,6 +105,11 @@ def setup(args):
     fall_back_to_cpu(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup configures the "detectron2" and "fvcore" loggers only; without this, this
+    # script's and the package's INFO lines (logger "selsa_d2") went nowhere.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="selsa_d2")
+    if cfg.MODEL.DEVICE == "cpu" and cfg.RETAIN_FREED_CPU_MEMORY and retain_freed_cpu_memory():
+        logger.info("RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)")
     register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
     return cfg
 

@@ -9,6 +9,8 @@ import pytest
 from repo_scripts import load_script
 import torch
 
+from selsa_d2 import cpu_allocator
+
 REPO = Path(__file__).resolve().parents[1]
 SELSA_CFG = "configs/synthetic/selsa_tiny.yaml"
 BASELINE_CFG = "configs/synthetic/faster_rcnn_tiny.yaml"
@@ -63,6 +65,13 @@ def test_training_decreases_loss(trained_selsa):
     assert losses[-1] < 0.75 * losses[0], f"total loss did not decrease: {losses}"
     assert (trained_selsa / "model_final.pth").exists()
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_cpu_run_logs_the_package_and_retains_freed_memory(trained_selsa):
+    log = (trained_selsa / "log.txt").read_text()
+    retained = "selsa_d2 INFO: RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory" in log
+    assert retained == cpu_allocator.is_glibc()
+    assert "selsa_d2.data.frame_index INFO: Frame index of synthetic_vid_train" in log
 
 
 def test_eval_only_writes_vid_metrics(data_root, trained_selsa, tmp_path):
