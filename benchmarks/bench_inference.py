@@ -557,6 +557,7 @@ def parse_args(argv=None):
     p.add_argument("--troi-only", action="store_true", help="time only Temporal RoI Align (no SELSA phases)")
     p.add_argument("--troi-repeat", type=int, help="passes of the TRoI phase; the median is reported (default 2)")
     p.add_argument("--seed", type=int, default=0)
+    common.add_cpu_malloc_arg(p)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     common.finish_args(p, args, PRESETS)

@@ -157,6 +157,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4, help="SGD learning rate (small: random weights)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
+    common.add_cpu_malloc_arg(p)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     common.finish_args(p, args, PRESETS)

@@ -19,7 +19,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.utils.file_io import PathManager
 
-from selsa_d2 import testing
+from selsa_d2 import cpu_allocator, testing
 from selsa_d2.config import add_selsa_config
 from selsa_d2.modeling import ReferenceMemory
 
@@ -62,11 +62,27 @@ def finish_args(parser, args, presets: Dict[str, Dict]):
     return args
 
 
+def add_cpu_malloc_arg(parser):
+    parser.add_argument(
+        "--cpu-malloc", choices=("retain", "default"), default="retain",
+        help="retain: glibc keeps freed memory for reuse, as train_net.py does on the CPU "
+             "(RETAIN_FREED_CPU_MEMORY, selsa_d2.cpu_allocator); default: glibc's own settings",
+    )  # fmt: skip
+
+
+# What start_run set for glibc malloc; reported with the hardware.
+_cpu_malloc = "default"
+
+
 def start_run(args):
-    """Logging and torch threads for a benchmark run."""
+    """Logging, torch threads and (``--cpu-malloc retain`` on the CPU) malloc for a benchmark run."""
+    global _cpu_malloc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "cpu_malloc", "default") == "retain" and not args.device.startswith("cuda"):
+        if cpu_allocator.retain_freed_cpu_memory():
+            _cpu_malloc = "retain"
 
 
 # random weights and synthetic frames are shared with the tests (selsa_d2.testing)
@@ -95,6 +111,12 @@ def autocast(device: str, enabled: bool):
     return torch.autocast(dev, dtype=torch.float16 if dev == "cuda" else torch.bfloat16)
 
 
+def _cpu_bytes_in_use() -> int:
+    """Bytes malloc has handed out (glibc); the process RSS where that count is not available."""
+    in_use = cpu_allocator.malloc_bytes_in_use()
+    return _current_rss() if in_use is None else in_use
+
+
 def _current_rss() -> int:
     """Resident set size of this process in bytes (Linux /proc; 0 where unavailable)."""
     try:
@@ -108,8 +130,9 @@ class PeakMemory:
     """Peak memory above the level at ``__enter__``, in bytes (``.delta``).
 
     CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (exact).
-    CPU: the process RSS, sampled by a background thread every ``interval`` seconds (a lower
-    bound of the true peak; allocator caching makes RSS an approximation).
+    CPU: the bytes glibc malloc has handed out (``mallinfo2``; the process RSS elsewhere),
+    sampled by a background thread every ``interval`` seconds: a lower bound of the true peak,
+    and unlike RSS independent of how much freed memory the allocator keeps (``--cpu-malloc``).
     """
 
     def __init__(self, device: str, interval: float = 0.005):
@@ -124,14 +147,14 @@ class PeakMemory:
             self._start = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
-            self._start = self._peak = _current_rss()
+            self._start = self._peak = _cpu_bytes_in_use()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
 
     def _sample(self):
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, _current_rss())
+            self._peak = max(self._peak, _cpu_bytes_in_use())
 
     def __exit__(self, *exc):
         if self.cuda:
@@ -140,7 +163,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, _current_rss())
+            self._peak = max(self._peak, _cpu_bytes_in_use())
             self.delta = self._peak - self._start
         return False
 
@@ -188,6 +211,7 @@ def hardware_info(device: str) -> Dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_malloc": _cpu_malloc,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -213,7 +237,8 @@ def now_iso() -> str:
 
 def hardware_line(hw: Dict) -> str:
     where = hw.get("gpu") or f"{hw['cpu']} ({hw['cpu_count']} cores)"
-    return f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}"
+    return (f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}, "
+            f"CPU malloc {hw.get('cpu_malloc', 'default')}")
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
