@@ -41,8 +41,10 @@ Per-frame time = a variant's total time over the video / frames, median over ``-
 in one burst, so a change of machine load during it weighs on them and not on the baseline; this
 estimate charges every frame computation (and every baseline call) the median over the pass and
 takes the rest (attention, heads) as measured.
-Memory: per call, the peak above the level before the call (CUDA ``max_memory_allocated``, CPU
-sampled RSS); the engine's cache (frames and MB held between frames); and a memory phase running
+Memory: per call, the peak above the level before the call (CUDA: ``max_memory_allocated`` of
+the timed calls; CPU: malloc's bytes in use, sampled during a separate untimed pass of each
+variant alone over the first ``--recompute-frames`` frames, because the sampling thread would
+slow the timed calls; see ``common.memory_sampling_disturbs_timing``); the engine's cache (frames and MB held between frames); and a memory phase running
 the cached engine alone over videos of ``--mem-frames`` lengths, showing memory bounded by the
 reference count, not by the video length.
 """
@@ -186,6 +188,9 @@ class Variant:
         self.peak_call_bytes = 0
         self.peak_cache_bytes = 0
         self._seconds = self._frames = 0
+        # the last timing pass's engine statistics (a later memory pass leaves them alone)
+        self.frames_computed = self.peak_cache_frames = None
+        self.proposal_counts: List[int] = []
 
     def start_pass(self):
         self._seconds, self._frames = 0.0, 0
@@ -197,6 +202,10 @@ class Variant:
             self.shared.reset_stats()
 
     def end_pass(self, length: int):
+        if self.engine is not None:
+            self.frames_computed, self.peak_cache_frames = self.engine.frames_computed, self.engine.peak_cache_size
+        if self.shared is not None:
+            self.proposal_counts = list(self.shared.proposal_counts)
         charged = self.shared.charged_seconds if self.shared is not None else 0.0
         frames = max(1, self._frames)
         total = self._seconds + charged
@@ -256,14 +265,15 @@ def build_models(args):
     return selsa, baseline
 
 
-def _timed_call(variant: Variant, inp: Dict, args):
-    with common.PeakMemory(args.device) as pm, common.Stopwatch(args.device) as sw:
+def _timed_call(variant: Variant, inp: Dict, args, memory: bool):
+    with common.PeakMemory(args.device, enabled=memory) as pm, common.Stopwatch(args.device) as sw:
         with torch.no_grad(), common.autocast(args.device, args.amp):
             variant.run([inp])
     variant._seconds += sw.seconds
     variant._call_seconds.append(sw.seconds)
     variant._frames += 1
-    variant.peak_call_bytes = max(variant.peak_call_bytes, pm.delta)
+    if memory:
+        variant.peak_call_bytes = max(variant.peak_call_bytes, pm.delta)
     if variant.engine is not None:
         variant.peak_cache_bytes = max(variant.peak_cache_bytes, common.engine_cache_bytes(variant.engine))
 
@@ -299,6 +309,7 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
         one = common.frame_dict(video, 0, length, image=images[0])
         baseline([one])
         selsa.video_engine.process([{k: v for k, v in one.items() if k not in ("video_id", "frame_id", "video_length")}])
+    separate_memory = common.memory_sampling_disturbs_timing(args.device)
     for rep in range(args.repeat):
         store.clear()
         for v in variants:
@@ -307,12 +318,31 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
             k = t % len(variants)
             for v in variants[k:] + variants[:k]:
                 if v.applies(t):
-                    _timed_call(v, _video_input(video, images, t, length, v.sampler), args)
+                    _timed_call(v, _video_input(video, images, t, length, v.sampler), args, memory=not separate_memory)
             logger.info("pass %d frame %d/%d done", rep + 1, t + 1, length)
         for v in variants:
             v.end_pass(length)
     store.clear()
+    if separate_memory:
+        call_memory_pass(args, [v for v in variants if not v.name.startswith("sweep_")], video, images)
     return variants
+
+
+def call_memory_pass(args, variants: List[Variant], video, images):
+    """Peak memory per call on the CPU, untimed: each variant alone over the first
+    ``--recompute-frames`` frames of the video (frame 0 included: the cached engine computes the
+    references supplied with it), sampled by :class:`common.PeakMemory`."""
+    length = args.frames
+    for v in variants:
+        if v.engine is not None:
+            v.engine.reset()
+        for t in range(min(args.recompute_frames, length)):
+            with common.PeakMemory(args.device) as pm, torch.no_grad(), common.autocast(args.device, args.amp):
+                v.run([_video_input(video, images, t, length, v.sampler)])
+            v.peak_call_bytes = max(v.peak_call_bytes, pm.delta)
+        if v.engine is not None:
+            v.engine.reset()
+        logger.info("call memory: %s done", v.name)
 
 
 def memory_phase(args, selsa, video) -> List[Dict]:
@@ -442,8 +472,8 @@ def summarize(variants: List[Variant], args) -> Dict:
             "extrapolated": v.max_frames is not None and v._frames < args.frames,
         }  # fmt: skip
         if v.engine is not None:
-            out["frames_computed"] = v.engine.frames_computed
-            out["peak_cache_frames"] = v.engine.peak_cache_size
+            out["frames_computed"] = v.frames_computed
+            out["peak_cache_frames"] = v.peak_cache_frames
             out["peak_cache_mb"] = common.mb(v.peak_cache_bytes)
         return out
 
@@ -451,7 +481,7 @@ def summarize(variants: List[Variant], args) -> Dict:
     main_rows = [r for r in rows if not r["name"].startswith("sweep_")]
     sweep_rows = [r for r in rows if r["name"].startswith("sweep_")]
     cached = next(r for r in rows if r["name"] == "selsa_cached")
-    props = next(v.shared.proposal_counts for v in variants if v.name == "selsa_cached")
+    props = next(v.proposal_counts for v in variants if v.name == "selsa_cached")
     return {
         "baseline": main_rows[0],
         "variants": main_rows[1:],

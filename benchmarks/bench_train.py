@@ -13,7 +13,9 @@ baseline gets the same key frames and ignores the references). Random weights, n
 downloaded; the baseline starts from SELSA's weights. The two models alternate iteration by
 iteration (the order swaps every round) after ``--warmup`` untimed iterations each; the median
 per-iteration time is reported with its ratio to the baseline's. Memory: per iteration, the peak
-above the level before it (CUDA ``max_memory_allocated``, CPU sampled RSS).
+above the level before it (CUDA ``max_memory_allocated`` of the timed iterations; CPU: malloc's
+bytes in use, sampled during one extra untimed iteration per model, see
+``common.memory_sampling_disturbs_timing``).
 """
 
 import argparse
@@ -78,8 +80,9 @@ class Trainee:
         self.peak_bytes = 0
         self.last_loss = float("nan")
 
-    def step(self, batch, args, record: bool):
-        with common.PeakMemory(args.device) as pm, common.Stopwatch(args.device) as sw:
+    def step(self, batch, args, timed: bool, memory: bool):
+        """One iteration; ``timed``: record its time, ``memory``: measure and record its peak."""
+        with common.PeakMemory(args.device, enabled=memory) as pm, common.Stopwatch(args.device) as sw:
             with common.autocast(args.device, args.amp):
                 losses = self.model(batch)
                 loss = sum(losses.values())
@@ -90,8 +93,9 @@ class Trainee:
         self.last_loss = float(loss.detach())
         if not math.isfinite(self.last_loss):
             raise FloatingPointError(f"bench_train: {self.name} loss became {self.last_loss}: {losses}")
-        if record:
+        if timed:
             self.iter_ms.append(1000.0 * sw.seconds)
+        if memory:
             self.peak_bytes = max(self.peak_bytes, pm.delta)
 
 
@@ -171,14 +175,18 @@ def main(argv=None) -> Dict:
     common.start_run(args)
     trainees, cfg = build_trainees(args)
     batch = synthetic_batch(args, cfg.MODEL.ROI_HEADS.NUM_CLASSES, args.seed)
+    separate_memory = common.memory_sampling_disturbs_timing(args.device)
     with EventStorage(0):
         for t in trainees:
             for _ in range(args.warmup):
-                t.step(batch, args, record=False)
+                t.step(batch, args, timed=False, memory=False)
         for i in range(args.iters):
             for t in trainees if i % 2 == 0 else trainees[::-1]:
-                t.step(batch, args, record=True)
+                t.step(batch, args, timed=True, memory=not separate_memory)
             logger.info("round %d/%d done", i + 1, args.iters)
+        if separate_memory:  # one more, untimed iteration each with the memory sampler
+            for t in trainees:
+                t.step(batch, args, timed=False, memory=True)
     result = {
         "benchmark": "train",
         "date": common.now_iso(),

@@ -6,8 +6,9 @@ import os
 import sys
 
 import pytest
-
 from tiny_model import REPO_ROOT, torch_threads
+
+from selsa_d2 import cpu_allocator
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 import bench_inference  # noqa: E402
@@ -68,6 +69,9 @@ def test_bench_inference_tiny(tmp_path):
     assert data["target"]["cached_ratio"] == cached["ratio_vs_baseline"]
     assert data["target"]["met"] == (cached["ratio_vs_baseline"] <= bench_inference.TARGET_RATIO)
     assert data["target"]["cached_ratio_median_based"] == cached["ratio_vs_baseline_median_based"]
+    # CPU memory from the separate untimed pass (malloc's bytes in use), for every main variant
+    assert all(row["peak_call_mem_mb"] > 0 for row in [base, cached, mmtracking, full])
+    assert hw["cpu_malloc"] == ("retain" if cpu_allocator.is_glibc() else "default")
 
     assert [r["refs"] for r in data["ref_sweep"]] == [1, 3]
     assert [r["peak_cache_frames"] for r in data["ref_sweep"]] == [2, 4]
@@ -116,6 +120,8 @@ def test_bench_train_tiny(tmp_path):
         assert len(row["iter_ms"]) == 2
         assert row["last_loss"] > 0
     _check_ratio(selsa, base["ms_per_iter"], "ms_per_iter")
+    # measured in an extra untimed iteration each: 3 images need more than 1
+    assert 0 < base["peak_iter_mem_mb"] < selsa["peak_iter_mem_mb"]
 
 
 def test_presets_fill_only_unset_options():
