@@ -60,6 +60,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsError
+from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.data import register_datasets_from_config
 from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.engine import fall_back_to_cpu
@@ -565,6 +566,7 @@ def _predict_offline(predictor, source: _FrameSource) -> list:
 
 def run(args) -> Tuple[str, str]:
     cfg = setup_cfg(args)
+    retain_freed_cpu_memory_from_config(cfg)
     mode = cfg.INPUT.VIDEO.TEST_MODE
     sampler = TestReferenceSampler.from_config(cfg)
     source = open_source(args, cache_size=sampler.max_cached_frames() + 2)

@@ -20,7 +20,7 @@ import functools
 import logging
 from typing import Optional
 
-__all__ = ["retain_freed_cpu_memory", "malloc_bytes_in_use", "is_glibc"]
+__all__ = ["retain_freed_cpu_memory", "retain_freed_cpu_memory_from_config", "malloc_bytes_in_use", "is_glibc"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def retain_freed_cpu_memory(trim_threshold: int = _MAX_TRIM_THRESHOLD) -> bool:
     if not ok:
         logger.warning("glibc mallopt refused M_MMAP_MAX=0 / M_TRIM_THRESHOLD=%d", trim_threshold)
     return ok
+
+
+def retain_freed_cpu_memory_from_config(cfg) -> bool:
+    """What an entry point (train_net.py, demo/demo.py) does: :func:`retain_freed_cpu_memory`
+    when ``cfg.MODEL.DEVICE`` is ``cpu`` and ``cfg.RETAIN_FREED_CPU_MEMORY`` is true (logged)."""
+    if cfg.MODEL.DEVICE != "cpu" or not cfg.RETAIN_FREED_CPU_MEMORY or not retain_freed_cpu_memory():
+        return False
+    logger.info("RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)")
+    return True
 
 
 def malloc_bytes_in_use() -> Optional[int]:

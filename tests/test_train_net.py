@@ -69,7 +69,7 @@ def test_training_decreases_loss(trained_selsa):
 
 def test_cpu_run_logs_the_package_and_retains_freed_memory(trained_selsa):
     log = (trained_selsa / "log.txt").read_text()
-    retained = "selsa_d2 INFO: RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory" in log
+    retained = "selsa_d2.cpu_allocator INFO: RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory" in log
     assert retained == cpu_allocator.is_glibc()
     assert "selsa_d2.data.frame_index INFO: Frame index of synthetic_vid_train" in log
 
