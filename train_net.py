@@ -24,10 +24,16 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format, verify
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
-from selsa_d2.cpu_allocator import retain_freed_cpu_memory
+from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.data import build_video_test_loader, build_video_train_loader, register_datasets_from_config
-from selsa_d2.engine import FrameTimer, UnscaleGradientsForClipping, ddp_on_any_device, fall_back_to_cpu
+from selsa_d2.engine import (
+    FrameTimer,
+    UnscaleGradientsForClipping,
+    ddp_on_any_device,
+    fall_back_to_cpu,
+    finish_distributed,
+)
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.solver import build_selsa_optimizer
 
@@ -108,17 +114,18 @@ def setup(args):
     # default_setup configures the "detectron2" and "fvcore" loggers only; without this, this
     # script's and the package's INFO lines (logger "selsa_d2") went nowhere.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="selsa_d2")
-    if cfg.MODEL.DEVICE == "cpu" and cfg.RETAIN_FREED_CPU_MEMORY and retain_freed_cpu_memory():
-        logger.info("RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)")
+    retain_freed_cpu_memory_from_config(cfg)
     register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
     return cfg
 
 
 def main(args):
     try:
-        return _main(args)
+        results = _main(args)
     except WeightsError as e:  # one line naming the file, not a traceback
         raise SystemExit(f"train_net.py: error: {e}") from None
+    finish_distributed()
+    return results
 
 
 def _main(args):

@@ -4,6 +4,7 @@ import logging
 import time
 from unittest import mock
 
+import detectron2.utils.comm as comm
 import torch
 from detectron2.engine import AMPTrainer, HookBase
 from detectron2.engine import defaults as d2_defaults
@@ -21,6 +22,18 @@ def fall_back_to_cpu(cfg) -> None:
             f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: running on the CPU (MODEL.DEVICE cpu)"
         )
         cfg.MODEL.DEVICE = "cpu"
+
+
+def finish_distributed() -> None:
+    """End of a successful multi-process run: wait for every process, then destroy the default
+    process group. Detectron2's ``launch`` leaves it alive; with gloo its worker threads can then
+    abort the interpreter's exit ("terminate called without an active exception", SIGABRT),
+    which fails the whole run after its work is done (pytorch/pytorch#190489). No-op when not
+    distributed."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    comm.synchronize()
+    torch.distributed.destroy_process_group()
 
 
 def create_ddp_model_any_device(model: torch.nn.Module, **kwargs):
