@@ -414,6 +414,8 @@ def e2e_phase(args, video) -> Optional[Dict]:
         "default_predictor_ms_per_frame": round(base, 2), "video_predictor_ms_per_frame": round(sel, 2),
         "ratio": round(sel / base, 4),
         "runs_ms_per_frame": {k: [round(x, 2) for x in v] for k, v in ms.items()},
+        # each repeat's two videos ran back to back: their ratio shows how much load drift moves it
+        "ratio_per_repeat": [round(s / b, 4) for s, b in zip(ms["VideoPredictor.predict_video"], ms["DefaultPredictor"])],
     }  # fmt: skip
 
 
@@ -550,6 +552,7 @@ def print_report(result: Dict):
             ["predictor", "config", "ms/frame", "ratio"],
             [["DefaultPredictor", e["baseline_config"], e["default_predictor_ms_per_frame"], 1.0],
              ["VideoPredictor.predict_video", e["selsa_config"], e["video_predictor_ms_per_frame"], e["ratio"]]]))  # fmt: skip
+        print(f"ratio per repeat (the two videos back to back): {e['ratio_per_repeat']}")
     if "troi" in result:
         print_troi_report(result)
     t = result["target"]

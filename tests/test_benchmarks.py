@@ -90,6 +90,9 @@ def test_bench_inference_tiny(tmp_path):
     assert e2e["frames"] == 3 and e2e["default_predictor_ms_per_frame"] > 0
     assert _ratio_matches(e2e["ratio"], e2e["video_predictor_ms_per_frame"], e2e["default_predictor_ms_per_frame"], 0.01)
     assert data["target"]["end_to_end_ratio"] == e2e["ratio"]
+    runs = e2e["runs_ms_per_frame"]
+    assert len(e2e["ratio_per_repeat"]) == 1
+    assert e2e["ratio_per_repeat"][0] == pytest.approx(runs["VideoPredictor.predict_video"][0] / runs["DefaultPredictor"][0], abs=1e-3)
 
     troi = data["troi"]  # Temporal RoI Align's per-key-frame cost: 20 RoIs x (2 refs + the key) maps of 4x6
     assert (troi["rois"], troi["maps"], troi["map_size"], troi["channels"]) == (20, 3, [4, 6], 32)
