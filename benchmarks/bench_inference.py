@@ -44,9 +44,10 @@ takes the rest (attention, heads) as measured.
 Memory: per call, the peak above the level before the call (CUDA: ``max_memory_allocated`` of
 the timed calls; CPU: malloc's bytes in use, sampled during a separate untimed pass of each
 variant alone over the first ``--recompute-frames`` frames, because the sampling thread would
-slow the timed calls; see ``common.memory_sampling_disturbs_timing``); the engine's cache (frames and MB held between frames); and a memory phase running
-the cached engine alone over videos of ``--mem-frames`` lengths, showing memory bounded by the
-reference count, not by the video length.
+slow the timed calls; see ``common.memory_sampling_disturbs_timing``); the engine's cache
+(frames and MB held between frames); and a memory phase running the cached engine alone over
+videos of ``--mem-frames`` lengths, showing memory bounded by the reference count, not by the
+video length.
 """
 
 import argparse

@@ -80,7 +80,7 @@ def start_run(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if getattr(args, "cpu_malloc", "default") == "retain" and not args.device.startswith("cuda"):
+    if args.cpu_malloc == "retain" and not args.device.startswith("cuda"):
         if cpu_allocator.retain_freed_cpu_memory():
             _cpu_malloc = "retain"
 

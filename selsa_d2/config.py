@@ -99,9 +99,9 @@ def add_selsa_config(cfg):
     _C.TEST.ALLOW_MISSING_WEIGHTS = False
 
     # ---------------------------------------------------------------- process
-    # With MODEL.DEVICE cpu, train_net.py asks glibc malloc to keep freed memory for reuse instead
-    # of mmap/munmap-ing every large tensor (selsa_d2.cpu_allocator): SELSA training on the CPU
-    # runs ~1.7x faster, the process keeps its peak heap resident. Like CUDNN_BENCHMARK, a
-    # process setting applied by the entry point, not by the model.
+    # With MODEL.DEVICE cpu, train_net.py and demo/demo.py ask glibc malloc to keep freed memory
+    # for reuse instead of mmap/munmap-ing every large tensor (selsa_d2.cpu_allocator): SELSA
+    # training on the CPU runs ~1.6x faster, the process keeps its peak heap resident. Like
+    # CUDNN_BENCHMARK, a process setting applied by the entry point, not by the model.
     _C.RETAIN_FREED_CPU_MEMORY = True
     return cfg
