@@ -9,6 +9,7 @@
 True allows random ones); training loads partial weights as Detectron2 does (fine-tuning). A weights
 file that cannot be used stops with one line naming it.
 """
+
 import json
 import logging
 import os
@@ -26,7 +27,11 @@ import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
 from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
-from selsa_d2.data import build_video_test_loader, build_video_train_loader, register_datasets_from_config
+from selsa_d2.data import (
+    build_video_test_loader,
+    build_video_train_loader,
+    register_datasets_from_config,
+)
 from selsa_d2.engine import (
     FrameTimer,
     UnscaleGradientsForClipping,
@@ -53,7 +58,9 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer creates its DetectionCheckpointer just before calling build_hooks; the
         # hooks (PeriodicCheckpointer) and resume_or_load then use this one, which names a weights
         # file it cannot use in one line (and otherwise loads exactly like Detectron2's).
-        self.checkpointer = WeightsCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = WeightsCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         return super().build_hooks()
 
     @classmethod
@@ -86,7 +93,10 @@ class Trainer(DefaultTrainer):
             timed_model = FrameTimer(model)
             results_i = inference_on_dataset(timed_model, data_loader, evaluator)
             if comm.is_main_process():
-                results_i["timing"] = {"ms_per_frame": timed_model.ms_per_frame(), "frames": timed_model.frames}
+                results_i["timing"] = {
+                    "ms_per_frame": timed_model.ms_per_frame(),
+                    "frames": timed_model.frames,
+                }
                 logger.info("Evaluation results for %s in csv format:", dataset_name)
                 print_csv_format(results_i)
                 _write_results(evaluator, results_i)
@@ -133,9 +143,12 @@ def _main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         load_inference_weights(
-            model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
-            save_dir=cfg.OUTPUT_DIR, resume=args.resume,
-        )  # fmt: skip
+            model,
+            cfg.MODEL.WEIGHTS,
+            allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+            save_dir=cfg.OUTPUT_DIR,
+            resume=args.resume,
+        )
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

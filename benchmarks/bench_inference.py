@@ -75,14 +75,49 @@ from selsa_d2.testing import with_references  # noqa: E402
 logger = logging.getLogger("bench_inference")
 
 PRESETS = {
-    "full": dict(frames=30, height=600, width=1000, refs=[1, 2, 4, 8, 14, 30], key_refs=14,
-                 mem_frames=[30, 90], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2, troi_repeat=2),
-    "quick": dict(frames=16, height=320, width=544, refs=[1, 2, 4, 8, 14], key_refs=14,
-                  mem_frames=[16, 48], recompute_frames=3, repeat=1, e2e_frames=16, e2e_repeat=2, troi_repeat=2),
-    "tiny": dict(frames=4, height=64, width=96, refs=[1, 2], key_refs=2,
-                 mem_frames=[4, 8], recompute_frames=2, repeat=1, e2e_frames=4, e2e_repeat=1, troi_repeat=2),
-}  # fmt: skip
-TROI_CONFIG = os.path.join(common.REPO_ROOT, "configs", "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml")
+    "full": dict(
+        frames=30,
+        height=600,
+        width=1000,
+        refs=[1, 2, 4, 8, 14, 30],
+        key_refs=14,
+        mem_frames=[30, 90],
+        recompute_frames=3,
+        repeat=1,
+        e2e_frames=16,
+        e2e_repeat=2,
+        troi_repeat=2,
+    ),
+    "quick": dict(
+        frames=16,
+        height=320,
+        width=544,
+        refs=[1, 2, 4, 8, 14],
+        key_refs=14,
+        mem_frames=[16, 48],
+        recompute_frames=3,
+        repeat=1,
+        e2e_frames=16,
+        e2e_repeat=2,
+        troi_repeat=2,
+    ),
+    "tiny": dict(
+        frames=4,
+        height=64,
+        width=96,
+        refs=[1, 2],
+        key_refs=2,
+        mem_frames=[4, 8],
+        recompute_frames=2,
+        repeat=1,
+        e2e_frames=4,
+        e2e_repeat=1,
+        troi_repeat=2,
+    ),
+}
+TROI_CONFIG = os.path.join(
+    common.REPO_ROOT, "configs", "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml"
+)
 TARGET_RATIO = 1.12  # issue 11: SELSA-cached within 1.12x of single-frame Faster R-CNN at 14 refs
 
 
@@ -179,8 +214,16 @@ class MmtrackingPolicy:
 class Variant:
     """One measured configuration: how to run frame ``t`` and what it accumulated."""
 
-    def __init__(self, name: str, refs: int, run, engine=None, sampler=None, shared=None,
-                 max_frames: Optional[int] = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        refs: int,
+        run,
+        engine=None,
+        sampler=None,
+        shared=None,
+        max_frames: Optional[int] = None,
+    ):
         self.name, self.refs, self.run, self.engine, self.sampler = name, refs, run, engine, sampler
         self.shared = shared  # SharedFrameComputation of a cached engine
         self.max_frames = max_frames
@@ -204,7 +247,10 @@ class Variant:
 
     def end_pass(self, length: int):
         if self.engine is not None:
-            self.frames_computed, self.peak_cache_frames = self.engine.frames_computed, self.engine.peak_cache_size
+            self.frames_computed, self.peak_cache_frames = (
+                self.engine.frames_computed,
+                self.engine.peak_cache_size,
+            )
         if self.shared is not None:
             self.proposal_counts = list(self.shared.proposal_counts)
         charged = self.shared.charged_seconds if self.shared is not None else 0.0
@@ -276,7 +322,9 @@ def _timed_call(variant: Variant, inp: Dict, args, memory: bool):
     if memory:
         variant.peak_call_bytes = max(variant.peak_call_bytes, pm.delta)
     if variant.engine is not None:
-        variant.peak_cache_bytes = max(variant.peak_cache_bytes, common.engine_cache_bytes(variant.engine))
+        variant.peak_cache_bytes = max(
+            variant.peak_cache_bytes, common.engine_cache_bytes(variant.engine)
+        )
 
 
 def timing_phase(args, selsa, baseline, video) -> List[Variant]:
@@ -289,17 +337,33 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
 
     kfr = selsa.video_engine.key_frame_as_ref
     shared = SharedFrameComputation(selsa, store, args.device, reuse=False)
-    cached = VideoInferenceEngine(shared, sampler(args.key_refs), cache_features=True, key_frame_as_ref=kfr)
+    cached = VideoInferenceEngine(
+        shared, sampler(args.key_refs), cache_features=True, key_frame_as_ref=kfr
+    )
     mmtracking = MmtrackingPolicy(selsa, sampler(args.key_refs))
-    full = VideoInferenceEngine(selsa, sampler(args.key_refs), cache_features=False, key_frame_as_ref=kfr)
+    full = VideoInferenceEngine(
+        selsa, sampler(args.key_refs), cache_features=False, key_frame_as_ref=kfr
+    )
     variants = [
         Variant("faster_rcnn", 0, baseline),
         Variant("selsa_cached", args.key_refs, cached.process, cached, cached.ref_sampler, shared),
-        Variant("selsa_mmtracking", args.key_refs, mmtracking, mmtracking, mmtracking.ref_sampler,
-                max_frames=args.recompute_frames),
-        Variant("selsa_full_recompute", args.key_refs, full.process, full, full.ref_sampler,
-                max_frames=args.recompute_frames),
-    ]  # fmt: skip
+        Variant(
+            "selsa_mmtracking",
+            args.key_refs,
+            mmtracking,
+            mmtracking,
+            mmtracking.ref_sampler,
+            max_frames=args.recompute_frames,
+        ),
+        Variant(
+            "selsa_full_recompute",
+            args.key_refs,
+            full.process,
+            full,
+            full.ref_sampler,
+            max_frames=args.recompute_frames,
+        ),
+    ]
     for n in args.refs:
         sh = SharedFrameComputation(selsa, store, args.device, reuse=True)
         eng = VideoInferenceEngine(sh, sampler(n), cache_features=True, key_frame_as_ref=kfr)
@@ -309,7 +373,9 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
     with torch.no_grad(), common.autocast(args.device, args.amp):
         one = common.frame_dict(video, 0, length, image=images[0])
         baseline([one])
-        selsa.video_engine.process([{k: v for k, v in one.items() if k not in ("video_id", "frame_id", "video_length")}])
+        selsa.video_engine.process(
+            [{k: v for k, v in one.items() if k not in ("video_id", "frame_id", "video_length")}]
+        )
     separate_memory = common.memory_sampling_disturbs_timing(args.device)
     for rep in range(args.repeat):
         store.clear()
@@ -319,13 +385,20 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
             k = t % len(variants)
             for v in variants[k:] + variants[:k]:
                 if v.applies(t):
-                    _timed_call(v, _video_input(video, images, t, length, v.sampler), args, memory=not separate_memory)
+                    _timed_call(
+                        v,
+                        _video_input(video, images, t, length, v.sampler),
+                        args,
+                        memory=not separate_memory,
+                    )
             logger.info("pass %d frame %d/%d done", rep + 1, t + 1, length)
         for v in variants:
             v.end_pass(length)
     store.clear()
     if separate_memory:
-        call_memory_pass(args, [v for v in variants if not v.name.startswith("sweep_")], video, images)
+        call_memory_pass(
+            args, [v for v in variants if not v.name.startswith("sweep_")], video, images
+        )
     return variants
 
 
@@ -338,7 +411,11 @@ def call_memory_pass(args, variants: List[Variant], video, images):
         if v.engine is not None:
             v.engine.reset()
         for t in range(min(args.recompute_frames, length)):
-            with common.PeakMemory(args.device) as pm, torch.no_grad(), common.autocast(args.device, args.amp):
+            with (
+                common.PeakMemory(args.device) as pm,
+                torch.no_grad(),
+                common.autocast(args.device, args.amp),
+            ):
                 v.run([_video_input(video, images, t, length, v.sampler)])
             v.peak_call_bytes = max(v.peak_call_bytes, pm.delta)
         if v.engine is not None:
@@ -350,20 +427,34 @@ def memory_phase(args, selsa, video) -> List[Dict]:
     rows = []
     sampler = TestReferenceSampler("offline", "adaptive_stride", num_refs=args.key_refs)
     for length in args.mem_frames:
-        engine = VideoInferenceEngine(selsa, sampler, cache_features=True,
-                                      key_frame_as_ref=selsa.video_engine.key_frame_as_ref)  # fmt: skip
+        engine = VideoInferenceEngine(
+            selsa,
+            sampler,
+            cache_features=True,
+            key_frame_as_ref=selsa.video_engine.key_frame_as_ref,
+        )
         peak_cache = 0
         gc.collect()
-        with common.PeakMemory(args.device) as pm, torch.no_grad(), common.autocast(args.device, args.amp):
+        with (
+            common.PeakMemory(args.device) as pm,
+            torch.no_grad(),
+            common.autocast(args.device, args.amp),
+        ):
             for t in range(length):
                 engine.process([_video_input(video, None, t, length, sampler)])
                 peak_cache = max(peak_cache, common.engine_cache_bytes(engine))
-        rows.append({
-            "variant": "selsa_cached", "refs": args.key_refs, "frames": length,
-            "peak_mem_delta_mb": common.mb(pm.delta),
-            "peak_cache_frames": engine.peak_cache_size, "cache_frames_bound": sampler.max_cached_frames(),
-            "peak_cache_mb": common.mb(peak_cache), "frames_computed": engine.frames_computed,
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": "selsa_cached",
+                "refs": args.key_refs,
+                "frames": length,
+                "peak_mem_delta_mb": common.mb(pm.delta),
+                "peak_cache_frames": engine.peak_cache_size,
+                "cache_frames_bound": sampler.max_cached_frames(),
+                "peak_cache_mb": common.mb(peak_cache),
+                "frames_computed": engine.frames_computed,
+            }
+        )
         logger.info("memory phase: %d frames done", length)
         del engine
     return rows
@@ -375,7 +466,12 @@ def e2e_phase(args, video) -> Optional[Dict]:
     if not args.e2e_frames:
         return None
     # the predictors' test-time resize keeps the frames' size (a no-op, as at 600x1000)
-    size = ["INPUT.MIN_SIZE_TEST", min(args.height, args.width), "INPUT.MAX_SIZE_TEST", max(args.height, args.width)]
+    size = [
+        "INPUT.MIN_SIZE_TEST",
+        min(args.height, args.width),
+        "INPUT.MAX_SIZE_TEST",
+        max(args.height, args.width),
+    ]
     selsa_cfg, base_cfg = _model_cfgs(args, size)
     torch.manual_seed(args.seed)
     video_predictor = VideoPredictor(selsa_cfg, mode="offline")
@@ -384,7 +480,9 @@ def e2e_phase(args, video) -> Optional[Dict]:
     frames = video.bgr_frames(args.e2e_frames)
     resized = video_predictor.prepare(frames[0], 0, 0, 1)["image"].shape[1:]
     if tuple(resized) != (args.height, args.width):
-        raise RuntimeError(f"end-to-end: the predictor resized {args.height}x{args.width} frames to {tuple(resized)}")
+        raise RuntimeError(
+            f"end-to-end: the predictor resized {args.height}x{args.width} frames to {tuple(resized)}"
+        )
 
     def run_baseline():
         for f in frames:
@@ -408,16 +506,22 @@ def e2e_phase(args, video) -> Optional[Dict]:
     base = common.median(ms["DefaultPredictor"])
     sel = common.median(ms["VideoPredictor.predict_video"])
     return {
-        "frames": len(frames), "repeat": args.e2e_repeat, "refs": selsa_cfg.INPUT.VIDEO.TEST_NUM_REFS,
+        "frames": len(frames),
+        "repeat": args.e2e_repeat,
+        "refs": selsa_cfg.INPUT.VIDEO.TEST_NUM_REFS,
         "sampler": selsa_cfg.INPUT.VIDEO.TEST_SAMPLER,
         "baseline_config": os.path.relpath(common.BASELINE_CONFIG, common.REPO_ROOT),
         "selsa_config": os.path.relpath(common.SELSA_CONFIG, common.REPO_ROOT),
-        "default_predictor_ms_per_frame": round(base, 2), "video_predictor_ms_per_frame": round(sel, 2),
+        "default_predictor_ms_per_frame": round(base, 2),
+        "video_predictor_ms_per_frame": round(sel, 2),
         "ratio": round(sel / base, 4),
         "runs_ms_per_frame": {k: [round(x, 2) for x in v] for k, v in ms.items()},
         # each repeat's two videos ran back to back: their ratio shows how much load drift moves it
-        "ratio_per_repeat": [round(s / b, 4) for s, b in zip(ms["VideoPredictor.predict_video"], ms["DefaultPredictor"])],
-    }  # fmt: skip
+        "ratio_per_repeat": [
+            round(s / b, 4)
+            for s, b in zip(ms["VideoPredictor.predict_video"], ms["DefaultPredictor"])
+        ],
+    }
 
 
 def troi_phase(args) -> Dict:
@@ -431,7 +535,9 @@ def troi_phase(args) -> Dict:
     h, w = -(-args.height // stride), -(-args.width // stride)
     g = torch.Generator().manual_seed(args.seed)
     key = torch.relu(torch.randn(rois, channels, res, res, generator=g)).to(args.device)
-    maps = [torch.relu(torch.randn(channels, h, w, generator=g)).to(args.device) for _ in range(maps_n)]
+    maps = [
+        torch.relu(torch.randn(channels, h, w, generator=g)).to(args.device) for _ in range(maps_n)
+    ]
     search_ms, aggregate_ms = [], []
     with torch.no_grad(), common.autocast(args.device, args.amp):
         troi(key[:4], maps)  # warm-up: first-call allocations, kernel selection
@@ -447,15 +553,22 @@ def troi_phase(args) -> Dict:
     queries = rois * res * res
     blocks = troi.num_temporal_attention_blocks
     return {
-        "rois": rois, "maps": maps_n, "map_size": [h, w], "channels": channels,
-        "num_most_similar_points": troi.num_most_similar_points, "attention_blocks": blocks,
+        "rois": rois,
+        "maps": maps_n,
+        "map_size": [h, w],
+        "channels": channels,
+        "num_most_similar_points": troi.num_most_similar_points,
+        "attention_blocks": blocks,
         "chunk_size": troi.chunk_size,
         "search_gmacs": round(queries * maps_n * h * w * channels / 1e9, 3),
-        "embed_gmacs": round((maps_n + 1) * queries * channels * channels * 9 / 1e9, 3) if blocks else 0.0,
-        "search_ms": round(common.median(search_ms), 1), "aggregate_ms": round(common.median(aggregate_ms), 1),
+        "embed_gmacs": round((maps_n + 1) * queries * channels * channels * 9 / 1e9, 3)
+        if blocks
+        else 0.0,
+        "search_ms": round(common.median(search_ms), 1),
+        "aggregate_ms": round(common.median(aggregate_ms), 1),
         "search_ms_passes": [round(x, 1) for x in search_ms],
         "aggregate_ms_passes": [round(x, 1) for x in aggregate_ms],
-    }  # fmt: skip
+    }
 
 
 def summarize(variants: List[Variant], args) -> Dict:
@@ -467,13 +580,18 @@ def summarize(variants: List[Variant], args) -> Dict:
         ms = common.median(v.pass_ms)
         robust = common.median(v.pass_ms_robust)
         out = {
-            "name": v.name, "refs": v.refs, "ms_per_frame": round(ms, 2), "fps": round(1000.0 / ms, 3),
-            "ratio_vs_baseline": round(ms / base_ms, 4), "pass_ms_per_frame": [round(x, 2) for x in v.pass_ms],
+            "name": v.name,
+            "refs": v.refs,
+            "ms_per_frame": round(ms, 2),
+            "fps": round(1000.0 / ms, 3),
+            "ratio_vs_baseline": round(ms / base_ms, 4),
+            "pass_ms_per_frame": [round(x, 2) for x in v.pass_ms],
             "ms_per_frame_median_based": round(robust, 2),
             "ratio_vs_baseline_median_based": round(robust / base_robust, 4),
-            "frames_timed": v._frames, "peak_call_mem_mb": common.mb(v.peak_call_bytes),
+            "frames_timed": v._frames,
+            "peak_call_mem_mb": common.mb(v.peak_call_bytes),
             "extrapolated": v.max_frames is not None and v._frames < args.frames,
-        }  # fmt: skip
+        }
         if v.engine is not None:
             out["frames_computed"] = v.frames_computed
             out["peak_cache_frames"] = v.peak_cache_frames
@@ -491,27 +609,51 @@ def summarize(variants: List[Variant], args) -> Dict:
         "ref_sweep": sweep_rows,
         "mean_proposals_per_frame": round(sum(props) / max(1, len(props)), 1),
         "target": {
-            "refs": args.key_refs, "cached_ratio": cached["ratio_vs_baseline"], "target_ratio": TARGET_RATIO,
+            "refs": args.key_refs,
+            "cached_ratio": cached["ratio_vs_baseline"],
+            "target_ratio": TARGET_RATIO,
             "met": cached["ratio_vs_baseline"] <= TARGET_RATIO,
             "cached_ratio_median_based": cached["ratio_vs_baseline_median_based"],
             "met_median_based": cached["ratio_vs_baseline_median_based"] <= TARGET_RATIO,
-        },  # fmt: skip
+        },
     }
 
 
 def print_troi_report(result: Dict):
     t = result["troi"]
-    print(f"\nTemporal RoI Align per key frame: {t['rois']} RoIs x {t['maps']} maps of {t['map_size'][0]}x"
-          f"{t['map_size'][1]}, {t['channels']} channels, top-{t['num_most_similar_points']}, "
-          f"{t['attention_blocks']} attention blocks, chunk {t['chunk_size']} similarities:")  # fmt: skip
+    print(
+        f"\nTemporal RoI Align per key frame: {t['rois']} RoIs x {t['maps']} maps of {t['map_size'][0]}x"
+        f"{t['map_size'][1]}, {t['channels']} channels, top-{t['num_most_similar_points']}, "
+        f"{t['attention_blocks']} attention blocks, chunk {t['chunk_size']} similarities:"
+    )
     cached = next((r for r in result.get("variants", []) if r["name"] == "selsa_cached"), None)
     rows = []
-    for name, ms, gmacs in [("search (most similar RoI align)", t["search_ms"], t["search_gmacs"]),
-                            ("aggregation (embed conv + attention)", t["aggregate_ms"], t["embed_gmacs"]),
-                            ("total", t["search_ms"] + t["aggregate_ms"], t["search_gmacs"] + t["embed_gmacs"])]:
-        rows.append([name, round(ms, 1), round(gmacs, 3), round(1000.0 * gmacs / max(ms, 1e-9), 1),
-                     round(ms / cached["ms_per_frame"], 2) if cached else None])  # fmt: skip
-    print(common.format_table(["part", "ms/key frame", "G multiply-adds", "G multiply-adds/s", "x selsa_cached ms/frame"], rows))
+    for name, ms, gmacs in [
+        ("search (most similar RoI align)", t["search_ms"], t["search_gmacs"]),
+        ("aggregation (embed conv + attention)", t["aggregate_ms"], t["embed_gmacs"]),
+        ("total", t["search_ms"] + t["aggregate_ms"], t["search_gmacs"] + t["embed_gmacs"]),
+    ]:
+        rows.append(
+            [
+                name,
+                round(ms, 1),
+                round(gmacs, 3),
+                round(1000.0 * gmacs / max(ms, 1e-9), 1),
+                round(ms / cached["ms_per_frame"], 2) if cached else None,
+            ]
+        )
+    print(
+        common.format_table(
+            [
+                "part",
+                "ms/key frame",
+                "G multiply-adds",
+                "G multiply-adds/s",
+                "x selsa_cached ms/frame",
+            ],
+            rows,
+        )
+    )
 
 
 def print_report(result: Dict):
@@ -522,83 +664,230 @@ def print_report(result: Dict):
         print(f"input {s['height']}x{s['width']}, {s['key_refs']} references + the key frame")
         print_troi_report(result)
         return
-    print(f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
-          f"{s['frames']} frames, amp={s['amp']}, repeats={s['repeat']}, "
-          f"{result['mean_proposals_per_frame']} proposals/frame")  # fmt: skip
+    print(
+        f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
+        f"{s['frames']} frames, amp={s['amp']}, repeats={s['repeat']}, "
+        f"{result['mean_proposals_per_frame']} proposals/frame"
+    )
     base = result["baseline"]
     rows = [base] + result["variants"]
     print("\nPer-frame time (ratio against faster_rcnn measured in this run):")
-    print(common.format_table(
-        ["variant", "refs", "ratio", "ratio (median-based)", "ms/frame", "fps", "frames timed", "frames computed", "peak call MB",
-         "peak cache frames", "peak cache MB"],
-        [[r["name"], r["refs"], r["ratio_vs_baseline"], r["ratio_vs_baseline_median_based"], r["ms_per_frame"],
-          r["fps"], r["frames_timed"],
-          r.get("frames_computed"), r["peak_call_mem_mb"], r.get("peak_cache_frames"), r.get("peak_cache_mb")]
-         for r in rows]))  # fmt: skip
-    print("\nSELSA-cached per-frame time vs number of references (shared frame computations, see --help):")
-    print(common.format_table(
-        ["refs", "ratio", "ratio (median-based)", "ms/frame", "fps", "peak cache frames", "peak cache MB"],
-        [[r["refs"], r["ratio_vs_baseline"], r["ratio_vs_baseline_median_based"], r["ms_per_frame"], r["fps"], r["peak_cache_frames"],
-          r["peak_cache_mb"]] for r in result["ref_sweep"]]))  # fmt: skip
+    print(
+        common.format_table(
+            [
+                "variant",
+                "refs",
+                "ratio",
+                "ratio (median-based)",
+                "ms/frame",
+                "fps",
+                "frames timed",
+                "frames computed",
+                "peak call MB",
+                "peak cache frames",
+                "peak cache MB",
+            ],
+            [
+                [
+                    r["name"],
+                    r["refs"],
+                    r["ratio_vs_baseline"],
+                    r["ratio_vs_baseline_median_based"],
+                    r["ms_per_frame"],
+                    r["fps"],
+                    r["frames_timed"],
+                    r.get("frames_computed"),
+                    r["peak_call_mem_mb"],
+                    r.get("peak_cache_frames"),
+                    r.get("peak_cache_mb"),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(
+        "\nSELSA-cached per-frame time vs number of references (shared frame computations, see --help):"
+    )
+    print(
+        common.format_table(
+            [
+                "refs",
+                "ratio",
+                "ratio (median-based)",
+                "ms/frame",
+                "fps",
+                "peak cache frames",
+                "peak cache MB",
+            ],
+            [
+                [
+                    r["refs"],
+                    r["ratio_vs_baseline"],
+                    r["ratio_vs_baseline_median_based"],
+                    r["ms_per_frame"],
+                    r["fps"],
+                    r["peak_cache_frames"],
+                    r["peak_cache_mb"],
+                ]
+                for r in result["ref_sweep"]
+            ],
+        )
+    )
     if result["memory"]:
         print("\nMemory of selsa_cached over whole videos (run alone):")
-        print(common.format_table(
-            ["frames", "refs", "peak mem delta MB", "peak cache frames", "bound", "peak cache MB", "frames computed"],
-            [[m["frames"], m["refs"], m["peak_mem_delta_mb"], m["peak_cache_frames"], m["cache_frames_bound"],
-              m["peak_cache_mb"], m["frames_computed"]] for m in result["memory"]]))  # fmt: skip
+        print(
+            common.format_table(
+                [
+                    "frames",
+                    "refs",
+                    "peak mem delta MB",
+                    "peak cache frames",
+                    "bound",
+                    "peak cache MB",
+                    "frames computed",
+                ],
+                [
+                    [
+                        m["frames"],
+                        m["refs"],
+                        m["peak_mem_delta_mb"],
+                        m["peak_cache_frames"],
+                        m["cache_frames_bound"],
+                        m["peak_cache_mb"],
+                        m["frames_computed"],
+                    ]
+                    for m in result["memory"]
+                ],
+            )
+        )
     e = result.get("end_to_end")
     if e:
-        print(f"\nEnd to end, public API, {e['frames']} frames, {e['refs']} refs ({e['sampler']}), median of {e['repeat']}:")
-        print(common.format_table(
-            ["predictor", "config", "ms/frame", "ratio"],
-            [["DefaultPredictor", e["baseline_config"], e["default_predictor_ms_per_frame"], 1.0],
-             ["VideoPredictor.predict_video", e["selsa_config"], e["video_predictor_ms_per_frame"], e["ratio"]]]))  # fmt: skip
+        print(
+            f"\nEnd to end, public API, {e['frames']} frames, {e['refs']} refs ({e['sampler']}), median of {e['repeat']}:"
+        )
+        print(
+            common.format_table(
+                ["predictor", "config", "ms/frame", "ratio"],
+                [
+                    [
+                        "DefaultPredictor",
+                        e["baseline_config"],
+                        e["default_predictor_ms_per_frame"],
+                        1.0,
+                    ],
+                    [
+                        "VideoPredictor.predict_video",
+                        e["selsa_config"],
+                        e["video_predictor_ms_per_frame"],
+                        e["ratio"],
+                    ],
+                ],
+            )
+        )
         print(f"ratio per repeat (the two videos back to back): {e['ratio_per_repeat']}")
     if "troi" in result:
         print_troi_report(result)
     t = result["target"]
-    print(f"\nTarget: selsa_cached at {t['refs']} refs {t['cached_ratio']:.3f}x single-frame "
-          f"(<= {t['target_ratio']}x: {'met' if t['met'] else 'NOT met'}); median-based "
-          f"{t['cached_ratio_median_based']:.3f}x ({'met' if t['met_median_based'] else 'NOT met'})"
-          + (f"; end to end {t['end_to_end_ratio']:.3f}x ({'met' if t['met_end_to_end'] else 'NOT met'})"
-             if "end_to_end_ratio" in t else ""))
+    print(
+        f"\nTarget: selsa_cached at {t['refs']} refs {t['cached_ratio']:.3f}x single-frame "
+        f"(<= {t['target_ratio']}x: {'met' if t['met'] else 'NOT met'}); median-based "
+        f"{t['cached_ratio_median_based']:.3f}x ({'met' if t['met_median_based'] else 'NOT met'})"
+        + (
+            f"; end to end {t['end_to_end_ratio']:.3f}x ({'met' if t['met_end_to_end'] else 'NOT met'})"
+            if "end_to_end_ratio" in t
+            else ""
+        )
+    )
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="320x544, 16 frames, refs up to 14")
-    preset.add_argument("--tiny", action="store_true", help="the tests' tiny R-18 model, 4 frames (seconds)")
+    preset.add_argument(
+        "--tiny", action="store_true", help="the tests' tiny R-18 model, 4 frames (seconds)"
+    )
     p.add_argument("--frames", type=int, help="video length of the timing phase (default 30)")
     p.add_argument("--height", type=int, help="network input height (default 600)")
     p.add_argument("--width", type=int, help="network input width (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--amp", action="store_true", help="torch.autocast (float16 on CUDA, bfloat16 on CPU)")
-    p.add_argument("--depth", type=int, default=50, help="ResNet depth of the DC5 backbone (50 or 101)")
-    p.add_argument("--refs", type=int, nargs="+", help="reference counts of the sweep (default 1 2 4 8 14 30)")
+    p.add_argument(
+        "--amp", action="store_true", help="torch.autocast (float16 on CUDA, bfloat16 on CPU)"
+    )
+    p.add_argument(
+        "--depth", type=int, default=50, help="ResNet depth of the DC5 backbone (50 or 101)"
+    )
+    p.add_argument(
+        "--refs", type=int, nargs="+", help="reference counts of the sweep (default 1 2 4 8 14 30)"
+    )
     p.add_argument("--key-refs", type=int, help="references of the SELSA variants (default 14)")
-    p.add_argument("--recompute-frames", type=int,
-                   help="key frames timed for selsa_mmtracking / selsa_full_recompute (default 3)")
-    p.add_argument("--e2e-frames", type=int, help="frames of the end-to-end predictor comparison (default 16; 0: skip)")
-    p.add_argument("--e2e-repeat", type=int, help="whole-video repeats of the end-to-end comparison (default 2)")
-    p.add_argument("--mem-frames", type=int, nargs="*", help="video lengths of the memory phase (default 30 90)")
-    p.add_argument("--repeat", type=int, help="passes over the video; the median is reported (default 1)")
+    p.add_argument(
+        "--recompute-frames",
+        type=int,
+        help="key frames timed for selsa_mmtracking / selsa_full_recompute (default 3)",
+    )
+    p.add_argument(
+        "--e2e-frames",
+        type=int,
+        help="frames of the end-to-end predictor comparison (default 16; 0: skip)",
+    )
+    p.add_argument(
+        "--e2e-repeat",
+        type=int,
+        help="whole-video repeats of the end-to-end comparison (default 2)",
+    )
+    p.add_argument(
+        "--mem-frames",
+        type=int,
+        nargs="*",
+        help="video lengths of the memory phase (default 30 90)",
+    )
+    p.add_argument(
+        "--repeat", type=int, help="passes over the video; the median is reported (default 1)"
+    )
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--full-proposals", action=argparse.BooleanOptionalAction, default=True,
-                   help="RPN without NMS, so each frame has POST_NMS_TOPK_TEST proposals like a trained model")
-    p.add_argument("--troi", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time Temporal RoI Align's search and aggregation per key frame")
-    p.add_argument("--troi-only", action="store_true", help="time only Temporal RoI Align (no SELSA phases)")
-    p.add_argument("--troi-repeat", type=int, help="passes of the TRoI phase; the median is reported (default 2)")
+    p.add_argument(
+        "--full-proposals",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="RPN without NMS, so each frame has POST_NMS_TOPK_TEST proposals like a trained model",
+    )
+    p.add_argument(
+        "--troi",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time Temporal RoI Align's search and aggregation per key frame",
+    )
+    p.add_argument(
+        "--troi-only", action="store_true", help="time only Temporal RoI Align (no SELSA phases)"
+    )
+    p.add_argument(
+        "--troi-repeat",
+        type=int,
+        help="passes of the TRoI phase; the median is reported (default 2)",
+    )
     p.add_argument("--seed", type=int, default=0)
     common.add_cpu_malloc_arg(p)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     common.finish_args(p, args, PRESETS)
-    if min(args.frames, args.recompute_frames, args.repeat, args.key_refs, args.e2e_repeat, args.troi_repeat) < 1 or min(
-        args.refs
-    ) < 1:
-        p.error("--frames, --recompute-frames, --repeat, --e2e-repeat, --troi-repeat, --key-refs and --refs must be >= 1")
+    if (
+        min(
+            args.frames,
+            args.recompute_frames,
+            args.repeat,
+            args.key_refs,
+            args.e2e_repeat,
+            args.troi_repeat,
+        )
+        < 1
+        or min(args.refs) < 1
+    ):
+        p.error(
+            "--frames, --recompute-frames, --repeat, --e2e-repeat, --troi-repeat, --key-refs and --refs must be >= 1"
+        )
     if args.e2e_frames < 0:
         p.error("--e2e-frames must be >= 0")
     return args
@@ -607,13 +896,32 @@ def parse_args(argv=None):
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     common.start_run(args)
-    settings = ("frames", "height", "width", "device", "amp", "depth", "tiny", "refs", "key_refs", "recompute_frames",
-                "mem_frames", "repeat", "seed", "e2e_frames", "e2e_repeat", "troi_repeat")  # fmt: skip
+    settings = (
+        "frames",
+        "height",
+        "width",
+        "device",
+        "amp",
+        "depth",
+        "tiny",
+        "refs",
+        "key_refs",
+        "recompute_frames",
+        "mem_frames",
+        "repeat",
+        "seed",
+        "e2e_frames",
+        "e2e_repeat",
+        "troi_repeat",
+    )
     if args.troi_only:
         result = {
-            "benchmark": "inference_troi", "date": common.now_iso(), "hardware": common.hardware_info(args.device),
-            "settings": {k: getattr(args, k) for k in settings}, "troi": troi_phase(args),
-        }  # fmt: skip
+            "benchmark": "inference_troi",
+            "date": common.now_iso(),
+            "hardware": common.hardware_info(args.device),
+            "settings": {k: getattr(args, k) for k in settings},
+            "troi": troi_phase(args),
+        }
         print_report(result)
         common.write_json(args.json, result)
         return result
@@ -625,7 +933,7 @@ def main(argv=None) -> Dict:
         "date": common.now_iso(),
         "hardware": common.hardware_info(args.device),
         "settings": {k: getattr(args, k) for k in settings},
-    }  # fmt: skip
+    }
     result.update(summarize(variants, args))
     del variants
     result["memory"] = memory_phase(args, selsa, video)

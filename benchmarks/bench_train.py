@@ -62,7 +62,10 @@ def synthetic_batch(args, num_classes: int, seed: int) -> List[Dict]:
         inst.gt_classes = torch.randint(0, num_classes, (args.gt_boxes,), generator=g)
         key = common.frame_dict(video, k * span, span * args.batch, video_id=k)
         key["instances"] = inst
-        key["ref_frames"] = [common.frame_dict(video, k * span + 1 + r, span * args.batch, video_id=k) for r in range(args.refs)]
+        key["ref_frames"] = [
+            common.frame_dict(video, k * span + 1 + r, span * args.batch, video_id=k)
+            for r in range(args.refs)
+        ]
         batch.append(key)
     return batch
 
@@ -82,7 +85,10 @@ class Trainee:
 
     def step(self, batch, args, timed: bool, memory: bool):
         """One iteration; ``timed``: record its time, ``memory``: measure and record its peak."""
-        with common.PeakMemory(args.device, enabled=memory) as pm, common.Stopwatch(args.device) as sw:
+        with (
+            common.PeakMemory(args.device, enabled=memory) as pm,
+            common.Stopwatch(args.device) as sw,
+        ):
             with common.autocast(args.device, args.amp):
                 losses = self.model(batch)
                 loss = sum(losses.values())
@@ -92,7 +98,9 @@ class Trainee:
             self.scaler.update()
         self.last_loss = float(loss.detach())
         if not math.isfinite(self.last_loss):
-            raise FloatingPointError(f"bench_train: {self.name} loss became {self.last_loss}: {losses}")
+            raise FloatingPointError(
+                f"bench_train: {self.name} loss became {self.last_loss}: {losses}"
+            )
         if timed:
             self.iter_ms.append(1000.0 * sw.seconds)
         if memory:
@@ -109,7 +117,10 @@ def build_trainees(args):
     not_copied = common.share_weights(selsa, baseline)
     if not_copied:
         raise RuntimeError(f"Baseline parameters without a SELSA counterpart: {not_copied}")
-    return [Trainee("faster_rcnn", baseline, args), Trainee(f"selsa_{args.refs}refs", selsa, args)], selsa_cfg
+    return [
+        Trainee("faster_rcnn", baseline, args),
+        Trainee(f"selsa_{args.refs}refs", selsa, args),
+    ], selsa_cfg
 
 
 def summarize(trainees: List[Trainee], args) -> Dict:
@@ -117,16 +128,24 @@ def summarize(trainees: List[Trainee], args) -> Dict:
     rows = []
     for t in trainees:
         ms = common.median(t.iter_ms)
-        rows.append({
-            "name": t.name, "refs": 0 if t is trainees[0] else args.refs,
-            "images_per_iter": args.batch * (1 if t is trainees[0] else 1 + args.refs),
-            "ms_per_iter": round(ms, 1), "iters_per_s": round(1000.0 / ms, 4),
-            "ratio_vs_baseline": round(ms / base_ms, 4), "iter_ms": [round(x, 1) for x in t.iter_ms],
-            "peak_iter_mem_mb": common.mb(t.peak_bytes), "last_loss": round(t.last_loss, 4),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": t.name,
+                "refs": 0 if t is trainees[0] else args.refs,
+                "images_per_iter": args.batch * (1 if t is trainees[0] else 1 + args.refs),
+                "ms_per_iter": round(ms, 1),
+                "iters_per_s": round(1000.0 / ms, 4),
+                "ratio_vs_baseline": round(ms / base_ms, 4),
+                "iter_ms": [round(x, 1) for x in t.iter_ms],
+                "peak_iter_mem_mb": common.mb(t.peak_bytes),
+                "last_loss": round(t.last_loss, 4),
+            }
+        )
     base_mem = rows[0]["peak_iter_mem_mb"]
     for r in rows:
-        r["mem_ratio_vs_baseline"] = round(r["peak_iter_mem_mb"] / base_mem, 3) if base_mem > 0 else None
+        r["mem_ratio_vs_baseline"] = (
+            round(r["peak_iter_mem_mb"] / base_mem, 3) if base_mem > 0 else None
+        )
     return {"baseline": rows[0], "variants": rows[1:]}
 
 
@@ -134,31 +153,64 @@ def print_report(result: Dict):
     s = result["settings"]
     print(f"\nSELSA training benchmark  {result['date']}")
     print(f"hardware: {common.hardware_line(result['hardware'])}")
-    print(f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
-          f"{s['batch']} key frame(s)/iter, amp={s['amp']}, {s['iters']} timed iterations after {s['warmup']} warm-up")
+    print(
+        f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
+        f"{s['batch']} key frame(s)/iter, amp={s['amp']}, {s['iters']} timed iterations after {s['warmup']} warm-up"
+    )
     rows = [result["baseline"]] + result["variants"]
-    print(common.format_table(
-        ["model", "refs", "images/iter", "ratio", "ms/iter", "iters/s", "peak iter MB", "mem ratio"],
-        [[r["name"], r["refs"], r["images_per_iter"], r["ratio_vs_baseline"], r["ms_per_iter"], r["iters_per_s"],
-          r["peak_iter_mem_mb"], r["mem_ratio_vs_baseline"]] for r in rows]))  # fmt: skip
+    print(
+        common.format_table(
+            [
+                "model",
+                "refs",
+                "images/iter",
+                "ratio",
+                "ms/iter",
+                "iters/s",
+                "peak iter MB",
+                "mem ratio",
+            ],
+            [
+                [
+                    r["name"],
+                    r["refs"],
+                    r["images_per_iter"],
+                    r["ratio_vs_baseline"],
+                    r["ms_per_iter"],
+                    r["iters_per_s"],
+                    r["peak_iter_mem_mb"],
+                    r["mem_ratio_vs_baseline"],
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help="320x544 images")
-    preset.add_argument("--tiny", action="store_true", help="the tests' tiny R-18 model, 64x96 images")
+    preset.add_argument(
+        "--tiny", action="store_true", help="the tests' tiny R-18 model, 64x96 images"
+    )
     p.add_argument("--height", type=int, help="input height (default 600)")
     p.add_argument("--width", type=int, help="input width (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--amp", action="store_true", help="torch.autocast (+GradScaler on CUDA)")
     p.add_argument("--depth", type=int, default=50, help="ResNet depth of the DC5 backbone")
     p.add_argument("--refs", type=int, default=2, help="SELSA reference frames per key frame")
-    p.add_argument("--batch", type=int, default=1, help="key frames per iteration (mmtracking: 1 per GPU)")
+    p.add_argument(
+        "--batch", type=int, default=1, help="key frames per iteration (mmtracking: 1 per GPU)"
+    )
     p.add_argument("--gt-boxes", type=int, default=3, help="gt boxes per key frame")
     p.add_argument("--iters", type=int, help="timed iterations per model (default 3)")
     p.add_argument("--warmup", type=int, help="untimed iterations per model first (default 1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="SGD learning rate (small: random weights)")
+    p.add_argument(
+        "--lr", type=float, default=1e-4, help="SGD learning rate (small: random weights)"
+    )
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     common.add_cpu_malloc_arg(p)
@@ -191,9 +243,25 @@ def main(argv=None) -> Dict:
         "benchmark": "train",
         "date": common.now_iso(),
         "hardware": common.hardware_info(args.device),
-        "settings": {k: getattr(args, k) for k in ("height", "width", "device", "amp", "depth", "tiny", "refs",
-                                                    "batch", "gt_boxes", "iters", "warmup", "lr", "seed")},
-    }  # fmt: skip
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "height",
+                "width",
+                "device",
+                "amp",
+                "depth",
+                "tiny",
+                "refs",
+                "batch",
+                "gt_boxes",
+                "iters",
+                "warmup",
+                "lr",
+                "seed",
+            )
+        },
+    }
     result.update(summarize(trainees, args))
     print_report(result)
     common.write_json(args.json, result)

@@ -31,7 +31,9 @@ from selsa_d2.modeling import VideoInferenceEngine  # noqa: E402
 logger = logging.getLogger("check_amp")
 
 
-def match_detections(ref: Instances, other: Instances, top: int, iou: float, score_tol: float) -> Dict:
+def match_detections(
+    ref: Instances, other: Instances, top: int, iou: float, score_tol: float
+) -> Dict:
     """Fraction of ``ref``'s ``top`` best detections with a same-class detection in ``other`` at
     IoU >= ``iou`` and score within ``score_tol``; and the largest score difference of the matches."""
     ref = ref[ref.scores.argsort(descending=True)[:top]]
@@ -46,12 +48,18 @@ def match_detections(ref: Instances, other: Instances, top: int, iou: float, sco
     matched = ok.any(dim=1)
     best = torch.where(ok, diff, torch.full_like(diff, float("inf"))).min(dim=1).values
     max_diff = float(best[matched].max()) if matched.any() else float("inf")
-    return {"matched": float(matched.float().mean()), "max_score_diff": max_diff, "compared": len(ref)}
+    return {
+        "matched": float(matched.float().mean()),
+        "max_score_diff": max_diff,
+        "compared": len(ref),
+    }
 
 
 def run_video(selsa, video, length: int, refs: int, device: str, amp: bool) -> List[Instances]:
     sampler = TestReferenceSampler("offline", "adaptive_stride", num_refs=refs)
-    engine = VideoInferenceEngine(selsa, sampler, key_frame_as_ref=selsa.video_engine.key_frame_as_ref)
+    engine = VideoInferenceEngine(
+        selsa, sampler, key_frame_as_ref=selsa.video_engine.key_frame_as_ref
+    )
     out = []
     with torch.no_grad(), common.autocast(device, amp):
         for t in range(length):
@@ -64,7 +72,9 @@ def run_video(selsa, video, length: int, refs: int, device: str, amp: bool) -> L
 
 
 def main(argv=None) -> Dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--tiny", action="store_true", help="the tests' tiny model, 64x96")
     p.add_argument("--frames", type=int, default=8)
@@ -72,28 +82,48 @@ def main(argv=None) -> Dict:
     p.add_argument("--top", type=int, default=100, help="float32 detections compared per frame")
     p.add_argument("--iou", type=float, default=0.9)
     p.add_argument("--score-tol", type=float, default=0.02)
-    p.add_argument("--min-matched", type=float, default=0.9, help="fraction of --top that must match, per frame")
+    p.add_argument(
+        "--min-matched",
+        type=float,
+        default=0.9,
+        help="fraction of --top that must match, per frame",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    inf_args = bench_inference.parse_args(["--device", args.device, "--seed", str(args.seed)] + (["--tiny"] if args.tiny else []))
+    inf_args = bench_inference.parse_args(
+        ["--device", args.device, "--seed", str(args.seed)] + (["--tiny"] if args.tiny else [])
+    )
     selsa, _ = bench_inference.build_models(inf_args)
     video = common.SyntheticVideo(inf_args.height, inf_args.width, seed=args.seed)
     fp32 = run_video(selsa, video, args.frames, args.refs, args.device, amp=False)
     amp = run_video(selsa, video, args.frames, args.refs, args.device, amp=True)
-    per_frame = [match_detections(a, b, args.top, args.iou, args.score_tol) for a, b in zip(fp32, amp)]
+    per_frame = [
+        match_detections(a, b, args.top, args.iou, args.score_tol) for a, b in zip(fp32, amp)
+    ]
     worst = min(f["matched"] for f in per_frame)
     result = {
-        "hardware": common.hardware_info(args.device), "frames": args.frames, "refs": args.refs,
-        "tolerance": {"top": args.top, "iou": args.iou, "score_tol": args.score_tol, "min_matched": args.min_matched},
-        "per_frame": per_frame, "worst_matched": worst, "passed": worst >= args.min_matched,
-    }  # fmt: skip
-    print(f"AMP vs float32 on {common.hardware_line(result['hardware'])}: worst frame {worst:.3f} of the top "
-          f"{args.top} detections matched (IoU >= {args.iou}, same class, score within {args.score_tol}); "
-          f"max score difference {max(f['max_score_diff'] for f in per_frame):.4f}: "
-          f"{'PASS' if result['passed'] else 'FAIL'} (needs >= {args.min_matched})")
+        "hardware": common.hardware_info(args.device),
+        "frames": args.frames,
+        "refs": args.refs,
+        "tolerance": {
+            "top": args.top,
+            "iou": args.iou,
+            "score_tol": args.score_tol,
+            "min_matched": args.min_matched,
+        },
+        "per_frame": per_frame,
+        "worst_matched": worst,
+        "passed": worst >= args.min_matched,
+    }
+    print(
+        f"AMP vs float32 on {common.hardware_line(result['hardware'])}: worst frame {worst:.3f} of the top "
+        f"{args.top} detections matched (IoU >= {args.iou}, same class, score within {args.score_tol}); "
+        f"max score difference {max(f['max_score_diff'] for f in per_frame):.4f}: "
+        f"{'PASS' if result['passed'] else 'FAIL'} (needs >= {args.min_matched})"
+    )
     return result
 
 

@@ -33,7 +33,9 @@ BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_DC5_7e_im
 TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")
 
 
-def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False, extra: Sequence = ()):
+def build_cfg(
+    config_file: str, device: str, depth: int = 50, tiny: bool = False, extra: Sequence = ()
+):
     """A frozen config of ``config_file`` with random weights (``MODEL.WEIGHTS ""``: nothing is
     downloaded, and ``TEST.ALLOW_MISSING_WEIGHTS`` lets the predictors run them) on ``device``;
     ``tiny``: the tests' R-18/res4 model instead of ``depth``."""
@@ -44,7 +46,16 @@ def build_cfg(config_file: str, device: str, depth: int = 50, tiny: bool = False
     cfg.merge_from_file(config_file)
     if tiny:
         cfg.merge_from_file(TINY_OVERRIDES)
-    opts = ["MODEL.WEIGHTS", "", "TEST.ALLOW_MISSING_WEIGHTS", True, "MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", 0]
+    opts = [
+        "MODEL.WEIGHTS",
+        "",
+        "TEST.ALLOW_MISSING_WEIGHTS",
+        True,
+        "MODEL.DEVICE",
+        device,
+        "DATALOADER.NUM_WORKERS",
+        0,
+    ]
     opts += [] if tiny else ["MODEL.RESNETS.DEPTH", depth]
     cfg.merge_from_list(opts + list(extra))
     cfg.freeze()
@@ -64,10 +75,12 @@ def finish_args(parser, args, presets: Dict[str, Dict]):
 
 def add_cpu_malloc_arg(parser):
     parser.add_argument(
-        "--cpu-malloc", choices=("retain", "default"), default="retain",
+        "--cpu-malloc",
+        choices=("retain", "default"),
+        default="retain",
         help="retain: glibc keeps freed memory for reuse, as train_net.py does on the CPU "
-             "(RETAIN_FREED_CPU_MEMORY, selsa_d2.cpu_allocator); default: glibc's own settings",
-    )  # fmt: skip
+        "(RETAIN_FREED_CPU_MEMORY, selsa_d2.cpu_allocator); default: glibc's own settings",
+    )
 
 
 # What start_run set for glibc malloc; reported with the hardware.
@@ -91,7 +104,9 @@ share_weights = testing.share_weights
 SyntheticVideo = testing.SyntheticVideo
 
 
-def frame_dict(video: SyntheticVideo, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None) -> Dict:
+def frame_dict(
+    video: SyntheticVideo, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None
+) -> Dict:
     """Frame ``t`` of a synthetic video in test-mapper format (already at the network input size)."""
     image = video.frame(t) if image is None else image
     return testing.frame_input(image, video_id, t, length, height=video.height, width=video.width)
@@ -249,8 +264,10 @@ def now_iso() -> str:
 
 def hardware_line(hw: Dict) -> str:
     where = hw.get("gpu") or f"{hw['cpu']} ({hw['cpu_count']} cores)"
-    return (f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}, "
-            f"CPU malloc {hw.get('cpu_malloc', 'default')}")
+    return (
+        f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}, "
+        f"CPU malloc {hw.get('cpu_malloc', 'default')}"
+    )
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -126,9 +126,15 @@ VARIANTS: Dict[str, dict] = {
     # class), a strong blur alone on 40 % of the frames picked at random (isolated frames, not
     # stretches), smaller frames, shorter videos.
     "texture": dict(
-        num_train_videos=30, num_val_videos=10, frames=24, size=(128, 128),
+        num_train_videos=30,
+        num_val_videos=10,
+        frames=24,
+        size=(128, 128),
         classes=("disc_stripes", "disc_dots", "disc_checker", "disc_rings"),
-        colour_mode="per_object", degradation_layout="isolated", degradation_kinds="blur", blur_scale=1.5,
+        colour_mode="per_object",
+        degradation_layout="isolated",
+        degradation_kinds="blur",
+        blur_scale=1.5,
     ),
 }
 
@@ -238,10 +244,14 @@ def _object_colours(rs: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
     return np.clip(fg, 0, 255), np.clip(bg, 0, 255)
 
 
-def _plan_isolated(rs: np.random.RandomState, num_frames: int, fraction: float) -> List[Tuple[int, int]]:
+def _plan_isolated(
+    rs: np.random.RandomState, num_frames: int, fraction: float
+) -> List[Tuple[int, int]]:
     """round(fraction * num_frames) single degraded frames picked at random (degradation_layout "isolated")."""
     n_deg = min(int(round(fraction * num_frames)), num_frames)
-    picks = sorted(int(f) for f in rs.choice(num_frames, size=n_deg, replace=False)) if n_deg else []
+    picks = (
+        sorted(int(f) for f in rs.choice(num_frames, size=n_deg, replace=False)) if n_deg else []
+    )
     return [(f, f + 1) for f in picks]
 
 
@@ -282,7 +292,9 @@ def _plan_stretches(
     return out
 
 
-def _choose_degradations(rs: np.random.RandomState, degradation_kinds: str = "mixed") -> Tuple[str, ...]:
+def _choose_degradations(
+    rs: np.random.RandomState, degradation_kinds: str = "mixed"
+) -> Tuple[str, ...]:
     if degradation_kinds == "blur":
         return ("motion_blur",) if rs.rand() < 0.5 else ("defocus",)
     # Blur erases texture, desaturation erases hue: together they make every pair ambiguous.
@@ -454,7 +466,12 @@ def _object_layer(
     elif cls.texture == "checker":
         t = np.clip(0.5 + sharp * np.sin(2 * np.pi * pu) * np.sin(2 * np.pi * pv) / np.pi, 0, 1)
     elif cls.texture == "rings":
-        t = np.clip(0.5 + sharp * np.sin(2 * np.pi * (np.sqrt(u * u + v * v) / period + obj.phase[0])) / np.pi, 0, 1)
+        t = np.clip(
+            0.5
+            + sharp * np.sin(2 * np.pi * (np.sqrt(u * u + v * v) / period + obj.phase[0])) / np.pi,
+            0,
+            1,
+        )
     elif cls.texture == "dots":
         du, dv = pu - np.floor(pu) - 0.5, pv - np.floor(pv) - 0.5
         rad = math.sqrt(0.5 / math.pi)  # dot area = half the cell, the same mean as stripes
@@ -745,11 +762,24 @@ def _write_video(out: Path, split: str, index: int, spec: VideoSpec, classes) ->
 
 
 def _expected_args(
-    num_train_videos, num_val_videos, frames, width, height, seed, classes, degraded_fraction, **options
+    num_train_videos,
+    num_val_videos,
+    frames,
+    width,
+    height,
+    seed,
+    classes,
+    degraded_fraction,
+    **options,
 ):
     """The arguments stored in ARGS_FILE; the variant options only when they differ from the defaults
     (so a dataset generated before they existed is still recognised)."""
-    defaults = dict(colour_mode="class", degradation_layout="stretches", degradation_kinds="mixed", blur_scale=1.0)
+    defaults = dict(
+        colour_mode="class",
+        degradation_layout="stretches",
+        degradation_kinds="mixed",
+        blur_scale=1.0,
+    )
     extra = {k: v for k, v in options.items() if v != defaults[k]}
     return {
         **extra,
@@ -847,18 +877,32 @@ def generate(
         raise ValueError(f"--size must be at least 32x32 (got {width}x{height})")
     if not 0.0 <= degraded_fraction <= 1.0:
         raise ValueError(f"--degraded-fraction must be in [0, 1] (got {degraded_fraction})")
-    for name, value, allowed in (("colour_mode", colour_mode, COLOUR_MODES),
-                                 ("degradation_layout", degradation_layout, DEGRADATION_LAYOUTS),
-                                 ("degradation_kinds", degradation_kinds, DEGRADATION_KINDS)):
+    for name, value, allowed in (
+        ("colour_mode", colour_mode, COLOUR_MODES),
+        ("degradation_layout", degradation_layout, DEGRADATION_LAYOUTS),
+        ("degradation_kinds", degradation_kinds, DEGRADATION_KINDS),
+    ):
         if value not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed} (got {value!r})")
     if not blur_scale > 0:
         raise ValueError(f"--blur-scale must be > 0 (got {blur_scale})")
     class_defs = resolve_classes(classes)
-    options = dict(colour_mode=colour_mode, degradation_layout=degradation_layout,
-                   degradation_kinds=degradation_kinds, blur_scale=float(blur_scale))
+    options = dict(
+        colour_mode=colour_mode,
+        degradation_layout=degradation_layout,
+        degradation_kinds=degradation_kinds,
+        blur_scale=float(blur_scale),
+    )
     args = _expected_args(
-        num_train_videos, num_val_videos, frames, width, height, seed, class_defs, degraded_fraction, **options
+        num_train_videos,
+        num_val_videos,
+        frames,
+        width,
+        height,
+        seed,
+        class_defs,
+        degraded_fraction,
+        **options,
     )
     if not force and is_complete(out, args):
         logger.info(
@@ -917,8 +961,12 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output root (raw ILSVRC2015 VID layout)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default=None,
-                        help="start from a named variant (VARIANTS); the options below override it")
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default=None,
+        help="start from a named variant (VARIANTS); the options below override it",
+    )
     parser.add_argument("--num-train-videos", type=int, help="default 24")
     parser.add_argument("--num-val-videos", type=int, help="default 8")
     parser.add_argument("--frames", type=int, help="frames per video (default 30)")
@@ -930,9 +978,15 @@ def main(argv=None) -> int:
         default=None,
         help=f"class names (default: {' '.join(DEFAULT_CLASSES)}; available: {' '.join(c.name for c in CLASS_CATALOG)})",
     )
-    parser.add_argument("--degraded-fraction", type=float, help="fraction of degraded frames per video (default 0.4)")
+    parser.add_argument(
+        "--degraded-fraction",
+        type=float,
+        help="fraction of degraded frames per video (default 0.4)",
+    )
     parser.add_argument("--colour-mode", choices=COLOUR_MODES, help="default: class")
-    parser.add_argument("--degradation-layout", choices=DEGRADATION_LAYOUTS, help="default: stretches")
+    parser.add_argument(
+        "--degradation-layout", choices=DEGRADATION_LAYOUTS, help="default: stretches"
+    )
     parser.add_argument("--degradation-kinds", choices=DEGRADATION_KINDS, help="default: mixed")
     parser.add_argument("--blur-scale", type=float, help="object blur kernel scale (default 1.0)")
     parser.add_argument(
@@ -943,8 +997,18 @@ def main(argv=None) -> int:
         level=logging.INFO, format="[%(asctime)s] %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     kwargs = dict(VARIANTS[a.variant]) if a.variant else {}
-    for key in ("num_train_videos", "num_val_videos", "frames", "size", "classes", "degraded_fraction",
-                "colour_mode", "degradation_layout", "degradation_kinds", "blur_scale"):
+    for key in (
+        "num_train_videos",
+        "num_val_videos",
+        "frames",
+        "size",
+        "classes",
+        "degraded_fraction",
+        "colour_mode",
+        "degradation_layout",
+        "degradation_kinds",
+        "blur_scale",
+    ):
         if getattr(a, key) is not None:
             kwargs[key] = getattr(a, key)
     try:

@@ -22,6 +22,7 @@ The files are interchangeable with the ones mmtracking's converters write. ``--c
 ``"<id> <name>"`` class file for custom data in the same layout (e.g. the synthetic dataset);
 default: ``<root>/classes.txt`` if present, else the 30 ImageNet VID classes.
 """
+
 import argparse
 import logging
 import os
@@ -29,7 +30,13 @@ import sys
 
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.coco_vid import write_coco_vid_json
-from selsa_d2.data.ilsvrc import DET_TRAIN_LIST, VID_TRAIN_LIST, VID_VAL_LIST, load_ilsvrc_det, load_ilsvrc_vid_frames
+from selsa_d2.data.ilsvrc import (
+    DET_TRAIN_LIST,
+    VID_TRAIN_LIST,
+    VID_VAL_LIST,
+    load_ilsvrc_det,
+    load_ilsvrc_vid_frames,
+)
 
 logger = logging.getLogger("prepare_imagenet_vid")
 
@@ -39,10 +46,15 @@ def parse_args(argv=None):
     p.add_argument("--root", required=True, help="ILSVRC root holding Data/, Annotations/, Lists/")
     p.add_argument("--out", default=None, help="output directory (default: <root>/annotations)")
     p.add_argument("--classes", default=None, help="class file, one '<id> <name>' per line")
-    p.add_argument("--splits", nargs="+", default=["train", "val", "det"], choices=["train", "val", "det"])
+    p.add_argument(
+        "--splits", nargs="+", default=["train", "val", "det"], choices=["train", "val", "det"]
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
-        "--list-frame-base", type=int, choices=(0, 1), default=0,
+        "--list-frame-base",
+        type=int,
+        choices=(0, 1),
+        default=0,
         help="number of a video's first frame in VID_train_15frames.txt: 0 as FGFA (the list's "
         "authors) read it, 1 to mark the same key frames as mmtracking's converter (lines naming "
         "frame 0 are then skipped and counted)",
@@ -52,7 +64,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     root = os.path.abspath(args.root)
     out = args.out or os.path.join(root, "annotations")
     # before the (long) conversion: --out must be a directory, existing or creatable
@@ -87,16 +101,33 @@ def main(argv=None) -> int:
         out_file = os.path.join(out, out_name)
         if split == "det":
             frames = load_ilsvrc_det(root, names, wnids, dataset_name=split, progress=progress)
-            write_coco_vid_json(frames, out_file, class_names=names, wnids=wnids,
-                                image_root=os.path.join(root, "Data", "DET"),
-                                key_frames=[(f["video_id"], 0) for f in frames], as_video=False)
+            write_coco_vid_json(
+                frames,
+                out_file,
+                class_names=names,
+                wnids=wnids,
+                image_root=os.path.join(root, "Data", "DET"),
+                key_frames=[(f["video_id"], 0) for f in frames],
+                as_video=False,
+            )
         else:
             frames, keys = load_ilsvrc_vid_frames(
-                root, split, names, wnids, dataset_name=split, progress=progress, list_frame_base=args.list_frame_base
+                root,
+                split,
+                names,
+                wnids,
+                dataset_name=split,
+                progress=progress,
+                list_frame_base=args.list_frame_base,
             )
-            write_coco_vid_json(frames, out_file, class_names=names, wnids=wnids,
-                                image_root=os.path.join(root, "Data", "VID"),
-                                key_frames=keys if split == "train" else None)
+            write_coco_vid_json(
+                frames,
+                out_file,
+                class_names=names,
+                wnids=wnids,
+                image_root=os.path.join(root, "Data", "VID"),
+                key_frames=keys if split == "train" else None,
+            )
         written += 1
     if not written:
         logger.error("No list file found under %s/Lists; nothing converted", root)

@@ -111,9 +111,16 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"output video file ({', '.join(VIDEO_CONTAINERS)}), or a directory (existing, or given with a "
         "trailing '/') to write <input stem>.mp4 and <input stem>.json into",
     )
-    parser.add_argument("--json", metavar="FILE", help="detections JSON, *.json (default: the output video with .json)")
     parser.add_argument(
-        "--confidence-threshold", type=probability, default=0.5, help="minimum score of the detections kept, in [0, 1]"
+        "--json",
+        metavar="FILE",
+        help="detections JSON, *.json (default: the output video with .json)",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=probability,
+        default=0.5,
+        help="minimum score of the detections kept, in [0, 1]",
     )
     parser.add_argument(
         "--mode",
@@ -128,7 +135,9 @@ def get_parser() -> argparse.ArgumentParser:
         help="modify config options with 'KEY VALUE' pairs, e.g. --opts MODEL.WEIGHTS model.pth",
     )
     # Detectron2's tools also take the pairs without --opts, at the end of the command line.
-    parser.add_argument("trailing_opts", default=[], nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "trailing_opts", default=[], nargs=argparse.REMAINDER, help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -225,7 +234,9 @@ class VideoFileFrames(_FrameSource):
         self.size = tuple(first.shape[:2])
         fps = cap.get(cv2.CAP_PROP_FPS)
         if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
-            logger.warning(f"{path}: no valid frame rate in the file ({fps}); writing {FOLDER_FPS} fps")
+            logger.warning(
+                f"{path}: no valid frame rate in the file ({fps}); writing {FOLDER_FPS} fps"
+            )
             fps = FOLDER_FPS
         self.fps = float(fps)
         self._estimated_length = max(1, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -318,14 +329,18 @@ class ImageFrames(_FrameSource):
                 if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
             ]
             if not files:
-                raise DemoInputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in directory: {folder}")
+                raise DemoInputError(
+                    f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in directory: {folder}"
+                )
             self.path, self.stem = folder, os.path.basename(os.path.normpath(folder))
             self.folder = folder
         elif len(inputs) == 1 and not os.path.isfile(inputs[0]):
             pattern = os.path.expanduser(inputs[0])
             files = [f for f in glob.glob(pattern) if os.path.isfile(f)]
             if not files:
-                raise DemoInputError(f"no frames found: {inputs[0]} is not a directory, a file or a matching glob")
+                raise DemoInputError(
+                    f"no frames found: {inputs[0]} is not a directory, a file or a matching glob"
+                )
             self.path = inputs[0]
             self.stem = os.path.basename(os.path.dirname(os.path.abspath(sorted(files)[0])))
         else:
@@ -350,7 +365,9 @@ class ImageFrames(_FrameSource):
     def _load(self, index: int) -> np.ndarray:
         path = self.files[index]
         try:
-            return read_image(path, format="BGR")  # handles EXIF orientation, like Detectron2's demo
+            return read_image(
+                path, format="BGR"
+            )  # handles EXIF orientation, like Detectron2's demo
         except Exception as e:
             raise DemoInputError(f"cannot read image {path}: {e}") from e
 
@@ -376,10 +393,14 @@ def build_metadata(cfg) -> Metadata:
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if dataset is not None:
         try:
-            register_datasets_from_config(cfg)  # DATASETS.COCO_VID, if the config names its own json
+            register_datasets_from_config(
+                cfg
+            )  # DATASETS.COCO_VID, if the config names its own json
             names = MetadataCatalog.get(dataset).get("thing_classes", None)
         except Exception as e:  # e.g. the dataset's class file is not on this machine
-            logger.warning(f"no class names from dataset {dataset!r} ({e}); labelling with class ids")
+            logger.warning(
+                f"no class names from dataset {dataset!r} ({e}); labelling with class ids"
+            )
     if names is not None and len(names) != num_classes:
         logger.warning(
             f"dataset {dataset!r} has {len(names)} classes but the model predicts {num_classes}; "
@@ -465,18 +486,26 @@ def check_outputs(video_path: str, json_path: str, source: _FrameSource):
     for flag, path in (("--output", video_path), ("--json", json_path)):
         for inp in inputs:
             if _same_file(path, inp):
-                raise DemoInputError(f"{flag} {path} is an input file ({inp}); it would be overwritten")
+                raise DemoInputError(
+                    f"{flag} {path} is an input file ({inp}); it would be overwritten"
+                )
         folder = getattr(source, "folder", None)
         if folder is not None and _inside(path, folder):
-            raise DemoInputError(f"{flag} {path} lies inside the input frames folder {folder}; write elsewhere")
+            raise DemoInputError(
+                f"{flag} {path} lies inside the input frames folder {folder}; write elsewhere"
+            )
         if os.path.isdir(path):
             raise DemoInputError(f"{flag} {path} is a directory, not a file name")
         parent = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(parent, exist_ok=True)
-            tempfile.TemporaryFile(dir=parent).close()  # the real test (permissions, read-only or special fs)
+            tempfile.TemporaryFile(
+                dir=parent
+            ).close()  # the real test (permissions, read-only or special fs)
         except OSError as e:
-            raise DemoInputError(f"{flag} {path}: cannot write into {parent} ({e.strerror or e})") from None
+            raise DemoInputError(
+                f"{flag} {path}: cannot write into {parent} ({e.strerror or e})"
+            ) from None
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise DemoInputError(f"{flag} {path}: the existing file is not writable")
 
@@ -514,7 +543,9 @@ class _Outputs:
     def add(self, image_bgr: np.ndarray, record: dict):
         if self.writer is None:
             h, w = self.size
-            self.writer = cv2.VideoWriter(self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h), True)
+            self.writer = cv2.VideoWriter(
+                self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h), True
+            )
             if not self.writer.isOpened():
                 self.writer = None
                 raise DemoInputError(f"cannot open output video for writing: {self.video_path}")
@@ -549,7 +580,9 @@ def _predict_offline(predictor, source: _FrameSource) -> list:
     """Detections of every frame, predicted over the whole video (references may lie anywhere)."""
     # predict_video returns only at the end; the model runs once per frame, so a forward hook
     # shows the inference progress.
-    with tqdm.tqdm(total=len(source), unit="frame", desc="SELSA offline inference", dynamic_ncols=True) as bar:
+    with tqdm.tqdm(
+        total=len(source), unit="frame", desc="SELSA offline inference", dynamic_ncols=True
+    ) as bar:
 
         def count_frame(module, inputs, outputs):
             bar.update(1)  # returns None: a forward hook's return value would replace the outputs
@@ -560,7 +593,9 @@ def _predict_offline(predictor, source: _FrameSource) -> list:
         finally:
             hook.remove()
     if len(results) != len(source):
-        raise RuntimeError(f"predictor returned {len(results)} results for {len(source)} frames of {source.path}")
+        raise RuntimeError(
+            f"predictor returned {len(results)} results for {len(source)} frames of {source.path}"
+        )
     return results
 
 
@@ -589,13 +624,18 @@ def run(args) -> Tuple[str, str]:
         try:
             if mode == "offline":
                 results = _predict_offline(predictor, source)
-                items = ((index, source[index], instances) for index, instances in enumerate(results))
+                items = (
+                    (index, source[index], instances) for index, instances in enumerate(results)
+                )
             else:
                 items = _online(predictor, source)
             with tqdm.tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True) as bar:
                 for index, frame, instances in items:
                     instances = instances.to("cpu")
-                    outputs.add(draw(frame, instances, metadata), make_record(index, instances, source, metadata))
+                    outputs.add(
+                        draw(frame, instances, metadata),
+                        make_record(index, instances, source, metadata),
+                    )
                     bar.update(1)
         finally:
             outputs.close()
@@ -620,7 +660,10 @@ def main(argv: Optional[Sequence[str]] = None):
     except (DemoInputError, WeightsError) as e:
         raise SystemExit(f"demo.py: error: {e}") from e
     except Terminated:
-        print("demo.py: stopped by SIGTERM (the outputs of the frames done are finalised)", file=sys.stderr)
+        print(
+            "demo.py: stopped by SIGTERM (the outputs of the frames done are finalised)",
+            file=sys.stderr,
+        )
         return 128 + signal.SIGTERM
     return 0
 

@@ -3,6 +3,7 @@
 Importing the package registers its datasets, backbone, meta architecture, ROI heads and box
 head with Detectron2's registries.
 """
+
 from .config import add_selsa_config  # noqa: F401
 from . import data  # noqa: F401  (registers builtin datasets)
 from . import modeling  # noqa: F401  (registers models)

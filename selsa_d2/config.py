@@ -1,4 +1,5 @@
 """SELSA config keys, added to a Detectron2 config with :func:`add_selsa_config`."""
+
 from detectron2.config import CfgNode as CN
 
 

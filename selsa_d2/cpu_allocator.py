@@ -14,13 +14,19 @@ resident instead of giving memory back between iterations.
 Nothing here runs on import; on a C library other than glibc every function is a no-op that
 says so.
 """
+
 import ctypes
 import ctypes.util
 import functools
 import logging
 from typing import Optional
 
-__all__ = ["retain_freed_cpu_memory", "retain_freed_cpu_memory_from_config", "malloc_bytes_in_use", "is_glibc"]
+__all__ = [
+    "retain_freed_cpu_memory",
+    "retain_freed_cpu_memory_from_config",
+    "malloc_bytes_in_use",
+    "is_glibc",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,21 @@ _MAX_TRIM_THRESHOLD = 2**31 - 1
 class _Mallinfo2(ctypes.Structure):
     """``struct mallinfo2`` (glibc >= 2.33): every field is a ``size_t``."""
 
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,12 +87,16 @@ def retain_freed_cpu_memory(trim_threshold: int = _MAX_TRIM_THRESHOLD) -> bool:
     warning) on another C library.
     """
     if not 0 <= trim_threshold <= _MAX_TRIM_THRESHOLD:
-        raise ValueError(f"trim_threshold must be in [0, {_MAX_TRIM_THRESHOLD}], got {trim_threshold}")
+        raise ValueError(
+            f"trim_threshold must be in [0, {_MAX_TRIM_THRESHOLD}], got {trim_threshold}"
+        )
     libc = _libc()
     if libc is None:
         logger.warning("Not glibc: CPU malloc settings left as they are")
         return False
-    ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )
     if not ok:
         logger.warning("glibc mallopt refused M_MMAP_MAX=0 / M_TRIM_THRESHOLD=%d", trim_threshold)
     return ok
@@ -82,9 +105,15 @@ def retain_freed_cpu_memory(trim_threshold: int = _MAX_TRIM_THRESHOLD) -> bool:
 def retain_freed_cpu_memory_from_config(cfg) -> bool:
     """What an entry point (train_net.py, demo/demo.py) does: :func:`retain_freed_cpu_memory`
     when ``cfg.MODEL.DEVICE`` is ``cpu`` and ``cfg.RETAIN_FREED_CPU_MEMORY`` is true (logged)."""
-    if cfg.MODEL.DEVICE != "cpu" or not cfg.RETAIN_FREED_CPU_MEMORY or not retain_freed_cpu_memory():
+    if (
+        cfg.MODEL.DEVICE != "cpu"
+        or not cfg.RETAIN_FREED_CPU_MEMORY
+        or not retain_freed_cpu_memory()
+    ):
         return False
-    logger.info("RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)")
+    logger.info(
+        "RETAIN_FREED_CPU_MEMORY: glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)"
+    )
     return True
 
 

@@ -1,4 +1,5 @@
 """Training-loop pieces Detectron2's DefaultTrainer needs for SELSA on any device."""
+
 import contextlib
 import logging
 import time

@@ -33,13 +33,19 @@ def check_frame(frame, frame_id: int) -> None:
             f"{type(frame).__name__} {getattr(frame, 'shape', '')}"
         )
     if frame.dtype != np.uint8:
-        hint = " (float in [0, 1]: (frame * 255).round().astype(np.uint8))" if frame.dtype.kind == "f" else ""
+        hint = (
+            " (float in [0, 1]: (frame * 255).round().astype(np.uint8))"
+            if frame.dtype.kind == "f"
+            else ""
+        )
         raise ValueError(
             f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got dtype {frame.dtype}; "
             f"convert it explicitly{hint}"
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError(f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got an empty {frame.shape}")
+        raise ValueError(
+            f"Frame {frame_id}: expected a BGR image array [H, W, 3] of uint8, got an empty {frame.shape}"
+        )
 
 
 class VideoPredictor:
@@ -72,12 +78,16 @@ class VideoPredictor:
         self.model.eval()
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        load_inference_weights(self.model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
+        load_inference_weights(
+            self.model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS
+        )
         # the test-time resize of the data pipeline (INPUT.RESIZE_STYLE included)
         self.aug = T.AugmentationList(build_video_augmentation(self.cfg, is_train=False))
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(f"VideoPredictor supports INPUT.FORMAT RGB or BGR, got {self.input_format!r}")
+            raise ValueError(
+                f"VideoPredictor supports INPUT.FORMAT RGB or BGR, got {self.input_format!r}"
+            )
         self.mode = self._check_mode(mode or cfg.INPUT.VIDEO.TEST_MODE)
         self._videos = itertools.count()
 
@@ -95,7 +105,9 @@ class VideoPredictor:
     def reference_sampler(self, mode: str) -> TestReferenceSampler:
         v = self.cfg.INPUT.VIDEO
         if self._check_mode(mode) == "online":
-            return TestReferenceSampler("online", num_refs=v.TEST_NUM_REFS, stride=v.TEST_FRAME_STRIDE)
+            return TestReferenceSampler(
+                "online", num_refs=v.TEST_NUM_REFS, stride=v.TEST_FRAME_STRIDE
+            )
         return TestReferenceSampler("offline", v.TEST_SAMPLER, v.TEST_NUM_REFS, v.TEST_FRAME_STRIDE)
 
     def prepare(self, frame: np.ndarray, video_id, frame_id: int, video_length: int) -> Dict:
@@ -109,15 +121,21 @@ class VideoPredictor:
         image = aug_input.image
         image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {
-            "image": image, "height": height, "width": width,
-            "video_id": video_id, "frame_id": frame_id, "video_length": video_length,
-        }  # fmt: skip
+            "image": image,
+            "height": height,
+            "width": width,
+            "video_id": video_id,
+            "frame_id": frame_id,
+            "video_length": video_length,
+        }
 
     def _run(self, inp: Dict) -> Instances:
         with torch.no_grad():
             return self.model([inp])[0]["instances"].to("cpu")
 
-    def predict_video(self, frames: Sequence[np.ndarray], mode: Optional[str] = None) -> List[Instances]:
+    def predict_video(
+        self, frames: Sequence[np.ndarray], mode: Optional[str] = None
+    ) -> List[Instances]:
         """Detections of every frame of one video (BGR frames in order)."""
         if not isinstance(frames, Sequence):
             frames = list(frames)

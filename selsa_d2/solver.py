@@ -4,6 +4,7 @@ mmdet's ``grad_clip=dict(max_norm=35, norm_type=2)`` clips the L2 norm of *all* 
 together. Detectron2's ``CLIP_TYPE: norm`` clips every parameter on its own, which is a different
 (and much weaker) constraint, so SOLVER.CLIP_GRADIENTS.CLIP_TYPE accepts ``"full_model"`` here.
 """
+
 import functools
 
 import torch

@@ -41,7 +41,9 @@ def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> List[str]:
     so that both see identical proposals). Returns the names of ``dst`` that were not copied."""
     src_state = src.state_dict()
     dst_state = dst.state_dict()
-    copied = {k: v for k, v in src_state.items() if k in dst_state and dst_state[k].shape == v.shape}
+    copied = {
+        k: v for k, v in src_state.items() if k in dst_state and dst_state[k].shape == v.shape
+    }
     dst.load_state_dict(copied, strict=False)
     return sorted(set(dst_state) - set(copied))
 
@@ -64,28 +66,41 @@ class SyntheticVideo:
         self.height, self.width, self.seed, self.smooth = height, width, seed, smooth
         if smooth:
             rng = np.random.RandomState(seed)
-            coarse = torch.from_numpy(rng.randint(0, 255, size=(1, 3, max(2, height // 16), max(2, width // 16))))
-            self._background = F.interpolate(coarse.float(), size=(height, width), mode="bilinear")[0]
+            coarse = torch.from_numpy(
+                rng.randint(0, 255, size=(1, 3, max(2, height // 16), max(2, width // 16)))
+            )
+            self._background = F.interpolate(coarse.float(), size=(height, width), mode="bilinear")[
+                0
+            ]
 
     def frame(self, t: int) -> torch.Tensor:
         """Frame ``t`` as an RGB uint8 tensor [3, H, W] (smooth videos)."""
         if not self.smooth:
-            raise ValueError("SyntheticVideo.frame: per-pixel-noise videos are generated in order, use bgr_frames")
+            raise ValueError(
+                "SyntheticVideo.frame: per-pixel-noise videos are generated in order, use bgr_frames"
+            )
         h, w = self.height, self.width
         img = self._background.clone()
         g = torch.Generator().manual_seed(self.seed * 100003 + t)
         img += torch.randint(-12, 12, (3, h, w), generator=g).float()
-        for k, (color, speed) in enumerate((((40, 200, 90), 3), ((220, 60, 30), 2), ((90, 90, 230), 5))):
+        for k, (color, speed) in enumerate(
+            (((40, 200, 90), 3), ((220, 60, 30), 2), ((90, 90, 230), 5))
+        ):
             bh, bw = max(4, h // (4 + k)), max(4, w // (5 + k))
             y0 = (h // 8 + k * h // 4 + speed * t) % max(1, h - bh)
             x0 = (w // 10 + speed * 2 * t) % max(1, w - bw)
-            img[:, y0 : y0 + bh, x0 : x0 + bw] = torch.tensor(color, dtype=torch.float32)[:, None, None]
+            img[:, y0 : y0 + bh, x0 : x0 + bw] = torch.tensor(color, dtype=torch.float32)[
+                :, None, None
+            ]
         return img.clamp_(0, 255).to(torch.uint8)
 
     def bgr_frames(self, num_frames: int) -> List[np.ndarray]:
         """The first ``num_frames`` frames as BGR uint8 arrays [H, W, 3] (as ``cv2.imread``)."""
         if self.smooth:
-            return [np.ascontiguousarray(self.frame(t).permute(1, 2, 0).numpy()[:, :, ::-1]) for t in range(num_frames)]
+            return [
+                np.ascontiguousarray(self.frame(t).permute(1, 2, 0).numpy()[:, :, ::-1])
+                for t in range(num_frames)
+            ]
         h, w = self.height, self.width
         rng = np.random.RandomState(self.seed)
         background = rng.randint(0, 80, size=(h, w, 3)).astype(np.uint8)
@@ -96,12 +111,16 @@ class SyntheticVideo:
             img[20:50, x0 : x0 + 30] = (40, 200, 90)
             y0 = (10 + 2 * t) % (h - 24)
             img[y0 : y0 + 24, 60:90] = (220, 60, 30)
-            img = np.clip(img.astype(int) + rng.randint(-10, 10, size=img.shape), 0, 255).astype(np.uint8)
+            img = np.clip(img.astype(int) + rng.randint(-10, 10, size=img.shape), 0, 255).astype(
+                np.uint8
+            )
             frames.append(img)
         return frames
 
 
-def synthetic_video(num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0) -> List[np.ndarray]:
+def synthetic_video(
+    num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0
+) -> List[np.ndarray]:
     """The tests' small BGR frames [H, W, 3]: per-pixel noise with two moving rectangles."""
     return SyntheticVideo(height, width, seed, smooth=False).bgr_frames(num_frames)
 
@@ -129,8 +148,10 @@ def frame_input(
         "image": image,
         "height": image.shape[1] if height is None else height,
         "width": image.shape[2] if width is None else width,
-        "video_id": video_id, "frame_id": frame_id, "video_length": video_length,
-    }  # fmt: skip
+        "video_id": video_id,
+        "frame_id": frame_id,
+        "video_length": video_length,
+    }
 
 
 def with_references(get_input: Callable[[int], Dict], t: int, length: int, sampler) -> Dict:

@@ -3,6 +3,7 @@
 ``make_ilsvrc_fixture(root)`` writes it and returns nothing; the tests assert against the values
 written here (see the constants). Classes are the 30 ImageNet VID WordNet ids.
 """
+
 import os
 from typing import Dict, List, Optional
 
@@ -27,16 +28,26 @@ def obj(name, box, trackid: Optional[int] = None, occluded=0, generated=0) -> di
 # video -> per-frame list of objects (plus optional degradations)
 VID_FRAMES: Dict[str, List[dict]] = {
     TRAIN_A: [
-        {"objects": [obj(AIRPLANE, (2, 3, 20, 30), 0), obj(ZEBRA, (30, 10, 60, 40), 5, occluded=1)]},
+        {
+            "objects": [
+                obj(AIRPLANE, (2, 3, 20, 30), 0),
+                obj(ZEBRA, (30, 10, 60, 40), 5, occluded=1),
+            ]
+        },
         {"objects": []},  # a frame with no objects
         {"objects": [obj(AIRPLANE, (4, 5, 22, 32), 0, generated=1), obj(UNKNOWN, (1, 1, 9, 9), 1)]},
-        {"objects": [obj(ZEBRA, (50, 20, 70, 47), 5)], "degradations": "blur,noise"},  # partly outside
+        {
+            "objects": [obj(ZEBRA, (50, 20, 70, 47), 5)],
+            "degradations": "blur,noise",
+        },  # partly outside
     ],
     TRAIN_B: [{"objects": []}, {"objects": []}],  # a video with no annotated objects
     VAL_A: [
         {"objects": [obj(BEAR, (10, 10, 30, 30), 2)]},
         {"objects": [obj(BEAR, (11, 10, 31, 30), 2)], "degradations": ""},
-        {"objects": [obj(BEAR, (12, 10, 32, 30), 2), obj(CAR, (70, 50, 90, 60), 3)]},  # car fully outside
+        {
+            "objects": [obj(BEAR, (12, 10, 32, 30), 2), obj(CAR, (70, 50, 90, 60), 3)]
+        },  # car fully outside
     ],
 }
 TRAIN_LIST = [f"{TRAIN_A} 1 1 4", f"{TRAIN_A} 1 3 4", f"{TRAIN_B} 1 0 2"]  # 0-based frame numbers
@@ -63,7 +74,9 @@ def xml_text(objects, *, width=W, height=H, degradations=None, with_track=True, 
             f"\t\t<bndbox><xmax>{b[2]}</xmax><xmin>{b[0]}</xmin><ymax>{b[3]}</ymax><ymin>{b[1]}</ymin></bndbox>"
         )
         if with_track:
-            parts.append(f"\t\t<occluded>{o['occluded']}</occluded><generated>{o['generated']}</generated>")
+            parts.append(
+                f"\t\t<occluded>{o['occluded']}</occluded><generated>{o['generated']}</generated>"
+            )
         parts.append("\t</object>")
     if degradations is not None:
         parts.append(f"\t<degradations>{degradations}</degradations>")
@@ -96,7 +109,10 @@ def make_ilsvrc_fixture(root: str) -> str:
     for rel, objects in DET_OBJECTS.items():
         write_jpeg(os.path.join(root, "Data", "DET", rel + ".JPEG"), seed)
         seed += 1
-        write_text(os.path.join(root, "Annotations", "DET", rel + ".xml"), xml_text(objects, with_track=False))
+        write_text(
+            os.path.join(root, "Annotations", "DET", rel + ".xml"),
+            xml_text(objects, with_track=False),
+        )
     write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), "\n".join(TRAIN_LIST) + "\n")
     write_text(os.path.join(root, "Lists", "VID_val_videos.txt"), "\n".join(VAL_LIST) + "\n")
     write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"), "\n".join(DET_LIST) + "\n")

@@ -2,6 +2,7 @@
 
 They are scripts, not packages, so tests load them by path.
 """
+
 import importlib.util
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """tools/analyze_attention.py on a tiny random model and a tiny synthetic dataset."""
+
 import numpy as np
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
@@ -13,14 +14,24 @@ generator = load_script("datasets/make_synthetic_vid.py")
 
 @pytest.mark.parametrize("troi", [False, True], ids=["selsa", "selsa_troi"])
 def test_attention_masses_partition_the_references(tmp_path, troi):
-    root = generator.generate(tmp_path / "synthetic_vid", num_train_videos=1, num_val_videos=2, frames=6, seed=5)
+    root = generator.generate(
+        tmp_path / "synthetic_vid", num_train_videos=1, num_val_videos=2, frames=6, seed=5
+    )
     name = "test_analyze_attention_val"
     register_vid_dataset(name, raw_root=str(root), split="val")
     try:
-        cfg = tiny_selsa_cfg(num_classes=4, INPUT__VIDEO__TEST_NUM_REFS=3, INPUT__MIN_SIZE_TEST=160,
-                             INPUT__MAX_SIZE_TEST=256, MODEL__RPN__POST_NMS_TOPK_TEST=40,
-                             **(dict(MODEL__ROI_HEADS__NAME="SelsaTRoIROIHeads", MODEL__ROI_BOX_HEAD__NUM_FC=3)
-                                if troi else {}))  # fmt: skip
+        cfg = tiny_selsa_cfg(
+            num_classes=4,
+            INPUT__VIDEO__TEST_NUM_REFS=3,
+            INPUT__MIN_SIZE_TEST=160,
+            INPUT__MAX_SIZE_TEST=256,
+            MODEL__RPN__POST_NMS_TOPK_TEST=40,
+            **(
+                dict(MODEL__ROI_HEADS__NAME="SelsaTRoIROIHeads", MODEL__ROI_BOX_HEAD__NUM_FC=3)
+                if troi
+                else {}
+            ),
+        )
         DetectionCheckpointer(build_tiny_model(cfg, seed=0), save_dir=str(tmp_path)).save("random")
         cfg.defrost()
         cfg.MODEL.WEIGHTS = str(tmp_path / "random.pth")
@@ -32,7 +43,9 @@ def test_attention_masses_partition_the_references(tmp_path, troi):
     k = len(analyze_attention.KINDS)
     for values in result.values():
         mass, share = values[:k], values[k:]
-        np.testing.assert_allclose(mass.sum(), 1.0, atol=1e-5)  # every reference row is one of the kinds
+        np.testing.assert_allclose(
+            mass.sum(), 1.0, atol=1e-5
+        )  # every reference row is one of the kinds
         np.testing.assert_allclose(share.sum(), 1.0, atol=1e-5)
         assert (mass >= 0).all() and (share >= 0).all()
         assert share[0] > 0  # the same objects appear in the clean reference frames

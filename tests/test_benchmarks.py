@@ -36,31 +36,73 @@ def _check_ratio(row, baseline_ms, key, step=0.1):
 def test_bench_inference_tiny(tmp_path):
     out = tmp_path / "inf.json"
     result = bench_inference.main(
-        ["--tiny", "--frames", "4", "--refs", "1", "3", "--key-refs", "2", "--mem-frames", "4", "8",
-         "--repeat", "2", "--recompute-frames", "2", "--e2e-frames", "3", "--json", str(out)]
-    )  # fmt: skip
+        [
+            "--tiny",
+            "--frames",
+            "4",
+            "--refs",
+            "1",
+            "3",
+            "--key-refs",
+            "2",
+            "--mem-frames",
+            "4",
+            "8",
+            "--repeat",
+            "2",
+            "--recompute-frames",
+            "2",
+            "--e2e-frames",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))
-    assert {"benchmark", "date", "hardware", "settings", "baseline", "variants", "ref_sweep", "memory", "target"} <= set(data)
+    assert {
+        "benchmark",
+        "date",
+        "hardware",
+        "settings",
+        "baseline",
+        "variants",
+        "ref_sweep",
+        "memory",
+        "target",
+    } <= set(data)
     hw = data["hardware"]
     assert hw["device"] == "cpu" and hw["torch_threads"] == 1 and hw["torch"] and hw["cpu"]
 
     base = data["baseline"]
-    assert base["name"] == "faster_rcnn" and base["ratio_vs_baseline"] == 1.0 and base["frames_timed"] == 4
+    assert (
+        base["name"] == "faster_rcnn"
+        and base["ratio_vs_baseline"] == 1.0
+        and base["frames_timed"] == 4
+    )
     assert len(base["pass_ms_per_frame"]) == 2
     assert base["fps"] == pytest.approx(1000.0 / base["ms_per_frame"], rel=1e-2)
     variants = {v["name"]: v for v in data["variants"]}
     assert set(variants) == {"selsa_cached", "selsa_mmtracking", "selsa_full_recompute"}
     for row in list(variants.values()) + data["ref_sweep"]:
         _check_ratio(row, base["ms_per_frame"], "ms_per_frame")
-        assert _ratio_matches(row["ratio_vs_baseline_median_based"], row["ms_per_frame_median_based"],
-                              base["ms_per_frame_median_based"], step=0.01), row
+        assert _ratio_matches(
+            row["ratio_vs_baseline_median_based"],
+            row["ms_per_frame_median_based"],
+            base["ms_per_frame_median_based"],
+            step=0.01,
+        ), row
         assert len(row["pass_ms_per_frame"]) == 2
-        assert row["ms_per_frame"] == pytest.approx(sorted(row["pass_ms_per_frame"])[0] / 2 + sorted(row["pass_ms_per_frame"])[1] / 2, abs=0.02)
+        assert row["ms_per_frame"] == pytest.approx(
+            sorted(row["pass_ms_per_frame"])[0] / 2 + sorted(row["pass_ms_per_frame"])[1] / 2,
+            abs=0.02,
+        )
 
     cached, mmtracking = variants["selsa_cached"], variants["selsa_mmtracking"]
     full = variants["selsa_full_recompute"]
-    assert cached["refs"] == 2 and cached["frames_timed"] == 4 and cached["frames_computed"] == 4  # once per frame
+    assert (
+        cached["refs"] == 2 and cached["frames_timed"] == 4 and cached["frames_computed"] == 4
+    )  # once per frame
     assert not cached["extrapolated"] and mmtracking["extrapolated"] and full["extrapolated"]
     # backbone passes: mmtracking caches the references' (frames 0 and 3), not the key frame's
     assert mmtracking["frames_timed"] == 2 and mmtracking["frames_computed"] == 3
@@ -88,13 +130,22 @@ def test_bench_inference_tiny(tmp_path):
 
     e2e = data["end_to_end"]
     assert e2e["frames"] == 3 and e2e["default_predictor_ms_per_frame"] > 0
-    assert _ratio_matches(e2e["ratio"], e2e["video_predictor_ms_per_frame"], e2e["default_predictor_ms_per_frame"], 0.01)
+    assert _ratio_matches(
+        e2e["ratio"],
+        e2e["video_predictor_ms_per_frame"],
+        e2e["default_predictor_ms_per_frame"],
+        0.01,
+    )
     assert data["target"]["end_to_end_ratio"] == e2e["ratio"]
     runs = e2e["runs_ms_per_frame"]
     assert len(e2e["ratio_per_repeat"]) == 1
-    assert e2e["ratio_per_repeat"][0] == pytest.approx(runs["VideoPredictor.predict_video"][0] / runs["DefaultPredictor"][0], abs=1e-3)
+    assert e2e["ratio_per_repeat"][0] == pytest.approx(
+        runs["VideoPredictor.predict_video"][0] / runs["DefaultPredictor"][0], abs=1e-3
+    )
 
-    troi = data["troi"]  # Temporal RoI Align's per-key-frame cost: 20 RoIs x (2 refs + the key) maps of 4x6
+    troi = data[
+        "troi"
+    ]  # Temporal RoI Align's per-key-frame cost: 20 RoIs x (2 refs + the key) maps of 4x6
     assert (troi["rois"], troi["maps"], troi["map_size"], troi["channels"]) == (20, 3, [4, 6], 32)
     assert troi["search_ms"] > 0 and troi["aggregate_ms"] > 0 and len(troi["search_ms_passes"]) == 2
     assert troi["search_gmacs"] == round(20 * 49 * 3 * 24 * 32 / 1e9, 3)
@@ -116,7 +167,11 @@ def test_bench_train_tiny(tmp_path):
     assert data == json.loads(json.dumps(result))
     assert data["benchmark"] == "train" and data["hardware"]["torch_threads"] == 1
     base = data["baseline"]
-    assert base["name"] == "faster_rcnn" and base["ratio_vs_baseline"] == 1.0 and base["images_per_iter"] == 1
+    assert (
+        base["name"] == "faster_rcnn"
+        and base["ratio_vs_baseline"] == 1.0
+        and base["images_per_iter"] == 1
+    )
     (selsa,) = data["variants"]
     assert selsa["name"] == "selsa_2refs" and selsa["refs"] == 2 and selsa["images_per_iter"] == 3
     for row in (base, selsa):
@@ -156,7 +211,9 @@ def test_check_amp_matching_and_tiny_run():
     assert m["matched"] == 0.5 and abs(m["max_score_diff"] - 0.01) < 1e-6
     assert check_amp.match_detections(a, b, top=2, iou=0.9, score_tol=0.001)["matched"] == 0.0
     # the script end to end on the tiny model (CPU bfloat16 autocast)
-    result = check_amp.main(["--tiny", "--frames", "2", "--refs", "2", "--top", "20", "--min-matched", "0.0"])
+    result = check_amp.main(
+        ["--tiny", "--frames", "2", "--refs", "2", "--top", "20", "--min-matched", "0.0"]
+    )
     assert len(result["per_frame"]) == 2 and result["passed"]
     assert all(f["compared"] > 0 for f in result["per_frame"])
 

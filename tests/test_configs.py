@@ -18,9 +18,15 @@ from selsa_d2.solver import build_selsa_optimizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELSA_CONFIGS = {
-    "selsa_R_50_DC5_7e_imagenetvid.yaml": dict(depth=50, groups=1, width=64, weights="detectron2://ImageNetPretrained/torchvision/R-50.pkl"),
-    "selsa_R_101_DC5_7e_imagenetvid.yaml": dict(depth=101, groups=1, width=64, weights="pretrained/R-101-torchvision.pkl"),
-    "selsa_X_101_DC5_7e_imagenetvid.yaml": dict(depth=101, groups=64, width=4, weights="pretrained/X-101-64x4d-torchvision.pkl"),
+    "selsa_R_50_DC5_7e_imagenetvid.yaml": dict(
+        depth=50, groups=1, width=64, weights="detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+    ),
+    "selsa_R_101_DC5_7e_imagenetvid.yaml": dict(
+        depth=101, groups=1, width=64, weights="pretrained/R-101-torchvision.pkl"
+    ),
+    "selsa_X_101_DC5_7e_imagenetvid.yaml": dict(
+        depth=101, groups=64, width=4, weights="pretrained/X-101-64x4d-torchvision.pkl"
+    ),
 }
 BASELINE_CONFIG = "faster_rcnn_R_50_DC5_7e_imagenetvid.yaml"
 ALL_CONFIGS = list(SELSA_CONFIGS) + [BASELINE_CONFIG]
@@ -189,12 +195,14 @@ def expected_values(name):
         out.update(SELSA_INFERENCE)
         out.update(SELSA_TRAINING)
         arch = SELSA_CONFIGS[name]
-        out.update({
-            "MODEL.RESNETS.DEPTH": arch["depth"],
-            "MODEL.RESNETS.NUM_GROUPS": arch["groups"],
-            "MODEL.RESNETS.WIDTH_PER_GROUP": arch["width"],
-            "MODEL.WEIGHTS": arch["weights"],
-        })
+        out.update(
+            {
+                "MODEL.RESNETS.DEPTH": arch["depth"],
+                "MODEL.RESNETS.NUM_GROUPS": arch["groups"],
+                "MODEL.RESNETS.WIDTH_PER_GROUP": arch["width"],
+                "MODEL.WEIGHTS": arch["weights"],
+            }
+        )
     return out
 
 
@@ -227,7 +235,9 @@ def test_schedule_is_seven_epochs_with_steps_after_two_and_five():
     assert cfg.SOLVER.MAX_ITER == 97_545 and tuple(cfg.SOLVER.STEPS) == (27_870, 69_675)
 
 
-def mmcv_step_warmup_lr(i, base_lr=0.01, warmup_iters=500, ratio=1.0 / 3, step_iters=(27_870, 69_675), gamma=0.1):
+def mmcv_step_warmup_lr(
+    i, base_lr=0.01, warmup_iters=500, ratio=1.0 / 3, step_iters=(27_870, 69_675), gamma=0.1
+):
     """mmcv 1.x StepLrUpdaterHook (epoch steps converted to iterations) with warmup='linear':
     k = (1 - i / warmup_iters) * (1 - ratio); lr = regular_lr * (1 - k) for i < warmup_iters."""
     regular = base_lr * gamma ** sum(i >= s for s in step_iters)
@@ -236,14 +246,18 @@ def mmcv_step_warmup_lr(i, base_lr=0.01, warmup_iters=500, ratio=1.0 / 3, step_i
     return regular
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+@pytest.mark.filterwarnings(
+    "ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`"
+)
 def test_lr_curve_equals_mmcv_warmup_and_steps():
     cfg = load("selsa_R_50_DC5_7e_imagenetvid.yaml")
     model = torch.nn.Linear(1, 1)
     optimizer = build_selsa_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     steps = tuple(cfg.SOLVER.STEPS)
-    checked = list(range(0, 503)) + [s + d for s in steps for d in (-1, 0, 1)] + [cfg.SOLVER.MAX_ITER - 1]
+    checked = (
+        list(range(0, 503)) + [s + d for s in steps for d in (-1, 0, 1)] + [cfg.SOLVER.MAX_ITER - 1]
+    )
     for i in checked:
         # the lr Detectron2's LRScheduler hook sets for iteration i (it steps after each iteration)
         scheduler.last_epoch = i - 1

@@ -6,6 +6,7 @@ converted model against independent re-implementations of mmdet 2.28 / mmtrackin
 (AnchorGenerator scale_major, delta2bbox, RPN post-processing, SelsaAggregator, SelsaBBoxHead)
 evaluated with the *original* mmtracking tensors.
 """
+
 import json
 import math
 import os
@@ -27,11 +28,16 @@ from selsa_d2.checkpoint.mmtrack import (
 
 REPO = Path(__file__).resolve().parents[1]
 # beside the repository; SELSA_MMTRACK_REFERENCE overrides (e.g. for a git worktree elsewhere)
-REF_DIR = Path(os.environ.get("SELSA_MMTRACK_REFERENCE", REPO.parent / "shared" / "reference" / "mmtracking_selsa"))
+REF_DIR = Path(
+    os.environ.get(
+        "SELSA_MMTRACK_REFERENCE", REPO.parent / "shared" / "reference" / "mmtracking_selsa"
+    )
+)
 P = "detector."
 
 pytestmark = pytest.mark.skipif(
-    not REF_DIR.is_dir(), reason=f"mmtracking key lists not found at {REF_DIR} (shared/reference beside the repo)"
+    not REF_DIR.is_dir(),
+    reason=f"mmtracking key lists not found at {REF_DIR} (shared/reference beside the repo)",
 )
 
 
@@ -69,7 +75,10 @@ def _random_state_dict(keys, seed=0, scale=0.02):
 
 
 def _zeros_state_dict(keys):
-    return {k: torch.zeros(s, dtype=torch.long if k.endswith("tracked") else torch.float32) for k, s in keys}
+    return {
+        k: torch.zeros(s, dtype=torch.long if k.endswith("tracked") else torch.float32)
+        for k, s in keys
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +94,10 @@ def r50_converted(r50_sd):
 # ------------------------------------------------------------------ independent mmdet re-implementations
 def mmdet_base_anchors(base_size=16, scales=(4, 8, 16, 32), ratios=(0.5, 1.0, 2.0)):
     """mmdet AnchorGenerator.gen_single_level_base_anchors, scale_major=True, center_offset=0."""
-    scales, ratios = torch.tensor(scales, dtype=torch.float32), torch.tensor(ratios, dtype=torch.float32)
+    scales, ratios = (
+        torch.tensor(scales, dtype=torch.float32),
+        torch.tensor(ratios, dtype=torch.float32),
+    )
     h_ratios = torch.sqrt(ratios)
     w_ratios = 1 / h_ratios
     ws = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
@@ -182,7 +194,7 @@ def mmtrack_bbox_head(sd, x, ref_x):
 # ------------------------------------------------------------------ name mapping (no model needed)
 def _expected_name(k):
     """Test-side mapping, written independently of the converter's regex table."""
-    k = k[len(P):]
+    k = k[len(P) :]
     simple = {
         "backbone.conv1.weight": "backbone.bottom_up.stem.conv1.weight",
         "neck.convs.0.conv.weight": "backbone.neck.weight",
@@ -194,7 +206,7 @@ def _expected_name(k):
         return "backbone.bottom_up.stem.conv1.norm." + k.split(".")[-1]
     if k.startswith("backbone.layer"):
         parts = k.split(".")  # backbone layerN i module [sub] field
-        stage, block = int(parts[1][len("layer"):]) + 1, parts[2]
+        stage, block = int(parts[1][len("layer") :]) + 1, parts[2]
         pre = f"backbone.bottom_up.res{stage}.{block}."
         if parts[3] == "downsample":
             return pre + ("shortcut.weight" if parts[4] == "0" else "shortcut.norm." + parts[5])
@@ -208,20 +220,25 @@ def _expected_name(k):
         ("roi_head.bbox_head.shared_fcs.0.", "roi_heads.box_head.fc1."),
         ("roi_head.bbox_head.shared_fcs.1.", "roi_heads.box_head.fc2."),
         ("roi_head.bbox_head.shared_fcs.2.", "roi_heads.box_head.fc3."),
-        ("roi_head.bbox_roi_extractor.embed_network.conv.", "roi_heads.temporal_roi_align.embed_network."),
+        (
+            "roi_head.bbox_roi_extractor.embed_network.conv.",
+            "roi_heads.temporal_roi_align.embed_network.",
+        ),
         ("roi_head.bbox_head.aggregator.", "roi_heads.box_head.aggregators."),
         ("roi_head.bbox_head.fc_cls.", "roi_heads.box_predictor.cls_score."),
         ("roi_head.bbox_head.fc_reg.", "roi_heads.box_predictor.bbox_pred."),
     ]:
         if k.startswith(old):
-            return new + k[len(old):]
+            return new + k[len(old) :]
     raise AssertionError(k)
 
 
 def _d2_cell_anchors():
     from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 
-    gen = DefaultAnchorGenerator(sizes=[[64, 128, 256, 512]], aspect_ratios=[[0.5, 1.0, 2.0]], strides=[16], offset=0.0)
+    gen = DefaultAnchorGenerator(
+        sizes=[[64, 128, 256, 512]], aspect_ratios=[[0.5, 1.0, 2.0]], strides=[16], offset=0.0
+    )
     return list(gen.cell_anchors)[0]
 
 
@@ -260,7 +277,10 @@ def test_every_tensor_lands_where_expected(r50_sd, r50_converted):
                 assert torch.equal(out[j], v[perm[j]]), (name, j)
         elif ".rpn_reg." in k:
             for j in range(12):
-                assert torch.equal(out[4 * j : 4 * j + 4], v[4 * perm[j] : 4 * perm[j] + 4]), (name, j)
+                assert torch.equal(out[4 * j : 4 * j + 4], v[4 * perm[j] : 4 * perm[j] + 4]), (
+                    name,
+                    j,
+                )
         else:
             assert torch.equal(out, v), name
     assert mapped == set(new_sd), "converter produced keys the test mapping does not know"
@@ -294,15 +314,53 @@ def _broken(mutate):
 @pytest.mark.parametrize(
     "mutate,exc,needle",
     [
-        (lambda sd: sd.pop(P + "backbone.layer3.2.bn2.running_var"), KeyError, "layer3.2.bn2.running_var"),
-        (lambda sd: sd.pop(P + "roi_head.bbox_head.aggregator.1.ref_fc.bias"), KeyError, "aggregator.1.ref_fc.bias"),
-        (lambda sd: sd.__setitem__(P + "roi_head.bbox_head.foo.weight", torch.zeros(3)), KeyError, "bbox_head.foo.weight"),
-        (lambda sd: sd.__setitem__(P + "backbone.layer1.0.bn1.extra", torch.zeros(64)), KeyError, "layer1.0.bn1.extra"),
-        (lambda sd: sd.__setitem__(P + "backbone.layer4.3.conv1.weight", torch.zeros(1)), ValueError, "layer4.3"),
-        (lambda sd: sd.__setitem__("backbone.conv1.weight", torch.zeros(1)), KeyError, "'backbone.conv1.weight'"),
-        (lambda sd: sd.__setitem__(P + "backbone.layer2.1.conv3.weight", torch.zeros(512, 128, 3, 3)), ValueError, "layer2.1.conv3.weight"),
-        (lambda sd: sd.__setitem__(P + "neck.convs.0.conv.bias", torch.zeros(256)), ValueError, "neck.convs.0.conv.bias"),
-        (lambda sd: sd.__setitem__(P + "rpn_head.rpn_reg.weight", torch.zeros(36, 512, 1, 1)), ValueError, "rpn_reg.weight"),
+        (
+            lambda sd: sd.pop(P + "backbone.layer3.2.bn2.running_var"),
+            KeyError,
+            "layer3.2.bn2.running_var",
+        ),
+        (
+            lambda sd: sd.pop(P + "roi_head.bbox_head.aggregator.1.ref_fc.bias"),
+            KeyError,
+            "aggregator.1.ref_fc.bias",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "roi_head.bbox_head.foo.weight", torch.zeros(3)),
+            KeyError,
+            "bbox_head.foo.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "backbone.layer1.0.bn1.extra", torch.zeros(64)),
+            KeyError,
+            "layer1.0.bn1.extra",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "backbone.layer4.3.conv1.weight", torch.zeros(1)),
+            ValueError,
+            "layer4.3",
+        ),
+        (
+            lambda sd: sd.__setitem__("backbone.conv1.weight", torch.zeros(1)),
+            KeyError,
+            "'backbone.conv1.weight'",
+        ),
+        (
+            lambda sd: sd.__setitem__(
+                P + "backbone.layer2.1.conv3.weight", torch.zeros(512, 128, 3, 3)
+            ),
+            ValueError,
+            "layer2.1.conv3.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "neck.convs.0.conv.bias", torch.zeros(256)),
+            ValueError,
+            "neck.convs.0.conv.bias",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "rpn_head.rpn_reg.weight", torch.zeros(36, 512, 1, 1)),
+            ValueError,
+            "rpn_reg.weight",
+        ),
     ],
 )
 def test_bad_checkpoints_fail_naming_the_key(mutate, exc, needle):
@@ -367,8 +425,11 @@ def test_repo_configs_match_checkpoints():
     from selsa_d2.checkpoint.mmtrack import mmtrack_inference_mismatches
     from selsa_d2.config import add_selsa_config
 
-    for name, yaml in [("r50", "selsa_R_50_DC5_7e_imagenetvid"), ("r101", "selsa_R_101_DC5_7e_imagenetvid"),
-                       ("x101", "selsa_X_101_DC5_7e_imagenetvid")]:
+    for name, yaml in [
+        ("r50", "selsa_R_50_DC5_7e_imagenetvid"),
+        ("r101", "selsa_R_101_DC5_7e_imagenetvid"),
+        ("x101", "selsa_X_101_DC5_7e_imagenetvid"),
+    ]:
         path = REPO / "configs" / f"{yaml}.yaml"
         if not path.is_file():
             pytest.skip(f"{path} not written yet")
@@ -387,7 +448,10 @@ def test_cli_roundtrip(tmp_path, capsys):
     dst = tmp_path / "selsa_d2.pth"
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "convert_mmtrack_to_d2.py"), str(src), str(dst)],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 0, r.stderr
     assert "297 tensors" in r.stdout and "aggregators" in r.stdout
@@ -418,7 +482,9 @@ def _model_available():
         return False
 
 
-needs_model = pytest.mark.skipif(not _model_available(), reason="selsa_d2.modeling.SelsaRCNN not available")
+needs_model = pytest.mark.skipif(
+    not _model_available(), reason="selsa_d2.modeling.SelsaRCNN not available"
+)
 
 
 @pytest.fixture(scope="module")
@@ -454,7 +520,9 @@ def test_aggregator_matches_mmtrack(loaded_model, r50_sd):
     with torch.no_grad():
         for i in range(2):
             ours = model.roi_heads.box_head.aggregators[i](x, ref)
-            torch.testing.assert_close(ours, mmtrack_aggregator(r50_sd, i, x, ref), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                ours, mmtrack_aggregator(r50_sd, i, x, ref), rtol=1e-4, atol=1e-5
+            )
 
 
 @needs_model
@@ -469,9 +537,13 @@ def test_box_head_and_predictor_match_mmtrack(loaded_model, r50_sd):
     torch.testing.assert_close(cls, mm_cls, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(reg, mm_reg, rtol=1e-4, atol=1e-4)
     # decoding: Detectron2 Box2BoxTransform(5,5,5,5) == mmdet delta2bbox with stds 0.2
-    rois = torch.tensor([[10.0, 20.0, 90.0, 60.0], [0.0, 0.0, 30.0, 100.0], [50, 5, 55, 95], [3, 3, 200, 150]])
+    rois = torch.tensor(
+        [[10.0, 20.0, 90.0, 60.0], [0.0, 0.0, 30.0, 100.0], [50, 5, 55, 95], [3, 3, 200, 150]]
+    )
     ours = model.roi_heads.box_predictor.box2box_transform.apply_deltas(reg, rois)
-    torch.testing.assert_close(ours, mmdet_delta2bbox(rois, mm_reg, (0.2, 0.2, 0.2, 0.2)), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        ours, mmdet_delta2bbox(rois, mm_reg, (0.2, 0.2, 0.2, 0.2)), rtol=1e-5, atol=1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -483,9 +555,11 @@ def converted_rpn(r50_converted):
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.proposal_generator import build_proposal_generator
 
-    rpn = build_proposal_generator(_mmtrack_cfg(), {"neck": ShapeSpec(channels=512, stride=16)}).eval()
+    rpn = build_proposal_generator(
+        _mmtrack_cfg(), {"neck": ShapeSpec(channels=512, stride=16)}
+    ).eval()
     pre = "proposal_generator."
-    sd = {k[len(pre):]: v for k, v in r50_converted[0].items() if k.startswith(pre)}
+    sd = {k[len(pre) :]: v for k, v in r50_converted[0].items() if k.startswith(pre)}
     inc = rpn.load_state_dict(sd, strict=True)
     assert not inc.missing_keys and not inc.unexpected_keys
     return rpn
@@ -506,8 +580,12 @@ def test_rpn_matches_mmdet(converted_rpn, r50_sd):
     # Detectron2 head layout: logits [N, A, H, W]; deltas [N, A*4, H, W]
     d2_logits = logits[0][0].permute(1, 2, 0).reshape(6, 8, 12)
     d2_deltas = deltas[0][0].reshape(12, 4, 6, 8).permute(2, 3, 0, 1)
-    torch.testing.assert_close(d2_logits, mm_logits.reshape(6, 8, 12)[:, :, perm], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(d2_deltas, mm_deltas.reshape(6, 8, 12, 4)[:, :, perm], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        d2_logits, mm_logits.reshape(6, 8, 12)[:, :, perm], rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        d2_deltas, mm_deltas.reshape(6, 8, 12, 4)[:, :, perm], rtol=1e-4, atol=1e-5
+    )
     # anchors: same boxes at the same places
     mm_anchors = mmdet_grid_anchors(6, 8).reshape(6, 8, 12, 4)[:, :, perm]
     torch.testing.assert_close(anchors.reshape(6, 8, 12, 4), mm_anchors, rtol=0, atol=1e-4)
@@ -515,7 +593,9 @@ def test_rpn_matches_mmdet(converted_rpn, r50_sd):
     ours = rpn.box2box_transform.apply_deltas(d2_deltas.reshape(-1, 4), anchors)
     ours[:, 0::2] = ours[:, 0::2].clamp(0, img_w)
     ours[:, 1::2] = ours[:, 1::2].clamp(0, img_h)
-    ref = mmdet_delta2bbox(mm_anchors.reshape(-1, 4), d2_deltas.reshape(-1, 4), (1.0,) * 4, (img_h, img_w))
+    ref = mmdet_delta2bbox(
+        mm_anchors.reshape(-1, 4), d2_deltas.reshape(-1, 4), (1.0,) * 4, (img_h, img_w)
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
     # full test-time proposal generation (topk 6000, clip, drop empty, NMS 0.7, keep 300)
     images = ImageList(torch.zeros(1, 3, 96, 128), [(img_h, img_w)])
@@ -524,7 +604,9 @@ def test_rpn_matches_mmdet(converted_rpn, r50_sd):
     mm_boxes, mm_scores = mmdet_rpn_proposals(r50_sd, feat, (img_h, img_w))
     assert len(proposals[0]) == len(mm_boxes) > 50
     torch.testing.assert_close(proposals[0].proposal_boxes.tensor, mm_boxes, rtol=1e-5, atol=1e-3)
-    torch.testing.assert_close(proposals[0].objectness_logits.sigmoid(), mm_scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        proposals[0].objectness_logits.sigmoid(), mm_scores, rtol=1e-5, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------ SELSA + Temporal RoI Align checkpoints
@@ -542,18 +624,31 @@ def test_troi_every_tensor_lands_where_expected(troi_sd):
     for k, v in troi_sd.items():
         if not k.endswith("num_batches_tracked") and ".rpn_" not in k:
             assert torch.equal(new_sd[_expected_name(k)], v), k
-    assert {_expected_name(k) for k in troi_sd if not k.endswith("num_batches_tracked")} == set(new_sd)
+    assert {_expected_name(k) for k in troi_sd if not k.endswith("num_batches_tracked")} == set(
+        new_sd
+    )
     assert new_sd["roi_heads.temporal_roi_align.embed_network.weight"].shape == (512, 512, 3, 3)
     assert new_sd["roi_heads.box_head.fc3.weight"].shape == (1024, 1024)
-    assert summary["temporal_roi_align"] == 2 and summary["box_head"] == 6 and summary["aggregators"] == 24
+    assert (
+        summary["temporal_roi_align"] == 2
+        and summary["box_head"] == 6
+        and summary["aggregators"] == 24
+    )
     assert sum(summary.values()) == len(troi_sd) == 362
 
 
-@pytest.mark.parametrize("name,depth,groups", [("troialign_r101", 101, 1), ("troialign_x101", 101, 64)])
+@pytest.mark.parametrize(
+    "name,depth,groups", [("troialign_r101", 101, 1), ("troialign_x101", 101, 64)]
+)
 def test_troi_r101_x101_convert(name, depth, groups):
     keys = _key_list(name)
     new_sd, summary, arch = convert_mmtrack_state_dict(_zeros_state_dict(keys))
-    assert (arch.depth, arch.num_groups, arch.temporal_roi_align, arch.num_shared_fcs) == (depth, groups, True, 3)
+    assert (arch.depth, arch.num_groups, arch.temporal_roi_align, arch.num_shared_fcs) == (
+        depth,
+        groups,
+        True,
+        3,
+    )
     assert len(new_sd) == len(keys) - summary["dropped num_batches_tracked"] == 564
     for k, shape in keys:
         if not k.endswith("num_batches_tracked"):
@@ -564,8 +659,14 @@ def test_troi_r101_x101_convert(name, depth, groups):
     "mutate,needle",
     [
         (lambda sd: sd.pop(TROI_EMBED + "bias"), "embed_network.conv.bias"),
-        (lambda sd: sd.__setitem__(TROI_EMBED + "weight", torch.zeros(512, 512, 1, 1)), "embed_network.conv.weight"),
-        (lambda sd: sd.__setitem__(P + "roi_head.bbox_roi_extractor.foo", torch.zeros(1)), "bbox_roi_extractor.foo"),
+        (
+            lambda sd: sd.__setitem__(TROI_EMBED + "weight", torch.zeros(512, 512, 1, 1)),
+            "embed_network.conv.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__(P + "roi_head.bbox_roi_extractor.foo", torch.zeros(1)),
+            "bbox_roi_extractor.foo",
+        ),
         (lambda sd: sd.pop(P + "roi_head.bbox_head.aggregator.2.fc.bias"), "aggregator.2.fc.bias"),
         (lambda sd: [sd.pop(k) for k in list(sd) if ".aggregator.2." in k], "aggregators"),
     ],
@@ -610,21 +711,36 @@ def test_repo_troi_configs_match_checkpoints():
     for name, depth in [("r50", "R_50"), ("r101", "R_101"), ("x101", "X_101")]:
         cfg = get_cfg()
         add_selsa_config(cfg)
-        cfg.merge_from_file(str(REPO / "configs" / f"selsa_troialign_{depth}_DC5_7e_imagenetvid.yaml"))
-        check_arch_against_cfg(infer_mmtrack_arch(_zeros_state_dict(_key_list("troialign_" + name))), cfg)
+        cfg.merge_from_file(
+            str(REPO / "configs" / f"selsa_troialign_{depth}_DC5_7e_imagenetvid.yaml")
+        )
+        check_arch_against_cfg(
+            infer_mmtrack_arch(_zeros_state_dict(_key_list("troialign_" + name))), cfg
+        )
         assert mmtrack_inference_mismatches(cfg) == [], depth
         cfg.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 3
-        assert mmtrack_inference_mismatches(cfg) == ["MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 3 (mmtracking: 2)"]
+        assert mmtrack_inference_mismatches(cfg) == [
+            "MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS = 3 (mmtracking: 2)"
+        ]
 
 
 def test_troi_cli_roundtrip(tmp_path):
     src, dst = tmp_path / "troi_mmtrack.pth", tmp_path / "troi_d2.pth"
     torch.save({"state_dict": _zeros_state_dict(_key_list("troialign_r50"))}, src)
     r = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "convert_mmtrack_to_d2.py"), str(src), str(dst),
-         "--config", str(REPO / "configs" / "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml")],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "tools" / "convert_mmtrack_to_d2.py"),
+            str(src),
+            str(dst),
+            "--config",
+            str(REPO / "configs" / "selsa_troialign_R_50_DC5_7e_imagenetvid.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert r.returncode == 0, r.stderr
     assert "309 tensors" in r.stdout and "temporal_roi_align" in r.stdout
     assert "Differs from mmtracking" not in r.stderr + r.stdout
@@ -653,7 +769,10 @@ def test_troi_checkpoint_loads_exactly_and_matches_mmtrack(troi_sd, tmp_path):
         troi = model.roi_heads.temporal_roi_align(roi, list(maps))
         cls, reg = model.roi_heads.box_predictor(model.roi_heads.box_head(troi, ref_rois))
         mm_troi = mmtrack_temporal_aggregation(
-            roi, mmtrack_most_similar_roi_align(roi, maps), troi_sd[TROI_EMBED + "weight"], troi_sd[TROI_EMBED + "bias"]
+            roi,
+            mmtrack_most_similar_roi_align(roi, maps),
+            troi_sd[TROI_EMBED + "weight"],
+            troi_sd[TROI_EMBED + "bias"],
         )
     torch.testing.assert_close(troi, mm_troi, rtol=1e-4, atol=1e-4)
     mm_cls, mm_reg = mmtrack_bbox_head(troi_sd, mm_troi, ref_rois)

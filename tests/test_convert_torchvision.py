@@ -1,4 +1,5 @@
 """torchvision ResNet/ResNeXt -> Detectron2 ImageNet-pretrained layout: same features after conversion."""
+
 import os
 import pickle
 import subprocess
@@ -14,7 +15,10 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_resnet_backbone
 
-from selsa_d2.checkpoint.torchvision import convert_torchvision_checkpoint, convert_torchvision_state_dict
+from selsa_d2.checkpoint.torchvision import (
+    convert_torchvision_checkpoint,
+    convert_torchvision_state_dict,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +72,10 @@ def test_converted_backbone_gives_torchvision_features(tmp_path, arch, depth, gr
     with open(dst, "rb") as f:
         data = pickle.load(f)
     assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
-    assert "stem.conv1.norm.running_var" in data["model"] and "res2.0.conv1.norm.weight" in data["model"]
+    assert (
+        "stem.conv1.norm.running_var" in data["model"]
+        and "res2.0.conv1.norm.weight" in data["model"]
+    )
 
     d2 = _d2_backbone(depth, groups, width)
     DetectionCheckpointer(d2).load(str(dst))
@@ -99,12 +106,20 @@ def test_cli(tmp_path):
     torch.save({"state_dict": torchvision.models.resnet18(weights=None).state_dict()}, src)
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "convert_torchvision_to_d2.py"), str(src), str(dst)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "res5" in r.stdout and dst.is_file()
     r = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "convert_torchvision_to_d2.py"), str(tmp_path / "nope.pth"), str(dst)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPO / "tools" / "convert_torchvision_to_d2.py"),
+            str(tmp_path / "nope.pth"),
+            str(dst),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1 and "nope.pth" in r.stdout + r.stderr

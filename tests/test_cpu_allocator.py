@@ -1,4 +1,5 @@
 """selsa_d2.cpu_allocator: glibc keeps freed large blocks for reuse; malloc's bytes-in-use count."""
+
 import resource
 
 import pytest
@@ -42,7 +43,9 @@ def test_retained_memory_is_reused_without_page_faults():
         start = _minor_faults()
         _touch_block()  # freed at once
         faults.append(_minor_faults() - start)
-    assert min(faults[2:]) < pages // 10, f"page faults per re-allocated block of {pages} pages: {faults}"
+    assert min(faults[2:]) < pages // 10, (
+        f"page faults per re-allocated block of {pages} pages: {faults}"
+    )
 
 
 def test_trim_threshold_range():
@@ -50,7 +53,9 @@ def test_trim_threshold_range():
         cpu_allocator.retain_freed_cpu_memory(trim_threshold=2**31)
 
 
-@pytest.mark.parametrize("device, enabled, applied", [("cpu", True, True), ("cpu", False, False), ("cuda", True, False)])
+@pytest.mark.parametrize(
+    "device, enabled, applied", [("cpu", True, True), ("cpu", False, False), ("cuda", True, False)]
+)
 def test_from_config_only_for_cpu_and_when_enabled(device, enabled, applied, monkeypatch):
     from detectron2.config import get_cfg
 

@@ -116,7 +116,9 @@ def _check_json(path, num_frames, class_names=None):
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_video_file(model_files, clip, tmp_path, mode):
     out = tmp_path / "out.mp4"
-    assert demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode=mode)) == 0
+    assert (
+        demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode=mode)) == 0
+    )
     n, shapes, fps = _video_info(str(out))
     assert n == N and shapes == {(H, W, 3)}
     assert fps == pytest.approx(5.0)  # the input's frame rate
@@ -134,7 +136,9 @@ def test_frames_dir_output_dir(model_files, frames_dir, tmp_path, mode):
     assert n == N and shapes == {(H, W, 3)} and fps == pytest.approx(10.0)
     records = _check_json(str(out_dir / "my_frames.json"), N)
     # natural order: f1, f2, ..., f8
-    assert [os.path.basename(r["file_name"]) for r in records] == [f"f{i + 1}.png" for i in range(N)]
+    assert [os.path.basename(r["file_name"]) for r in records] == [
+        f"f{i + 1}.png" for i in range(N)
+    ]
 
 
 def test_json_option(model_files, clip, tmp_path):
@@ -198,7 +202,9 @@ def test_bad_inputs(model_files, tmp_path):
         return str(e.value.code)
 
     missing = str(tmp_path / "nope.mp4")
-    assert "video not found" in error_of("--video-input", missing) and missing in error_of("--video-input", missing)
+    assert "video not found" in error_of("--video-input", missing) and missing in error_of(
+        "--video-input", missing
+    )
 
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"this is not a video" * 100)
@@ -249,7 +255,9 @@ def test_cli_subprocess(model_files, clip, tmp_path):
         [
             sys.executable,
             DEMO,
-            *_args(model_files, "--video-input", clip, "--output", str(out_dir) + "/", mode="online"),
+            *_args(
+                model_files, "--video-input", clip, "--output", str(out_dir) + "/", mode="online"
+            ),
         ],
         capture_output=True,
         text=True,
@@ -262,7 +270,11 @@ def test_cli_subprocess(model_files, clip, tmp_path):
     assert "frame/s" in proc.stderr  # tqdm progress bar with frames per second
 
     bad = subprocess.run(
-        [sys.executable, DEMO, *_args(model_files, "--video-input", str(tmp_path / "x.avi"), "--output", str(out_dir))],
+        [
+            sys.executable,
+            DEMO,
+            *_args(model_files, "--video-input", str(tmp_path / "x.avi"), "--output", str(out_dir)),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -312,18 +324,47 @@ def _snapshot(paths):
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
-def test_output_overwriting_the_input_video_is_refused(model_files, clip, tmp_path, mode, monkeypatch):
+def test_output_overwriting_the_input_video_is_refused(
+    model_files, clip, tmp_path, mode, monkeypatch
+):
     before = _snapshot([clip])
     clip_dir = os.path.dirname(clip)
-    _refused(model_files, "--video-input", clip, "--output", clip, match="is an input file", mode=mode)
-    _refused(model_files, "--video-input", clip, "--output", clip_dir, match="is an input file", mode=mode)
+    _refused(
+        model_files, "--video-input", clip, "--output", clip, match="is an input file", mode=mode
+    )
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        clip_dir,
+        match="is an input file",
+        mode=mode,
+    )
     monkeypatch.chdir(clip_dir)  # the issue's `--output .`
-    _refused(model_files, "--video-input", clip, "--output", ".", match="is an input file", mode=mode)
+    _refused(
+        model_files, "--video-input", clip, "--output", ".", match="is an input file", mode=mode
+    )
     # through a symbolic link, and the JSON onto the input
     os.symlink(clip, tmp_path / "link.mp4")
-    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "link.mp4"), match="is an input file")
-    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"), "--json", clip,
-             match="ending in .json")  # fmt: skip
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(tmp_path / "link.mp4"),
+        match="is an input file",
+    )
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "--json",
+        clip,
+        match="ending in .json",
+    )
     assert _snapshot([clip]) == before
     assert not os.path.exists(tmp_path / "o.mp4")
 
@@ -332,23 +373,67 @@ def test_output_inside_the_input_frames_is_refused(model_files, frames_dir, tmp_
     frames = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir))
     before = _snapshot(frames)
     first = os.path.join(frames_dir, "f1.png")
-    _refused(model_files, "--input", frames_dir, "--output", first, match="give a video file name ending in")
-    _refused(model_files, "--input", frames_dir, "--output", os.path.join(frames_dir, "vis.mp4"),
-             match="inside the input frames folder")  # fmt: skip
-    _refused(model_files, "--input", frames_dir, "--output", frames_dir + "/", match="inside the input frames folder")
+    _refused(
+        model_files,
+        "--input",
+        frames_dir,
+        "--output",
+        first,
+        match="give a video file name ending in",
+    )
+    _refused(
+        model_files,
+        "--input",
+        frames_dir,
+        "--output",
+        os.path.join(frames_dir, "vis.mp4"),
+        match="inside the input frames folder",
+    )
+    _refused(
+        model_files,
+        "--input",
+        frames_dir,
+        "--output",
+        frames_dir + "/",
+        match="inside the input frames folder",
+    )
     # a list of frames: the JSON may not replace one of them
-    _refused(model_files, "--input", *frames[:3], "--output", str(tmp_path / "v.mp4"), "--json", frames[0],
-             match="ending in .json")  # fmt: skip
+    _refused(
+        model_files,
+        "--input",
+        *frames[:3],
+        "--output",
+        str(tmp_path / "v.mp4"),
+        "--json",
+        frames[0],
+        match="ending in .json",
+    )
     renamed = tmp_path / "frame.json"
     cv2.imwrite(str(tmp_path / "a.png"), _frame(0))
     os.rename(tmp_path / "a.png", renamed)  # an image named .json, given as input
-    _refused(model_files, "--input", str(renamed), "--output", str(tmp_path / "frame.mp4"), match="is an input file")
-    assert _snapshot(frames) == before and sorted(os.listdir(frames_dir)) == sorted(os.path.basename(f) for f in frames)
+    _refused(
+        model_files,
+        "--input",
+        str(renamed),
+        "--output",
+        str(tmp_path / "frame.mp4"),
+        match="is an input file",
+    )
+    assert _snapshot(frames) == before and sorted(os.listdir(frames_dir)) == sorted(
+        os.path.basename(f) for f in frames
+    )
 
 
 @pytest.mark.parametrize("name", ["vis.png", "vis.jpg", "vis.gif", "vis.webm", "vis.json"])
 def test_output_needs_a_video_container_the_writer_supports(model_files, clip, tmp_path, name):
-    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / name), match="give a video file name")
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(tmp_path / name),
+        match="give a video file name",
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -362,10 +447,28 @@ def test_every_accepted_container_is_a_readable_video(model_files, clip, tmp_pat
 def test_json_equal_to_the_output_video_is_refused(model_files, clip, tmp_path):
     out = tmp_path / "s.mp4"
     out.write_bytes(b"previous result")
-    _refused(model_files, "--video-input", clip, "--output", str(out), "--json", str(out), match="ending in .json")
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(out),
+        "--json",
+        str(out),
+        match="ending in .json",
+    )
     hard = tmp_path / "s.json"
     os.link(out, hard)  # the same file under a .json name
-    _refused(model_files, "--video-input", clip, "--output", str(out), "--json", str(hard), match="same file")
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(out),
+        "--json",
+        str(hard),
+        match="same file",
+    )
     assert out.read_bytes() == b"previous result"
 
 
@@ -378,13 +481,25 @@ def test_unwritable_outputs_fail_before_inference(model_files, clip, tmp_path, m
         raise AssertionError("the model was built although an output cannot be written")
 
     monkeypatch.setattr(demo, "VideoPredictor", no_model)
-    argv = ["--output", "/proc/x.mp4"] if which == "output" else ["--output", str(tmp_path / "v.mp4"), "--json", "/proc/x.json"]
+    argv = (
+        ["--output", "/proc/x.mp4"]
+        if which == "output"
+        else ["--output", str(tmp_path / "v.mp4"), "--json", "/proc/x.json"]
+    )
     msg = _refused(model_files, "--video-input", clip, *argv, match="cannot write into /proc")
     assert "/proc/x" in msg
     assert not os.path.exists(tmp_path / "v.mp4")
     (tmp_path / "dir.json").mkdir()
-    _refused(model_files, "--video-input", clip, "--output", str(tmp_path / "v.mp4"), "--json",
-             str(tmp_path / "dir.json"), match="is a directory")  # fmt: skip
+    _refused(
+        model_files,
+        "--video-input",
+        clip,
+        "--output",
+        str(tmp_path / "v.mp4"),
+        "--json",
+        str(tmp_path / "dir.json"),
+        match="is a directory",
+    )
 
 
 @pytest.mark.parametrize("value", ["2", "-0.1", "nan", "inf"])
@@ -414,7 +529,10 @@ def test_sigterm_in_online_mode_finalises_the_outputs(model_files, clip, tmp_pat
     monkeypatch.setattr(demo, "draw", draw_then_terminate)
     out = tmp_path / "t.mp4"
     before = signal.getsignal(signal.SIGTERM)
-    assert demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online")) == 143
+    assert (
+        demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online"))
+        == 143
+    )
     assert signal.getsignal(signal.SIGTERM) == before
     n, shapes, _ = _video_info(str(out))
     records = _check_json(str(tmp_path / "t.json"), n)
@@ -434,13 +552,22 @@ def test_sigterm_subprocess(model_files, tmp_path):
     out, log = tmp_path / "long.mp4", tmp_path / "stderr.txt"
     with open(log, "w") as err_file:
         proc = subprocess.Popen(
-            [sys.executable, DEMO, *_args(model_files, "--input", str(d), "--output", str(out), mode="online")],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_file, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                DEMO,
+                *_args(model_files, "--input", str(d), "--output", str(out), mode="online"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            text=True,
+        )
         try:
             deadline = time.time() + 240
             while time.time() < deadline and proc.poll() is None:
-                done = re.findall(r"\b(\d+)/200 \[", log.read_text())  # tqdm's "n/total [elapsed..."
+                done = re.findall(
+                    r"\b(\d+)/200 \[", log.read_text()
+                )  # tqdm's "n/total [elapsed..."
                 if done and int(done[-1]) >= 2:
                     break
                 time.sleep(0.1)
@@ -465,7 +592,10 @@ def test_cuda_device_without_gpu_falls_back_to_cpu(model_files, clip, tmp_path, 
     logging.getLogger("selsa_d2").addHandler(caplog.handler)
     try:
         out = tmp_path / "cpu.mp4"
-        argv = _args(model_files, "--video-input", clip, "--output", str(out), mode="online") + ["MODEL.DEVICE", "cuda"]
+        argv = _args(model_files, "--video-input", clip, "--output", str(out), mode="online") + [
+            "MODEL.DEVICE",
+            "cuda",
+        ]
         assert demo.main(argv) == 0
     finally:
         logging.getLogger("selsa_d2").removeHandler(caplog.handler)
@@ -495,7 +625,11 @@ def test_truncated_video_warns_with_the_counts(model_files, tmp_path, caplog, mo
     path = _truncated_video(tmp_path)
     logging.getLogger("selsa_d2").addHandler(caplog.handler)
     try:
-        demo.main(_args(model_files, "--video-input", path, "--output", str(tmp_path / "o.mp4"), mode=mode))
+        demo.main(
+            _args(
+                model_files, "--video-input", path, "--output", str(tmp_path / "o.mp4"), mode=mode
+            )
+        )
     finally:
         logging.getLogger("selsa_d2").removeHandler(caplog.handler)
     found = re.search(r"decoding ended after (\d+) frames; the file says 20", caplog.text)
@@ -507,9 +641,14 @@ def test_truncated_video_warns_with_the_counts(model_files, tmp_path, caplog, mo
 
 @pytest.mark.parametrize(
     "weights, message",
-    [("nope.pth", "file not found"), ("random.pth", "not a readable checkpoint"), ("dir", "is a directory"),
-     ("pickle.pkl", "not a model checkpoint"), ("", "MODEL.WEIGHTS is empty")],
-)  # fmt: skip
+    [
+        ("nope.pth", "file not found"),
+        ("random.pth", "not a readable checkpoint"),
+        ("dir", "is a directory"),
+        ("pickle.pkl", "not a model checkpoint"),
+        ("", "MODEL.WEIGHTS is empty"),
+    ],
+)
 def test_unusable_weights_one_line(model_files, clip, tmp_path, weights, message):
     import pickle
 
@@ -531,8 +670,12 @@ def test_partial_weights_refused_unless_allowed(model_files, clip, tmp_path):
     """A 3-class checkpoint in the 4-class model: the classifier would be random."""
     from detectron2.checkpoint import DetectionCheckpointer
 
-    DetectionCheckpointer(build_tiny_model(tiny_selsa_cfg(num_classes=3)), save_dir=str(tmp_path)).save("three")
-    argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"), mode="online")
+    DetectionCheckpointer(
+        build_tiny_model(tiny_selsa_cfg(num_classes=3)), save_dir=str(tmp_path)
+    ).save("three")
+    argv = _args(
+        model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"), mode="online"
+    )
     argv[argv.index("MODEL.WEIGHTS") + 1] = str(tmp_path / "three.pth")
     with pytest.raises(SystemExit, match="roi_heads.box_predictor.cls_score"):
         demo.main(argv)

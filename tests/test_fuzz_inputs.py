@@ -5,6 +5,7 @@ names the offending file (or list line / frame), or a logged skip with the rest 
 intact, or a correct result. Never a hang (each test runs under an alarm), never a bare
 traceback from deep inside Detectron2, never a silently wrong result.
 """
+
 import json
 import logging
 import os
@@ -22,9 +23,16 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 
-from selsa_d2.data import VideoDatasetMapper, build_video_test_loader, register_vid_dataset, unregister_vid_dataset
+from selsa_d2.data import (
+    VideoDatasetMapper,
+    build_video_test_loader,
+    register_vid_dataset,
+    unregister_vid_dataset,
+)
 from selsa_d2.data.classes import IMAGENET_VID_WNIDS
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 from selsa_d2.predictor import VideoPredictor
 from fixtures_ilsvrc import BEAR, CAR, obj, write_jpeg, write_text, xml_text
 from tiny_model import results_close, synthetic_video, tiny_selsa_cfg, torch_threads
@@ -123,37 +131,90 @@ def _bad_object_xml(inner: str) -> str:
 
 
 def _box(x1, y1, x2, y2, trackid="<trackid>2</trackid>"):
-    return _bad_object_xml(f"{trackid}<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>")
+    return _bad_object_xml(
+        f"{trackid}<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>"
+    )
 
 
 # Cases that must raise: (mutation of the clean dataset, exception type, message parts naming
 # the offending file). ``r`` is the RawVid; parts are formatted with its paths.
 READER_ERRORS = {
-    "xml_unparseable": (lambda r: r.write_xml(1, "<annotation><size><width>64</wid"), ValueError,
-                        ["Cannot parse annotation XML", "{xml1}"]),
-    "xml_binary_garbage": (lambda r: open(r.xml(VIDEO, 1), "wb").write(os.urandom(64) + b"\x00"), ValueError,
-                           ["Cannot parse annotation XML", "{xml1}"]),
+    "xml_unparseable": (
+        lambda r: r.write_xml(1, "<annotation><size><width>64</wid"),
+        ValueError,
+        ["Cannot parse annotation XML", "{xml1}"],
+    ),
+    "xml_binary_garbage": (
+        lambda r: open(r.xml(VIDEO, 1), "wb").write(os.urandom(64) + b"\x00"),
+        ValueError,
+        ["Cannot parse annotation XML", "{xml1}"],
+    ),
     "xml_empty_file": (lambda r: r.write_xml(1, ""), ValueError, ["Cannot parse", "{xml1}"]),
-    "xml_no_size": (lambda r: r.write_xml(1, xml_text([], size=False)), ValueError, ["{xml1}", "no <size>"]),
-    "xml_size_not_numeric": (lambda r: r.write_xml(1, xml_text([], width="wide")), ValueError,
-                             ["{xml1}", "numeric <width>"]),
-    "xml_size_zero": (lambda r: r.write_xml(1, xml_text([], height=0)), ValueError, ["{xml1}", "not positive"]),
-    "xml_size_negative": (lambda r: r.write_xml(1, xml_text([], width=-64)), ValueError, ["{xml1}", "not positive"]),
-    "xml_missing": (lambda r: os.remove(r.xml(VIDEO, 1)), ValueError, ["{ann_dir}", "missing: ['000001.xml']"]),
-    "jpeg_missing": (lambda r: os.remove(r.img(VIDEO, 2)), ValueError, ["{img_dir}", "missing: ['000002.JPEG']"]),
-    "empty_video_dir": (lambda r: [os.remove(r.img(VIDEO, i)) for i in range(N)], ValueError,
-                        ["{list}:1", "{img_dir}", "holds 0"]),
-    "video_dir_missing": (lambda r: shutil.rmtree(os.path.dirname(r.img())), FileNotFoundError,
-                          ["{list}:1", "{img_dir}", "does not exist"]),
-    "list_zero_frames": (lambda r: (setattr(r, "list_lines", [f"{VIDEO} 1 0 0"]), r.write_list()), ValueError,
-                         ["{list}:1", "frame count 0"]),
-    "list_more_frames_than_files": (lambda r: (setattr(r, "list_lines", [f"{VIDEO} 1 0 5"]), r.write_list()),
-                                    ValueError, ["{list}:1", "5 frames in the list", "holds 3"]),
-    "list_names_missing_video": (lambda r: (r.list_lines.append("val/vid_zz 2 0 4"), r.write_list()),
-                                 FileNotFoundError, ["{list}:2", "vid_zz", "does not exist"]),
-    "list_empty": (lambda r: (setattr(r, "list_lines", []), r.write_list()), ValueError, ["{list}", "lists no videos"]),
-    "list_garbage_line": (lambda r: (setattr(r, "list_lines", ["\x00\x01 garbage"]), r.write_list()), ValueError,
-                          ["{list}:1", "expected"]),
+    "xml_no_size": (
+        lambda r: r.write_xml(1, xml_text([], size=False)),
+        ValueError,
+        ["{xml1}", "no <size>"],
+    ),
+    "xml_size_not_numeric": (
+        lambda r: r.write_xml(1, xml_text([], width="wide")),
+        ValueError,
+        ["{xml1}", "numeric <width>"],
+    ),
+    "xml_size_zero": (
+        lambda r: r.write_xml(1, xml_text([], height=0)),
+        ValueError,
+        ["{xml1}", "not positive"],
+    ),
+    "xml_size_negative": (
+        lambda r: r.write_xml(1, xml_text([], width=-64)),
+        ValueError,
+        ["{xml1}", "not positive"],
+    ),
+    "xml_missing": (
+        lambda r: os.remove(r.xml(VIDEO, 1)),
+        ValueError,
+        ["{ann_dir}", "missing: ['000001.xml']"],
+    ),
+    "jpeg_missing": (
+        lambda r: os.remove(r.img(VIDEO, 2)),
+        ValueError,
+        ["{img_dir}", "missing: ['000002.JPEG']"],
+    ),
+    "empty_video_dir": (
+        lambda r: [os.remove(r.img(VIDEO, i)) for i in range(N)],
+        ValueError,
+        ["{list}:1", "{img_dir}", "holds 0"],
+    ),
+    "video_dir_missing": (
+        lambda r: shutil.rmtree(os.path.dirname(r.img())),
+        FileNotFoundError,
+        ["{list}:1", "{img_dir}", "does not exist"],
+    ),
+    "list_zero_frames": (
+        lambda r: (setattr(r, "list_lines", [f"{VIDEO} 1 0 0"]), r.write_list()),
+        ValueError,
+        ["{list}:1", "frame count 0"],
+    ),
+    "list_more_frames_than_files": (
+        lambda r: (setattr(r, "list_lines", [f"{VIDEO} 1 0 5"]), r.write_list()),
+        ValueError,
+        ["{list}:1", "5 frames in the list", "holds 3"],
+    ),
+    "list_names_missing_video": (
+        lambda r: (r.list_lines.append("val/vid_zz 2 0 4"), r.write_list()),
+        FileNotFoundError,
+        ["{list}:2", "vid_zz", "does not exist"],
+    ),
+    "list_empty": (
+        lambda r: (setattr(r, "list_lines", []), r.write_list()),
+        ValueError,
+        ["{list}", "lists no videos"],
+    ),
+    "list_garbage_line": (
+        lambda r: (setattr(r, "list_lines", ["\x00\x01 garbage"]), r.write_list()),
+        ValueError,
+        ["{list}:1", "expected"],
+    ),
 }
 
 
@@ -163,8 +224,12 @@ def test_reader_errors_name_the_file(raw, case):
     mutate(raw)
     with pytest.raises(exc) as info:
         read(raw)
-    paths = dict(xml1=raw.xml(VIDEO, 1), list=raw.list_file(), img_dir=os.path.dirname(raw.img()),
-                 ann_dir=os.path.dirname(raw.xml()))
+    paths = dict(
+        xml1=raw.xml(VIDEO, 1),
+        list=raw.list_file(),
+        img_dir=os.path.dirname(raw.img()),
+        ann_dir=os.path.dirname(raw.xml()),
+    )
     for part in parts:
         assert part.format(**paths) in str(info.value)
 
@@ -178,15 +243,30 @@ READER_SKIPS = {
     "box_non_numeric": (_box("a", 10, "b", 30), [], "non-numeric box"),
     "box_nan": (_box("nan", 10, 20, 30), [], "non-numeric box"),
     "box_inf": (_box(0, 10, "inf", 30), [], "non-numeric box"),
-    "box_missing_coordinate": (_bad_object_xml("<trackid>2</trackid><bndbox><xmin>1</xmin></bndbox>"), [],
-                               "non-numeric box"),
+    "box_missing_coordinate": (
+        _bad_object_xml("<trackid>2</trackid><bndbox><xmin>1</xmin></bndbox>"),
+        [],
+        "non-numeric box",
+    ),
     "no_bndbox": (_bad_object_xml("<trackid>2</trackid>"), [], "non-numeric box"),
     "box_left_of_image": (_box(-30, 10, -5, 30), [], "entirely outside their image"),
     "box_below_image": (_box(10, 60, 30, 90), [], "entirely outside their image"),
-    "box_partly_outside_is_clipped": (_box(-10, 30, 80, 70), [[0.0, 30.0, float(W), float(H)]], "clipped 1 boxes"),
+    "box_partly_outside_is_clipped": (
+        _box(-10, 30, 80, 70),
+        [[0.0, 30.0, float(W), float(H)]],
+        "clipped 1 boxes",
+    ),
     "no_trackid": (_box(10, 10, 30, 30, trackid=""), [], "without an integer <trackid>"),
-    "bad_trackid": (_box(10, 10, 30, 30, trackid="<trackid>x</trackid>"), [], "without an integer <trackid>"),
-    "unknown_class": (xml_text([obj("n00000000", (10, 10, 30, 30), 2)]), [], "not one of the dataset's 30 classes"),
+    "bad_trackid": (
+        _box(10, 10, 30, 30, trackid="<trackid>x</trackid>"),
+        [],
+        "without an integer <trackid>",
+    ),
+    "unknown_class": (
+        xml_text([obj("n00000000", (10, 10, 30, 30), 2)]),
+        [],
+        "not one of the dataset's 30 classes",
+    ),
     "no_objects": (xml_text([]), [], "1 frames have no annotated objects (kept)"),
 }
 
@@ -230,11 +310,32 @@ def _coco(tmp_path, mutate=None):
     data = {
         "categories": [{"id": 1, "name": "bear", "encode_name": BEAR}],
         "videos": [{"id": 1, "name": "val/v1"}],
-        "images": [{"id": 10 + i, "file_name": f"val/v1/{i:06d}.JPEG", "height": H, "width": W, "frame_id": i,
-                    "video_id": 1, "is_vid_train_frame": False} for i in range(N)],
-        "annotations": [{"id": 100 + i, "video_id": 1, "image_id": 10 + i, "category_id": 1, "instance_id": 0,
-                         "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0} for i in range(N)],
-    }  # fmt: skip
+        "images": [
+            {
+                "id": 10 + i,
+                "file_name": f"val/v1/{i:06d}.JPEG",
+                "height": H,
+                "width": W,
+                "frame_id": i,
+                "video_id": 1,
+                "is_vid_train_frame": False,
+            }
+            for i in range(N)
+        ],
+        "annotations": [
+            {
+                "id": 100 + i,
+                "video_id": 1,
+                "image_id": 10 + i,
+                "category_id": 1,
+                "instance_id": 0,
+                "bbox": [10, 10, 20, 20],
+                "area": 400,
+                "iscrowd": 0,
+            }
+            for i in range(N)
+        ],
+    }
     if mutate:
         mutate(data)
     path = str(tmp_path / f"ann_{uuid.uuid4().hex[:6]}.json")
@@ -250,30 +351,82 @@ def _ann1(data, **kw):
 def _dup_image_id(d):
     """A second video whose first frame reuses image id 10 of video 1 (with its own box)."""
     d["videos"].append({"id": 2, "name": "val/v2"})
-    d["images"].append({"id": 10, "file_name": "val/v2/000000.JPEG", "height": H, "width": W, "frame_id": 0,
-                        "video_id": 2})  # fmt: skip
-    d["annotations"].append({"id": 200, "video_id": 2, "image_id": 10, "category_id": 1, "instance_id": 0,
-                             "bbox": [1, 1, 5, 5]})  # fmt: skip
+    d["images"].append(
+        {
+            "id": 10,
+            "file_name": "val/v2/000000.JPEG",
+            "height": H,
+            "width": W,
+            "frame_id": 0,
+            "video_id": 2,
+        }
+    )
+    d["annotations"].append(
+        {
+            "id": 200,
+            "video_id": 2,
+            "image_id": 10,
+            "category_id": 1,
+            "instance_id": 0,
+            "bbox": [1, 1, 5, 5],
+        }
+    )
 
 
 COCO_ERRORS = {
     "not_json": (lambda d: "{not json", ValueError, "Cannot parse COCO-VID json"),
     # issue 13: duplicate ids would give one video's boxes to another's frame
     "duplicate_image_id": (_dup_image_id, ValueError, "image id 10 appears 2 times"),
-    "category_without_name": (lambda d: d["categories"][0].pop("name") and None, ValueError, "has no name"),
+    "category_without_name": (
+        lambda d: d["categories"][0].pop("name") and None,
+        ValueError,
+        "has no name",
+    ),
     "category_without_id": (lambda d: d["categories"][0].pop("id"), ValueError, "has no id"),
-    "category_id_not_int": (lambda d: d["categories"][0].update(id="one"), ValueError, "non-integer id"),
-    "instance_id_not_int": (lambda d: _ann1(d, instance_id="car"), ValueError, "instance_id must be an integer"),
-    "instance_id_fraction": (lambda d: _ann1(d, instance_id=1.5), ValueError, "instance_id must be an integer"),
-    "images_not_a_list": (lambda d: d.update(images={"10": d["images"][0]}), ValueError, "'images' must be a list"),
-    "annotations_not_a_list": (lambda d: d.update(annotations="none"), ValueError, "'annotations' must be a list"),
-    "image_not_an_object": (lambda d: d["images"].append(7), ValueError, "images[3] must be an object"),
+    "category_id_not_int": (
+        lambda d: d["categories"][0].update(id="one"),
+        ValueError,
+        "non-integer id",
+    ),
+    "instance_id_not_int": (
+        lambda d: _ann1(d, instance_id="car"),
+        ValueError,
+        "instance_id must be an integer",
+    ),
+    "instance_id_fraction": (
+        lambda d: _ann1(d, instance_id=1.5),
+        ValueError,
+        "instance_id must be an integer",
+    ),
+    "images_not_a_list": (
+        lambda d: d.update(images={"10": d["images"][0]}),
+        ValueError,
+        "'images' must be a list",
+    ),
+    "annotations_not_a_list": (
+        lambda d: d.update(annotations="none"),
+        ValueError,
+        "'annotations' must be a list",
+    ),
+    "image_not_an_object": (
+        lambda d: d["images"].append(7),
+        ValueError,
+        "images[3] must be an object",
+    ),
     "not_utf8": (lambda d: None, ValueError, "not UTF-8"),
     "not_coco_vid": (lambda d: d.pop("images"), ValueError, "is not a COCO-VID file"),
     "frame_id_gap": (lambda d: d["images"][2].update(frame_id=5), ValueError, "expected 0..2"),
-    "image_without_video_id": (lambda d: d["images"][1].pop("video_id"), ValueError, "no video_id/frame_id"),
+    "image_without_video_id": (
+        lambda d: d["images"][1].pop("video_id"),
+        ValueError,
+        "no video_id/frame_id",
+    ),
     "image_without_size": (lambda d: d["images"][1].pop("width"), ValueError, "image 11"),
-    "image_size_not_numeric": (lambda d: d["images"][1].update(height="tall"), ValueError, "image 11"),
+    "image_size_not_numeric": (
+        lambda d: d["images"][1].update(height="tall"),
+        ValueError,
+        "image 11",
+    ),
     "image_size_zero": (lambda d: d["images"][1].update(height=0), ValueError, "image 11"),
 }
 
@@ -322,7 +475,10 @@ COCO_SKIPS = {
     "box_not_a_list": (lambda d: _ann1(d, bbox="10 10 5 5"), "non-numeric box"),
     "box_missing": (lambda d: d["annotations"][1].pop("bbox"), "non-numeric box"),
     "unknown_category": (lambda d: _ann1(d, category_id=9), "not one of the dataset's 1 classes"),
-    "annotation_of_missing_image": (lambda d: _ann1(d, image_id=999), "annotations of images not in the file"),
+    "annotation_of_missing_image": (
+        lambda d: _ann1(d, image_id=999),
+        "annotations of images not in the file",
+    ),
 }
 
 
@@ -340,26 +496,45 @@ def test_coco_vid_skips_are_logged(tmp_path, coco_registered, logs, case):
 def test_coco_vid_empty_video_skipped_and_one_frame_video_kept(tmp_path, coco_registered, logs):
     def mutate(d):
         d["videos"] += [{"id": 2, "name": "val/empty"}, {"id": 3, "name": "val/one"}]
-        d["images"].append({"id": 50, "file_name": "val/one/000000.JPEG", "height": H, "width": W, "frame_id": 0,
-                            "video_id": 3})  # fmt: skip
+        d["images"].append(
+            {
+                "id": 50,
+                "file_name": "val/one/000000.JPEG",
+                "height": H,
+                "width": W,
+                "frame_id": 0,
+                "video_id": 3,
+            }
+        )
 
     frames = _read_coco(_coco(tmp_path, mutate), coco_registered)
-    assert [(f["video_id"], f["frame_id"], f["video_length"]) for f in frames] == [(1, 0, 3), (1, 1, 3), (1, 2, 3),
-                                                                                   (3, 0, 1)]
+    assert [(f["video_id"], f["frame_id"], f["video_length"]) for f in frames] == [
+        (1, 0, 3),
+        (1, 1, 3),
+        (1, 2, 3),
+        (3, 0, 1),
+    ]
     assert "video 2 has no images; ignored" in logs.text
 
 
 # ---------------------------------------------------------------------------- mapper
 def _test_mapper(num_refs=3):
     return VideoDatasetMapper(
-        False, augmentations=[T.ResizeShortestEdge(48, 96)], image_format="BGR",
+        False,
+        augmentations=[T.ResizeShortestEdge(48, 96)],
+        image_format="BGR",
         test_ref_sampler=RefSampler("offline", "adaptive_stride", num_refs=num_refs),
-    )  # fmt: skip
+    )
 
 
 def _train_mapper():
-    return VideoDatasetMapper(True, augmentations=[T.ResizeShortestEdge(48, 96)], image_format="BGR",
-                              train_num_refs=2, train_frame_range=9)
+    return VideoDatasetMapper(
+        True,
+        augmentations=[T.ResizeShortestEdge(48, 96)],
+        image_format="BGR",
+        train_num_refs=2,
+        train_frame_range=9,
+    )
 
 
 def _truncate(path, keep=0.5):
@@ -371,15 +546,32 @@ def _truncate(path, keep=0.5):
 # (mutation applied after the dataset was read, exception, message parts); frame 0's test-time
 # references are frames 1 and 2 (adaptive stride over 3 frames), so mapping frame 0 reads all.
 MAPPER_ERRORS = {
-    "jpeg_truncated": (lambda r: _truncate(r.img(VIDEO, 1)), ValueError, ["Cannot read frame file", "{img1}"]),
+    "jpeg_truncated": (
+        lambda r: _truncate(r.img(VIDEO, 1)),
+        ValueError,
+        ["Cannot read frame file", "{img1}"],
+    ),
     "jpeg_truncated_few_bytes": (lambda r: _truncate(r.img(VIDEO, 1), 0.1), ValueError, ["{img1}"]),
-    "jpeg_zero_bytes": (lambda r: _truncate(r.img(VIDEO, 1), 0.0), ValueError, ["Cannot read frame file", "{img1}"]),
-    "jpeg_garbage": (lambda r: open(r.img(VIDEO, 1), "wb").write(b"\xff\xd8" + os.urandom(300)), ValueError,
-                     ["{img1}"]),
-    "jpeg_deleted_after_reading": (lambda r: os.remove(r.img(VIDEO, 1)), FileNotFoundError,
-                                   ["Frame file not found", "{img1}"]),
-    "jpeg_size_differs_from_xml": (lambda r: write_jpeg(r.img(VIDEO, 1), seed=1, width=W + 8, height=H), ValueError,
-                                   ["{img1}", "Mismatched image shape"]),
+    "jpeg_zero_bytes": (
+        lambda r: _truncate(r.img(VIDEO, 1), 0.0),
+        ValueError,
+        ["Cannot read frame file", "{img1}"],
+    ),
+    "jpeg_garbage": (
+        lambda r: open(r.img(VIDEO, 1), "wb").write(b"\xff\xd8" + os.urandom(300)),
+        ValueError,
+        ["{img1}"],
+    ),
+    "jpeg_deleted_after_reading": (
+        lambda r: os.remove(r.img(VIDEO, 1)),
+        FileNotFoundError,
+        ["Frame file not found", "{img1}"],
+    ),
+    "jpeg_size_differs_from_xml": (
+        lambda r: write_jpeg(r.img(VIDEO, 1), seed=1, width=W + 8, height=H),
+        ValueError,
+        ["{img1}", "Mismatched image shape"],
+    ),
 }
 
 
@@ -407,7 +599,9 @@ def test_mapper_mismatched_frame_sizes_names_both_files(raw):
     raw.write_frame(VIDEO, 2, [obj(BEAR, (10, 10, 70, 50), 2)], size=(80, 60))
     _, frames = read(raw)
     for mapper in (_test_mapper(), _train_mapper()):
-        with pytest.raises(ValueError, match="all frames of a video must have the same size") as info:
+        with pytest.raises(
+            ValueError, match="all frames of a video must have the same size"
+        ) as info:
             for _ in range(20):  # training references are random: one of 20 draws picks frame 2
                 mapper(frames[0])
         assert raw.img(VIDEO, 2) in str(info.value) and raw.img(VIDEO, 0) in str(info.value)
@@ -421,7 +615,9 @@ def test_mapper_one_frame_video(raw):
     out = _train_mapper()(frames[0])
     assert [r["frame_id"] for r in out["ref_frames"]] == [0, 0]  # the key frame repeated
     assert all(torch.equal(r["image"], out["image"]) for r in out["ref_frames"])
-    assert out["instances"].gt_boxes.tensor.tolist() == [[4.0, 4.0, 40.0, 30.0]]  # 48 px short side: no resize
+    assert out["instances"].gt_boxes.tensor.tolist() == [
+        [4.0, 4.0, 40.0, 30.0]
+    ]  # 48 px short side: no resize
     assert _test_mapper()(frames[0])["ref_frames"] == []
 
 
@@ -431,25 +627,50 @@ def test_mapper_drops_bad_boxes_in_hand_made_dicts(raw, logs):
     clipped to the image and those left empty dropped (Detectron2), so no degenerate box
     reaches the model."""
     _, frames = read(raw)
-    d = dict(frames[0], annotations=[
-        {"bbox": [10.0, 10.0, 30.0, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
-        {"bbox": [30.0, 10.0, 10.0, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1},   # inverted
-        {"bbox": [100.0, 100.0, 120.0, 130.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 2},  # outside
-        {"bbox": [-20.0, 40.0, 20.0, 90.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 3},  # partly outside
-    ])  # fmt: skip
+    d = dict(
+        frames[0],
+        annotations=[
+            {"bbox": [10.0, 10.0, 30.0, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+            {
+                "bbox": [30.0, 10.0, 10.0, 30.0],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 1,
+            },  # inverted
+            {
+                "bbox": [100.0, 100.0, 120.0, 130.0],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 2,
+            },  # outside
+            {
+                "bbox": [-20.0, 40.0, 20.0, 90.0],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 3,
+            },  # partly outside
+        ],
+    )
     inst = _train_mapper()(d)["instances"]
     boxes = sorted(inst.gt_boxes.tensor.tolist())
     assert boxes == [[0.0, 40.0, 20.0, 48.0], [10.0, 10.0, 30.0, 30.0]]
     assert sorted(inst.gt_classes.tolist()) == [0, 3]
-    assert f"{raw.img(VIDEO, 0)} (video vid_a, frame 0" in logs.text and "empty or inverted box" in logs.text
-    xywh = dict(d, annotations=[{"bbox": [30.0, 10.0, -20.0, 20.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1}])
+    assert (
+        f"{raw.img(VIDEO, 0)} (video vid_a, frame 0" in logs.text
+        and "empty or inverted box" in logs.text
+    )
+    xywh = dict(
+        d,
+        annotations=[
+            {"bbox": [30.0, 10.0, -20.0, 20.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1}
+        ],
+    )
     assert len(_train_mapper()(xywh)["instances"]) == 0
 
 
 # ---------------------------------------------------------------------------- video inference
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    cfg = tiny_selsa_cfg(MODEL__ROI_HEADS__SCORE_THRESH_TEST=0.0, INPUT__MIN_SIZE_TEST=48, INPUT__MAX_SIZE_TEST=96)
+    cfg = tiny_selsa_cfg(
+        MODEL__ROI_HEADS__SCORE_THRESH_TEST=0.0, INPUT__MIN_SIZE_TEST=48, INPUT__MAX_SIZE_TEST=96
+    )
     torch.manual_seed(0)
     with torch_threads(1):
         model = build_model(cfg).eval()
@@ -492,7 +713,8 @@ def test_inference_mismatched_frame_sizes(predictor, mode):
 
 
 @pytest.mark.parametrize(
-    "bad", [None, np.zeros((H, W), np.uint8), np.zeros((H, W, 4), np.uint8), "frame.jpg"],
+    "bad",
+    [None, np.zeros((H, W), np.uint8), np.zeros((H, W, 4), np.uint8), "frame.jpg"],
     ids=["none", "grayscale", "rgba", "path"],
 )
 def test_inference_bad_frame_names_it(predictor, bad):
@@ -510,7 +732,11 @@ def _run_loader(predictor, name):
     model.video_engine.reset()
     cfg = predictor.cfg.clone()
     cfg.defrost()
-    cfg.INPUT.VIDEO.TEST_MODE, cfg.INPUT.VIDEO.TEST_SAMPLER, cfg.INPUT.VIDEO.TEST_NUM_REFS = "offline", "adaptive_stride", 4
+    cfg.INPUT.VIDEO.TEST_MODE, cfg.INPUT.VIDEO.TEST_SAMPLER, cfg.INPUT.VIDEO.TEST_NUM_REFS = (
+        "offline",
+        "adaptive_stride",
+        4,
+    )
     outs = []
     with torch.no_grad():
         for batch in build_video_test_loader(cfg, name):
@@ -538,10 +764,11 @@ def test_engine_through_test_loader_truncated_jpeg(raw, predictor):
     assert raw.img(VIDEO, 2) in str(info.value)
 
 
-
 # ---------------------------------------------------------------------------- issue 13: text encodings
 def test_coco_vid_bom_and_whole_number_instance_ids(tmp_path, coco_registered):
-    path = _coco(tmp_path, lambda d: (_ann1(d, instance_id="4"), d["annotations"][2].update(instance_id=5.0)))
+    path = _coco(
+        tmp_path, lambda d: (_ann1(d, instance_id="4"), d["annotations"][2].update(instance_id=5.0))
+    )
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
@@ -593,7 +820,9 @@ def weight_files(tmp_path_factory):
         four = build_tiny_model(tiny_selsa_cfg(num_classes=4))
     torch.save({"model": selsa.state_dict()}, d / "good.pth")
     torch.save({"model": four.state_dict()}, d / "four_classes.pth")
-    baseline = {k: v for k, v in selsa.state_dict().items() if ".aggregators." not in k}  # a Faster R-CNN
+    baseline = {
+        k: v for k, v in selsa.state_dict().items() if ".aggregators." not in k
+    }  # a Faster R-CNN
     torch.save({"model": baseline}, d / "baseline.pth")
     (d / "random.pth").write_bytes(np.random.RandomState(0).bytes(4096))
     (d / "empty.pth").write_bytes(b"")
@@ -638,10 +867,15 @@ def test_inference_weights_empty_needs_the_flag(weight_files):
         VideoPredictor(tiny_selsa_cfg())
     assert VideoPredictor(tiny_selsa_cfg(TEST__ALLOW_MISSING_WEIGHTS=True)).model is not None
     # partial weights with the flag: loaded, the rest left random, with a warning
-    cfg = tiny_selsa_cfg(MODEL__WEIGHTS=str(weight_files / "baseline.pth"), TEST__ALLOW_MISSING_WEIGHTS=True)
+    cfg = tiny_selsa_cfg(
+        MODEL__WEIGHTS=str(weight_files / "baseline.pth"), TEST__ALLOW_MISSING_WEIGHTS=True
+    )
     pred = VideoPredictor(cfg)
     good = torch.load(weight_files / "good.pth")["model"]
-    assert torch.equal(pred.model.state_dict()["roi_heads.box_head.fc1.weight"], good["roi_heads.box_head.fc1.weight"])
+    assert torch.equal(
+        pred.model.state_dict()["roi_heads.box_head.fc1.weight"],
+        good["roi_heads.box_head.fc1.weight"],
+    )
 
 
 def test_inference_weights_complete_load_exactly(weight_files):
@@ -682,7 +916,10 @@ def test_inference_frame_dtype_and_shape_are_checked(predictor, convert, message
     # the documented explicit conversion of [0, 1] floats gives the uint8 result back
     frame = synthetic_video(1, H, W, seed=7)[0]
     converted = (_as_float01(frame) * 255).round().astype(np.uint8)
-    assert results_close(predictor(converted)["instances"], predictor(frame)["instances"], atol=1e-6) is None
+    assert (
+        results_close(predictor(converted)["instances"], predictor(frame)["instances"], atol=1e-6)
+        is None
+    )
 
 
 # ---------------------------------------------------------------------------- issue 13: mmtracking converter
@@ -736,13 +973,18 @@ def test_converter_unusable_input_is_one_line(converter, tmp_path, bad):
     elif bad == "empty":
         src.write_bytes(b"")
     expected = {
-        "missing": "file not found", "random_bytes": "not a readable PyTorch checkpoint",
-        "plain_pickle": "not a readable PyTorch checkpoint", "directory": "is a directory", "empty": "file is empty",
-    }[bad]  # fmt: skip
+        "missing": "file not found",
+        "random_bytes": "not a readable PyTorch checkpoint",
+        "plain_pickle": "not a readable PyTorch checkpoint",
+        "directory": "is a directory",
+        "empty": "file is empty",
+    }[bad]
     code, text = converter(src, tmp_path / "out.pth")
     lines = [line for line in text.splitlines() if "Conversion failed" in line]
     assert code == 1 and len(lines) == 1, text
-    assert lines[0].startswith(f"Conversion failed: mmtracking checkpoint {src}: {expected}"), lines[0]
+    assert lines[0].startswith(f"Conversion failed: mmtracking checkpoint {src}: {expected}"), (
+        lines[0]
+    )
     assert not (tmp_path / "out.pth").exists()
 
 
@@ -753,10 +995,23 @@ def test_prepare_out_pointing_at_a_file(raw, tmp_path, caplog):
     prepare = load_script("datasets/prepare_imagenet_vid.py", "prepare_imagenet_vid_fuzz")
     a_file = tmp_path / "annotations.json"
     a_file.write_text("{}")
-    for out, problem in ((a_file, "is a file, not a directory"), (a_file / "sub", "cannot be created")):
+    for out, problem in (
+        (a_file, "is a file, not a directory"),
+        (a_file / "sub", "cannot be created"),
+    ):
         caplog.clear()
-        assert prepare.main(["--root", raw.root, "--out", str(out), "--no-progress", "--splits", "val"]) == 2
+        assert (
+            prepare.main(
+                ["--root", raw.root, "--out", str(out), "--no-progress", "--splits", "val"]
+            )
+            == 2
+        )
         assert f"--out {out} {problem}" in caplog.text
     assert a_file.read_text() == "{}"
-    assert prepare.main(["--root", raw.root, "--out", str(tmp_path / "new"), "--no-progress", "--splits", "val"]) == 0
+    assert (
+        prepare.main(
+            ["--root", raw.root, "--out", str(tmp_path / "new"), "--no-progress", "--splits", "val"]
+        )
+        == 0
+    )
     assert (tmp_path / "new" / "imagenet_vid_val.json").is_file()

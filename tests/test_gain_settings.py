@@ -6,12 +6,25 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.events import EventStorage
 
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
-from tiny_model import (build_tiny_model, frame_input, results_close, synthetic_video, tiny_selsa_cfg,
-                        torch_threads, training_inputs, video_inputs)  # fmt: skip
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
+from tiny_model import (
+    build_tiny_model,
+    frame_input,
+    results_close,
+    synthetic_video,
+    tiny_selsa_cfg,
+    torch_threads,
+    training_inputs,
+    video_inputs,
+)
 
-SINGLE_FRAME = dict(MODEL__META_ARCHITECTURE="GeneralizedRCNN", MODEL__ROI_HEADS__NAME="StandardROIHeads",
-                    MODEL__ROI_BOX_HEAD__NAME="FastRCNNConvFCHead")
+SINGLE_FRAME = dict(
+    MODEL__META_ARCHITECTURE="GeneralizedRCNN",
+    MODEL__ROI_HEADS__NAME="StandardROIHeads",
+    MODEL__ROI_BOX_HEAD__NAME="FastRCNNConvFCHead",
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,10 +48,15 @@ def _video(model, frames, sampler, do_postprocess=False):
 
 # ------------------------------------------------------------------------------ key frame only
 def test_key_frame_only_uses_the_key_frames_own_proposals_as_its_only_references(frames):
-    cfg = tiny_selsa_cfg(INPUT__VIDEO__TEST_NUM_REFS=4, MODEL__SELSA__INFERENCE__KEY_FRAME_AS_REF=False,
-                         MODEL__SELSA__INFERENCE__KEY_FRAME_ONLY=True)
+    cfg = tiny_selsa_cfg(
+        INPUT__VIDEO__TEST_NUM_REFS=4,
+        MODEL__SELSA__INFERENCE__KEY_FRAME_AS_REF=False,
+        MODEL__SELSA__INFERENCE__KEY_FRAME_ONLY=True,
+    )
     sampler = RefSampler.from_config(cfg)
-    assert sampler.num_refs == 0 and sampler.frames_to_supply(0, 8) == []  # the loader supplies nothing either
+    assert (
+        sampler.num_refs == 0 and sampler.frames_to_supply(0, 8) == []
+    )  # the loader supplies nothing either
     model = build_tiny_model(cfg, seed=3)
     assert model.video_engine.key_frame_as_ref  # implied, whatever KEY_FRAME_AS_REF says
     got = _video(model, frames, sampler)
@@ -58,7 +76,9 @@ def test_key_frame_only_uses_the_key_frames_own_proposals_as_its_only_references
 
 def test_key_frame_only_differs_from_evaluation_with_references(frames):
     with_refs = build_tiny_model(seed=3, INPUT__VIDEO__TEST_NUM_REFS=4)
-    key_only = build_tiny_model(seed=3, INPUT__VIDEO__TEST_NUM_REFS=4, MODEL__SELSA__INFERENCE__KEY_FRAME_ONLY=True)
+    key_only = build_tiny_model(
+        seed=3, INPUT__VIDEO__TEST_NUM_REFS=4, MODEL__SELSA__INFERENCE__KEY_FRAME_ONLY=True
+    )
     a = _video(with_refs, frames, RefSampler("offline", "adaptive_stride", 4))
     b = _video(key_only, frames, RefSampler("offline", "adaptive_stride", 0))
     assert any(results_close(x, y) is not None for x, y in zip(a, b))
@@ -82,16 +102,23 @@ def test_single_frame_checkpoint_loads_into_selsa_with_only_aggregators_new(fram
     got = _video(selsa, frames, sampler, do_postprocess=True)
     assert selsa.video_engine.last_reference_ids  # it did attend to references
     with torch.no_grad():
-        want = [single([frame_input(f, 0, i, len(frames))])[0]["instances"] for i, f in enumerate(frames)]
+        want = [
+            single([frame_input(f, 0, i, len(frames))])[0]["instances"]
+            for i, f in enumerate(frames)
+        ]
     assert sum(len(w) for w in want) > 0
     for t, (x, y) in enumerate(zip(got, want)):
         assert results_close(x, y, atol=1e-4) is None, f"frame {t}: {results_close(x, y)}"
 
 
 def test_zero_init_aggregator_output_still_learns():
-    model = build_tiny_model(seed=0, eval_mode=False, MODEL__SELSA__ZERO_INIT_AGGREGATOR_OUTPUT=True)
+    model = build_tiny_model(
+        seed=0, eval_mode=False, MODEL__SELSA__ZERO_INIT_AGGREGATOR_OUTPUT=True
+    )
     aggs = model.roi_heads.box_head.aggregators
-    assert all(torch.count_nonzero(a.fc.weight) == 0 and torch.count_nonzero(a.fc.bias) == 0 for a in aggs)
+    assert all(
+        torch.count_nonzero(a.fc.weight) == 0 and torch.count_nonzero(a.fc.bias) == 0 for a in aggs
+    )
     with EventStorage():
         losses = model(training_inputs(num_keys=2, num_refs=2))
     sum(losses.values()).backward()
@@ -100,16 +127,24 @@ def test_zero_init_aggregator_output_still_learns():
 
 # ------------------------------------------------------------------------------ zero-init residual
 def test_zero_init_residual_zeroes_the_last_norm_of_every_block():
-    model = build_tiny_model(seed=0, MODEL__RESNETS__NORM="BN", MODEL__SELSA__ZERO_INIT_RESIDUAL=True)
+    model = build_tiny_model(
+        seed=0, MODEL__RESNETS__NORM="BN", MODEL__SELSA__ZERO_INIT_RESIDUAL=True
+    )
     blocks = [b for stage in model.backbone.bottom_up.stages for b in stage.children()]
     assert len(blocks) == 6  # R-18 up to res4: 2 basic blocks per stage
     for b in blocks:
         assert torch.count_nonzero(b.conv2.norm.weight) == 0
         assert torch.count_nonzero(b.conv1.norm.weight) == b.conv1.norm.weight.numel()
     plain = build_tiny_model(seed=0, MODEL__RESNETS__NORM="BN")
-    assert all(torch.all(b.conv2.norm.weight == 1) for s in plain.backbone.bottom_up.stages for b in s.children())
+    assert all(
+        torch.all(b.conv2.norm.weight == 1)
+        for s in plain.backbone.bottom_up.stages
+        for b in s.children()
+    )
 
 
 def test_zero_init_residual_rejects_frozen_norms():
     with pytest.raises(ValueError, match="trainable norms"):
-        build_tiny_model(seed=0, MODEL__RESNETS__NORM="FrozenBN", MODEL__SELSA__ZERO_INIT_RESIDUAL=True)
+        build_tiny_model(
+            seed=0, MODEL__RESNETS__NORM="FrozenBN", MODEL__SELSA__ZERO_INIT_RESIDUAL=True
+        )

@@ -1,4 +1,5 @@
 """Raw ILSVRC VID/DET readers on the hand-written fixture, and their bad-input handling."""
+
 import json
 import logging
 import os
@@ -8,10 +9,24 @@ import pytest
 from detectron2.structures import BoxMode
 
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
-from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid, load_ilsvrc_vid_frames, parse_vid_list
+from selsa_d2.data.ilsvrc import (
+    load_ilsvrc_det,
+    load_ilsvrc_vid,
+    load_ilsvrc_vid_frames,
+    parse_vid_list,
+)
 
 from fixtures_ilsvrc import (
-    DET_1, DET_2, TRAIN_A, TRAIN_B, TRAIN_LIST, VAL_A, make_ilsvrc_fixture, obj, write_text, xml_text,
+    DET_1,
+    DET_2,
+    TRAIN_A,
+    TRAIN_B,
+    TRAIN_LIST,
+    VAL_A,
+    make_ilsvrc_fixture,
+    obj,
+    write_text,
+    xml_text,
 )
 from repo_scripts import load_script
 
@@ -24,12 +39,21 @@ def root(tmp_path):
 
 
 def _ann(box, cls, inst, occluded=False, generated=False):
-    return {"bbox": [float(v) for v in box], "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls,
-            "instance_id": inst, "occluded": occluded, "generated": generated, "iscrowd": 0}
+    return {
+        "bbox": [float(v) for v in box],
+        "bbox_mode": BoxMode.XYXY_ABS,
+        "category_id": cls,
+        "instance_id": inst,
+        "occluded": occluded,
+        "generated": generated,
+        "iscrowd": 0,
+    }
 
 
 def _train(root, **kw):
-    return load_ilsvrc_vid_frames(root, "train", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, dataset_name="t", **kw)
+    return load_ilsvrc_vid_frames(
+        root, "train", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, dataset_name="t", **kw
+    )
 
 
 def test_vid_classes_standard_order():
@@ -45,15 +69,23 @@ def test_vid_train_all_frames_and_keys(root, caplog):
     assert len(frames) == 6
     assert keys == [(1, 1), (1, 3), (2, 0)]
     assert [(f["video_id"], f["frame_id"], f["video_length"], f["image_id"]) for f in frames] == [
-        (1, 0, 4, 1), (1, 1, 4, 2), (1, 2, 4, 3), (1, 3, 4, 4), (2, 0, 2, 5), (2, 1, 2, 6)]
+        (1, 0, 4, 1),
+        (1, 1, 4, 2),
+        (1, 2, 4, 3),
+        (1, 3, 4, 4),
+        (2, 0, 2, 5),
+        (2, 1, 2, 6),
+    ]
     f0, f1, f2, f3 = frames[:4]
     assert f0["file_name"] == os.path.join(root, "Data", "VID", TRAIN_A, "000000.JPEG")
     assert os.path.isabs(f0["file_name"]) and os.path.isfile(f0["file_name"])
     assert (f0["height"], f0["width"]) == (48, 64)
     assert f0["video_name"] == "ILSVRC2015_train_00000000" and f0["dataset_name"] == "t"
     # non-contiguous track ids 0 and 5 kept as instance ids; occluded flag
-    assert f0["annotations"] == [_ann((2, 3, 20, 30), C("n02691156"), 0),
-                                 _ann((30, 10, 60, 40), C("n02391049"), 5, occluded=True)]
+    assert f0["annotations"] == [
+        _ann((2, 3, 20, 30), C("n02691156"), 0),
+        _ann((30, 10, 60, 40), C("n02391049"), 5, occluded=True),
+    ]
     assert f1["annotations"] == []  # frame without objects is kept
     # generated flag; the unknown WordNet id is skipped
     assert f2["annotations"] == [_ann((4, 5, 22, 32), 0, 0, generated=True)]
@@ -64,14 +96,19 @@ def test_vid_train_all_frames_and_keys(root, caplog):
     assert [f["annotations"] for f in frames[4:]] == [[], []]
     assert frames[4]["video_name"] == "ILSVRC2015_train_00000001"
     log = caplog.text
-    assert "skipped 1 objects whose class is not one of the dataset's 30 classes" in log and "n99999999" in log
+    assert (
+        "skipped 1 objects whose class is not one of the dataset's 30 classes" in log
+        and "n99999999" in log
+    )
     assert "clipped 1 boxes" in log and "000003.xml" in log
 
 
 def test_vid_train_key_frames_only(root):
     keys = load_ilsvrc_vid(root, "train", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
     assert [(f["video_id"], f["frame_id"]) for f in keys] == [(1, 1), (1, 3), (2, 0)]
-    every = load_ilsvrc_vid(root, "train", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, key_frames_only=False)
+    every = load_ilsvrc_vid(
+        root, "train", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, key_frames_only=False
+    )
     assert len(every) == 6
 
 
@@ -83,12 +120,16 @@ def test_list_frame_base_one(root, caplog):
     assert keys == [(1, 0), (1, 2)]
     assert len(frames) == 6
     assert "skipped 1 lines naming frame 0" in caplog.text and "[3]" in caplog.text
-    write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 1 4\n{TRAIN_A} 1 4 4\n")
+    write_text(
+        os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 1 4\n{TRAIN_A} 1 4 4\n"
+    )
     _, keys = _train(root, list_frame_base=1)
     assert keys == [(1, 0), (1, 3)]
     # past the end is still an error
     write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 5 4\n")
-    with pytest.raises(ValueError, match=r"VID_train_15frames.txt:1: frame number 5 outside 1\.\.4"):
+    with pytest.raises(
+        ValueError, match=r"VID_train_15frames.txt:1: frame number 5 outside 1\.\.4"
+    ):
         _train(root, list_frame_base=1)
     with pytest.raises(ValueError, match="list_frame_base"):
         _train(root, list_frame_base=2)
@@ -117,12 +158,28 @@ def test_converter_frame_base_one_flags_mmtracking_key_frames(root, tmp_path):
     """prepare_imagenet_vid.py --list-frame-base 1 flags what mmtracking's imagenet2coco_vid.py
     flags: frame (number - 1) of each line; a line naming 0 (mmtracking: frame -1) flags nothing."""
     ann = str(tmp_path / "ann")
-    assert load_script("datasets/prepare_imagenet_vid.py").main(
-        ["--root", root, "--out", ann, "--no-progress", "--splits", "train", "--list-frame-base", "1"]) == 0
+    assert (
+        load_script("datasets/prepare_imagenet_vid.py").main(
+            [
+                "--root",
+                root,
+                "--out",
+                ann,
+                "--no-progress",
+                "--splits",
+                "train",
+                "--list-frame-base",
+                "1",
+            ]
+        )
+        == 0
+    )
     with open(os.path.join(ann, "imagenet_vid_train.json")) as f:
         data = json.load(f)
     names = {v["id"]: v["name"] for v in data["videos"]}
-    flagged = {(names[im["video_id"]], im["frame_id"]) for im in data["images"] if im["is_vid_train_frame"]}
+    flagged = {
+        (names[im["video_id"]], im["frame_id"]) for im in data["images"] if im["is_vid_train_frame"]
+    }
     expected = set()
     for line in TRAIN_LIST:  # mmtracking's rule, restated
         video, _, number, _ = line.split()
@@ -136,7 +193,10 @@ def test_vid_val_every_frame_is_key(root, caplog):
         frames, keys = load_ilsvrc_vid_frames(root, "val", IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
     assert keys == [(1, 0), (1, 1), (1, 2)]
     assert [f["annotations"] for f in frames] == [
-        [_ann((10, 10, 30, 30), 2, 2)], [_ann((11, 10, 31, 30), 2, 2)], [_ann((12, 10, 32, 30), 2, 2)]]
+        [_ann((10, 10, 30, 30), 2, 2)],
+        [_ann((11, 10, 31, 30), 2, 2)],
+        [_ann((12, 10, 32, 30), 2, 2)],
+    ]
     assert frames[1]["degradations"] == []  # empty element
     assert "skipped 1 boxes that lie entirely outside their image" in caplog.text
     assert frames[0]["video_name"] == "ILSVRC2015_val_00000000"
@@ -146,22 +206,33 @@ def test_det_reader(root, caplog):
     with caplog.at_level(logging.INFO):
         frames = load_ilsvrc_det(root, IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, dataset_name="d")
     assert [(f["image_id"], f["video_id"], f["frame_id"], f["video_length"]) for f in frames] == [
-        (1, 1, 0, 1), (2, 2, 0, 1)]
+        (1, 1, 0, 1),
+        (2, 2, 0, 1),
+    ]
     assert frames[0]["file_name"] == os.path.join(root, "Data", "DET", DET_1 + ".JPEG")
     assert frames[0]["video_name"] == "det/" + DET_1
-    assert frames[0]["annotations"] == [_ann((5, 6, 25, 26), C("n02084071"), 0), _ann((30, 8, 60, 40), 6, 1)]
+    assert frames[0]["annotations"] == [
+        _ann((5, 6, 25, 26), C("n02084071"), 0),
+        _ann((30, 8, 60, 40), 6, 1),
+    ]
     assert frames[1]["annotations"] == [_ann((0, 0, 64, 48), 0, 0)]
     assert "n99999999" in caplog.text
 
 
 def test_det_repeated_lines_are_separate_samples(root, caplog):
     """FGFA, MEGA and mmtracking keep each line of DET_train_30classes.txt (repeats included)."""
-    write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"),
-               f"{DET_1} 1\n{DET_2} 2\n\n{DET_1} 3\n{DET_1}.JPEG 4\n")
+    write_text(
+        os.path.join(root, "Lists", "DET_train_30classes.txt"),
+        f"{DET_1} 1\n{DET_2} 2\n\n{DET_1} 3\n{DET_1}.JPEG 4\n",
+    )
     with caplog.at_level(logging.INFO):
         frames = load_ilsvrc_det(root, IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, dataset_name="d")
     assert [(f["image_id"], f["video_id"], f["video_name"]) for f in frames] == [
-        (1, 1, "det/" + DET_1), (2, 2, "det/" + DET_2), (3, 3, "det/" + DET_1), (4, 4, "det/" + DET_1)]
+        (1, 1, "det/" + DET_1),
+        (2, 2, "det/" + DET_2),
+        (3, 3, "det/" + DET_1),
+        (4, 4, "det/" + DET_1),
+    ]
     assert frames[2]["file_name"] == frames[3]["file_name"] == frames[0]["file_name"]
     assert frames[2]["annotations"] == frames[0]["annotations"]
     assert frames[2]["annotations"] is not frames[0]["annotations"]  # no shared mutable state
@@ -176,13 +247,17 @@ def test_custom_classes(root):
     names, ids = read_classes_file(classes)
     assert (names, ids) == (["zebra", "plane"], ["n02391049", "n02691156"])
     frames, _ = load_ilsvrc_vid_frames(root, "train", names, ids)
-    assert [(a["category_id"], a["instance_id"]) for a in frames[0]["annotations"]] == [(1, 0), (0, 5)]
+    assert [(a["category_id"], a["instance_id"]) for a in frames[0]["annotations"]] == [
+        (1, 0),
+        (0, 5),
+    ]
     # readable names match too (custom XML may carry names instead of ids)
     frames, _ = load_ilsvrc_vid_frames(root, "train", ["n02391049"], ["zebra_id"])
     assert [a["instance_id"] for a in frames[0]["annotations"]] == [5]
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def _xml_path(root, video, i):
     return os.path.join(root, "Annotations", "VID", video, "%06d.xml" % i)
@@ -206,8 +281,17 @@ def test_unparseable_xml_names_file(root):
 
 def test_malformed_boxes_skipped_and_logged(root, caplog):
     p = _xml_path(root, TRAIN_A, 0)
-    write_text(p, xml_text([obj("n02691156", ("a", 1, 5, 5), 0), obj("n02691156", (9, 1, 5, 5), 1),
-                            obj("n02691156", (1, 9, 5, 5), 2), obj("n02691156", (1, 1, 5, 5), 3)]))
+    write_text(
+        p,
+        xml_text(
+            [
+                obj("n02691156", ("a", 1, 5, 5), 0),
+                obj("n02691156", (9, 1, 5, 5), 1),
+                obj("n02691156", (1, 9, 5, 5), 2),
+                obj("n02691156", (1, 1, 5, 5), 3),
+            ]
+        ),
+    )
     with caplog.at_level(logging.WARNING):
         frames, _ = _train(root)
     assert [a["instance_id"] for a in frames[0]["annotations"]] == [3]
@@ -233,7 +317,9 @@ def test_frame_count_mismatch(root):
 
 def test_list_frame_number_out_of_range(root):
     write_text(os.path.join(root, "Lists", "VID_train_15frames.txt"), f"{TRAIN_A} 1 4 4\n")
-    with pytest.raises(ValueError, match=r"VID_train_15frames.txt:1: frame number 4 outside 0\.\.3"):
+    with pytest.raises(
+        ValueError, match=r"VID_train_15frames.txt:1: frame number 4 outside 0\.\.3"
+    ):
         _train(root)
 
 
@@ -265,10 +351,17 @@ def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
     import torch
     from detectron2.data import DatasetCatalog
     from detectron2.structures import Boxes, Instances
-    from selsa_d2.data import get_frame_index, load_coco_vid_frames, register_vid_dataset, unregister_vid_dataset
+    from selsa_d2.data import (
+        get_frame_index,
+        load_coco_vid_frames,
+        register_vid_dataset,
+        unregister_vid_dataset,
+    )
     from selsa_d2.evaluation import VIDEvaluator
 
-    write_text(os.path.join(root, "Lists", "DET_train_30classes.txt"), f"{DET_1} 1\n{DET_2} 2\n{DET_1} 3\n")
+    write_text(
+        os.path.join(root, "Lists", "DET_train_30classes.txt"), f"{DET_1} 1\n{DET_2} 2\n{DET_1} 3\n"
+    )
     name = f"det_repeats_{os.getpid()}"
     register_vid_dataset(name, raw_root=root, layout="det")
     try:
@@ -278,21 +371,32 @@ def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
         ev = VIDEvaluator(name, distributed=False)
         for d in dicts:
             inst = Instances((d["height"], d["width"]))
-            inst.pred_boxes = Boxes(torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32))
+            inst.pred_boxes = Boxes(
+                torch.tensor([a["bbox"] for a in d["annotations"]], dtype=torch.float32)
+            )
             inst.scores = torch.full((len(d["annotations"]),), 0.9)
             inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]])
             ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
         res = ev.evaluate()
-        assert res["vid"]["mAP"] == pytest.approx(100.0) and res["bbox"]["AP50"] == pytest.approx(100.0)
+        assert res["vid"]["mAP"] == pytest.approx(100.0) and res["bbox"]["AP50"] == pytest.approx(
+            100.0
+        )
     finally:
         unregister_vid_dataset(name)
     ann = str(tmp_path / "ann")
-    assert load_script("datasets/prepare_imagenet_vid.py").main(
-        ["--root", root, "--out", ann, "--no-progress", "--splits", "det"]) == 0
+    assert (
+        load_script("datasets/prepare_imagenet_vid.py").main(
+            ["--root", root, "--out", ann, "--no-progress", "--splits", "det"]
+        )
+        == 0
+    )
     with open(os.path.join(ann, "imagenet_det_30plus1cls.json")) as f:
         data = json.load(f)
     assert [(im["id"], im["file_name"]) for im in data["images"]] == [
-        (1, DET_1 + ".JPEG"), (2, DET_2 + ".JPEG"), (3, DET_1 + ".JPEG")]
+        (1, DET_1 + ".JPEG"),
+        (2, DET_2 + ".JPEG"),
+        (3, DET_1 + ".JPEG"),
+    ]
     assert all(im["is_vid_train_frame"] for im in data["images"])
     det_json = os.path.join(ann, "imagenet_det_30plus1cls.json")
     frames, _ = load_coco_vid_frames(det_json, os.path.join(root, "Data", "DET"))

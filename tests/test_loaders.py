@@ -1,4 +1,5 @@
 """Video train/test loaders, dataset sampling weights and the whole-video inference sampler."""
+
 import itertools
 import os
 import random
@@ -31,13 +32,25 @@ def _frames(root, name, video_id, n, w=40, h=32):
         cv2.imwrite(path, img)
         out.append(
             {
-                "file_name": path, "height": h, "width": w, "image_id": video_id * 100 + f,
-                "video_id": video_id, "frame_id": f, "video_length": n, "video_name": f"{name}/{video_id}",
+                "file_name": path,
+                "height": h,
+                "width": w,
+                "image_id": video_id * 100 + f,
+                "video_id": video_id,
+                "frame_id": f,
+                "video_length": n,
+                "video_name": f"{name}/{video_id}",
                 "dataset_name": name,
                 "annotations": [
-                    {"bbox": [2.0 + 2 * f, 4.0, 18.0 + 2 * f, 20.0], "bbox_mode": BoxMode.XYXY_ABS,
-                     "category_id": video_id % 2, "instance_id": 0, "occluded": False, "generated": False,
-                     "iscrowd": 0}
+                    {
+                        "bbox": [2.0 + 2 * f, 4.0, 18.0 + 2 * f, 20.0],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": video_id % 2,
+                        "instance_id": 0,
+                        "occluded": False,
+                        "generated": False,
+                        "iscrowd": 0,
+                    }
                 ],
             }
         )
@@ -51,7 +64,9 @@ def register(tmp_path):
 
     def _register(lengths, shuffle=False):
         name = f"selsa_test_loaders_{uuid.uuid4().hex[:8]}"
-        frames = [fr for vid, n in enumerate(lengths) for fr in _frames(str(tmp_path), name, vid, n)]
+        frames = [
+            fr for vid, n in enumerate(lengths) for fr in _frames(str(tmp_path), name, vid, n)
+        ]
         keys = list(frames)
         if shuffle:
             random.Random(0).shuffle(keys)
@@ -161,7 +176,9 @@ def test_test_loader_frames_in_order_with_supplied_refs(register, num_workers):
 
 def _split(video_lengths, world_size):
     ids = [v for v, n in enumerate(video_lengths) for _ in range(n)]
-    return ids, [VideoInferenceSampler._get_local_indices(ids, world_size, r) for r in range(world_size)]
+    return ids, [
+        VideoInferenceSampler._get_local_indices(ids, world_size, r) for r in range(world_size)
+    ]
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

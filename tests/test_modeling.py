@@ -10,7 +10,14 @@ from detectron2.modeling import build_backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
-from selsa_d2.modeling import ReferenceMemory, SelsaAggregator, SelsaBoxHead, SelsaDC5Backbone, SelsaRCNN, SelsaROIHeads
+from selsa_d2.modeling import (
+    ReferenceMemory,
+    SelsaAggregator,
+    SelsaBoxHead,
+    SelsaDC5Backbone,
+    SelsaRCNN,
+    SelsaROIHeads,
+)
 from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads, training_inputs
 
 
@@ -79,7 +86,9 @@ def test_aggregator_grouped_equals_separate():
 def _box_head(seed=0, channels=8, fc_dim=32, blocks=4):
     torch.manual_seed(seed)
     return SelsaBoxHead(
-        ShapeSpec(channels=channels, height=7, width=7), fc_dims=[fc_dim, fc_dim], num_attention_blocks=blocks
+        ShapeSpec(channels=channels, height=7, width=7),
+        fc_dims=[fc_dim, fc_dim],
+        num_attention_blocks=blocks,
     )
 
 
@@ -105,18 +114,25 @@ def test_box_head_matches_explicit_computation_and_cached_split():
     _, memory = head.frame_features(ref)
     assert len(memory) == 9 and len(memory.layers) == 2 and memory[0][0].shape == (9, 32)
     key_input, _ = head.frame_features(x)
-    torch.testing.assert_close(head.attend_references(key_input, memory), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        head.attend_references(key_input, memory), expected, atol=1e-5, rtol=0
+    )
     # concatenating memories (with spare rows for an appended key frame) equals one memory
     _, m1 = head.frame_features(ref[:4])
     _, m2 = head.frame_features(ref[4:])
     _, mx = head.frame_features(x)
     joined = ReferenceMemory.cat([m1, m2], spare_rows=6)
-    torch.testing.assert_close(head.attend_references(key_input, joined), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        head.attend_references(key_input, joined), expected, atol=1e-5, rtol=0
+    )
     _, both = head.frame_features(torch.cat([ref, x]))
     appended = joined.append(mx)
     assert appended.spare_rows == 0 and len(appended) == 15
     torch.testing.assert_close(
-        head.attend_references(key_input, appended), head.attend_references(key_input, both), atol=1e-5, rtol=0
+        head.attend_references(key_input, appended),
+        head.attend_references(key_input, both),
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -146,23 +162,46 @@ def test_box_head_config_errors():
 # ---------------------------------------------------------------- backbone
 def test_dc5_backbone_r50_layout():
     cfg = tiny_selsa_cfg()
-    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 50, "MODEL.RESNETS.RES2_OUT_CHANNELS", 256,
-                         "MODEL.RESNETS.RES5_DILATION", 2, "MODEL.RESNETS.OUT_FEATURES", ["res5"],
-                         "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res5", "MODEL.SELSA.NECK_CHANNELS", 512,
-                         "MODEL.BACKBONE.FREEZE_AT", 2])  # fmt: skip
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.DEPTH",
+            50,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            256,
+            "MODEL.RESNETS.RES5_DILATION",
+            2,
+            "MODEL.RESNETS.OUT_FEATURES",
+            ["res5"],
+            "MODEL.SELSA.BACKBONE_OUT_FEATURE",
+            "res5",
+            "MODEL.SELSA.NECK_CHANNELS",
+            512,
+            "MODEL.BACKBONE.FREEZE_AT",
+            2,
+        ]
+    )
     bb = build_backbone(cfg)
     assert isinstance(bb, SelsaDC5Backbone)
     assert bb.size_divisibility == 16
     shape = bb.output_shape()["neck"]
     assert (shape.channels, shape.stride) == (512, 16)
     sd = bb.state_dict()
-    for name in ["bottom_up.stem.conv1.weight", "bottom_up.stem.conv1.norm.running_var",
-                 "bottom_up.res2.0.shortcut.weight", "bottom_up.res2.0.conv1.norm.weight",
-                 "bottom_up.res5.2.conv3.weight", "neck.weight", "neck.bias"]:  # fmt: skip
+    for name in [
+        "bottom_up.stem.conv1.weight",
+        "bottom_up.stem.conv1.norm.running_var",
+        "bottom_up.res2.0.shortcut.weight",
+        "bottom_up.res2.0.conv1.norm.weight",
+        "bottom_up.res5.2.conv3.weight",
+        "neck.weight",
+        "neck.bias",
+    ]:
         assert name in sd, name
     assert tuple(sd["neck.weight"].shape) == (512, 2048, 3, 3)
     res = bb.bottom_up
-    assert res.res3[0].conv2.stride == (2, 2) and res.res3[0].conv1.stride == (1, 1)  # pytorch style
+    assert res.res3[0].conv2.stride == (2, 2) and res.res3[0].conv1.stride == (
+        1,
+        1,
+    )  # pytorch style
     assert all(block.conv2.dilation == (2, 2) for block in res.res5)  # block 0 included, as mmdet
     assert res.res5[0].conv2.stride == (1, 1)
     out = bb(torch.randn(1, 3, 64, 96))
@@ -172,7 +211,9 @@ def test_dc5_backbone_r50_layout():
 
 def test_backbone_rejects_stride_32_feature():
     cfg = tiny_selsa_cfg()
-    cfg.merge_from_list(["MODEL.RESNETS.OUT_FEATURES", ["res5"], "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res5"])
+    cfg.merge_from_list(
+        ["MODEL.RESNETS.OUT_FEATURES", ["res5"], "MODEL.SELSA.BACKBONE_OUT_FEATURE", "res5"]
+    )
     with pytest.raises(ValueError, match="stride-16"):
         build_backbone(cfg)
 

@@ -10,6 +10,7 @@
 * Inference over a 2,000-frame video keeps the engine's cache within
   ``sampler.max_cached_frames()`` and the process memory flat.
 """
+
 import json
 import os
 import signal
@@ -29,7 +30,9 @@ from detectron2.solver import build_lr_scheduler
 from selsa_d2.config import add_selsa_config
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 from selsa_d2.predictor import VideoPredictor
 from tiny_model import REPO_ROOT, tiny_selsa_cfg, torch_threads
 
@@ -41,12 +44,31 @@ MAX_ITER, CHECKPOINT_PERIOD = 12, 3
 # Small and fast: ~0.2 s per iteration on one CPU thread. Warm-up spans the run and a step at
 # iteration 7, so the LR differs at every iteration and a restarted schedule would show.
 TRAIN_OPTS = [
-    "SOLVER.MAX_ITER", str(MAX_ITER), "SOLVER.CHECKPOINT_PERIOD", str(CHECKPOINT_PERIOD),
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS", "10", "SOLVER.STEPS", "(7,)",
-    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "DATALOADER.NUM_WORKERS", "0", "MODEL.SELSA.NECK_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-    "DATASETS.TEST", "()",
-]  # fmt: skip
+    "SOLVER.MAX_ITER",
+    str(MAX_ITER),
+    "SOLVER.CHECKPOINT_PERIOD",
+    str(CHECKPOINT_PERIOD),
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.02",
+    "SOLVER.WARMUP_ITERS",
+    "10",
+    "SOLVER.STEPS",
+    "(7,)",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "MODEL.SELSA.NECK_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "DATASETS.TEST",
+    "()",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,7 +81,14 @@ def _single_thread():
 def synthetic_root(tmp_path_factory):
     """$DETECTRON2_DATASETS holding a tiny synthetic_vid (3 train + 2 val videos of 8 frames)."""
     root = tmp_path_factory.mktemp("d2_datasets")
-    generate(root / "synthetic_vid", num_train_videos=3, num_val_videos=2, frames=8, size=(64, 48), seed=0)
+    generate(
+        root / "synthetic_vid",
+        num_train_videos=3,
+        num_val_videos=2,
+        frames=8,
+        size=(64, 48),
+        seed=0,
+    )
     return root
 
 
@@ -71,7 +100,9 @@ def _train_cmd(out_dir, resume=False):
 
 
 def _env(datasets_root):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(
+        os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
     return env
 
@@ -101,13 +132,19 @@ def test_kill_and_resume(synthetic_root, tmp_path):
     out_dir = tmp_path / "out"
     env = _env(synthetic_root)
     proc = subprocess.Popen(
-        _train_cmd(out_dir), cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _train_cmd(out_dir),
+        cwd=str(tmp_path),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     try:
         # last_checkpoint is written after the .pth is complete: kill right after the first one.
         while _last_checkpoint(out_dir) is None:
-            assert proc.poll() is None, f"training exited early:\n{proc.stderr.read().decode()[-3000:]}"
+            assert proc.poll() is None, (
+                f"training exited early:\n{proc.stderr.read().decode()[-3000:]}"
+            )
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
@@ -130,7 +167,11 @@ def test_kill_and_resume(synthetic_root, tmp_path):
     partial.write_bytes(b"PK\x03\x04 truncated")
 
     res = subprocess.run(
-        _train_cmd(out_dir, resume=True), cwd=str(tmp_path), env=env, capture_output=True, timeout=300
+        _train_cmd(out_dir, resume=True),
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     log = (out_dir / "log.txt").read_text()
     assert res.returncode == 0, res.stderr.decode()[-3000:]
@@ -151,7 +192,11 @@ def test_kill_and_resume(synthetic_root, tmp_path):
     # The LR follows the original schedule, not one restarted at the resume point.
     lrs = _expected_lrs(MAX_ITER)
     restarted_lr = lrs[MAX_ITER - 1 - (killed_at + 1)]
-    metrics = [json.loads(line) for line in (out_dir / "metrics.json").read_text().splitlines() if line.strip()]
+    metrics = [
+        json.loads(line)
+        for line in (out_dir / "metrics.json").read_text().splitlines()
+        if line.strip()
+    ]
     logged = {m["iteration"]: m["lr"] for m in metrics if "lr" in m}
     assert max(logged) == MAX_ITER - 1
     assert logged[MAX_ITER - 1] == pytest.approx(lrs[MAX_ITER - 1], rel=1e-6)
@@ -160,7 +205,9 @@ def test_kill_and_resume(synthetic_root, tmp_path):
         # SGD's lr at save time: after the scheduler's MAX_ITER steps (base LR x multiplier)
         multiplier = lrs[MAX_ITER] / 0.02  # BASE_LR in TRAIN_OPTS
         assert group["lr"] == pytest.approx(group["initial_lr"] * multiplier, rel=1e-6)
-    assert min(logged) > killed_at  # nothing before the kill was flushed (PeriodicWriter: every 20 its)
+    assert (
+        min(logged) > killed_at
+    )  # nothing before the kill was flushed (PeriodicWriter: every 20 its)
 
 
 # ---------------------------------------------------------------------------- non-finite losses
@@ -173,11 +220,15 @@ def train_cfg(synthetic_root, tmp_path):
     """A frozen tiny training config on uniquely named registrations of the synthetic data."""
     name = f"selsa_robust_train_{uuid.uuid4().hex[:8]}"
     raw = str(synthetic_root / "synthetic_vid")
-    register_vid_dataset(name, raw_root=raw, split="train", classes_file=os.path.join(raw, "classes.txt"))
+    register_vid_dataset(
+        name, raw_root=raw, split="train", classes_file=os.path.join(raw, "classes.txt")
+    )
     cfg = get_cfg()
     add_selsa_config(cfg)
     cfg.merge_from_file(TINY_CONFIG)
-    cfg.merge_from_list(TRAIN_OPTS + ["DATASETS.TRAIN", f"('{name}',)", "OUTPUT_DIR", str(tmp_path / "out")])
+    cfg.merge_from_list(
+        TRAIN_OPTS + ["DATASETS.TRAIN", f"('{name}',)", "OUTPUT_DIR", str(tmp_path / "out")]
+    )
     yield cfg
     unregister_vid_dataset(name)
 
@@ -214,14 +265,23 @@ def test_diverging_lr_stops_training(train_cfg):
     """A real divergence (huge LR, no warm-up, no clipping) stops with a FloatingPointError."""
     train_net = _load_train_net()
     train_cfg.merge_from_list(
-        ["SOLVER.BASE_LR", "1e12", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CLIP_GRADIENTS.ENABLED", "False"]
+        [
+            "SOLVER.BASE_LR",
+            "1e12",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            "False",
+        ]
     )
     train_cfg.freeze()
     trainer = train_net.Trainer(train_cfg)
     trainer.resume_or_load(resume=False)
     # Detectron2 stops either on the loss check or, if the RPN sees non-finite boxes first, in
     # find_top_rpn_proposals; both are FloatingPointErrors with a clear message.
-    with pytest.raises(FloatingPointError, match=r"Loss became infinite or NaN|Training has diverged"):
+    with pytest.raises(
+        FloatingPointError, match=r"Loss became infinite or NaN|Training has diverged"
+    ):
         trainer.train()
     assert trainer.iter < MAX_ITER - 1
     assert not os.path.exists(os.path.join(train_cfg.OUTPUT_DIR, "model_final.pth"))
@@ -237,7 +297,9 @@ class LazyFrames:
 
     def __init__(self, n, height=32, width=48):
         self.n, self.h, self.w = n, height, width
-        self.background = np.random.RandomState(0).randint(0, 80, (height, width, 3)).astype(np.uint8)
+        self.background = (
+            np.random.RandomState(0).randint(0, 80, (height, width, 3)).astype(np.uint8)
+        )
 
     def __len__(self):
         return self.n
@@ -259,11 +321,15 @@ def _rss_bytes():
 @pytest.fixture(scope="module")
 def long_video_predictor(tmp_path_factory):
     cfg = tiny_selsa_cfg(
-        MODEL__RPN__POST_NMS_TOPK_TEST=20, MODEL__RPN__PRE_NMS_TOPK_TEST=100,
-        INPUT__MIN_SIZE_TEST=32, INPUT__MAX_SIZE_TEST=64,
-        MODEL__ROI_HEADS__SCORE_THRESH_TEST=0.0, TEST__DETECTIONS_PER_IMAGE=5,
-        INPUT__VIDEO__TEST_NUM_REFS=14, INPUT__VIDEO__TEST_FRAME_STRIDE=2,
-    )  # fmt: skip
+        MODEL__RPN__POST_NMS_TOPK_TEST=20,
+        MODEL__RPN__PRE_NMS_TOPK_TEST=100,
+        INPUT__MIN_SIZE_TEST=32,
+        INPUT__MAX_SIZE_TEST=64,
+        MODEL__ROI_HEADS__SCORE_THRESH_TEST=0.0,
+        TEST__DETECTIONS_PER_IMAGE=5,
+        INPUT__VIDEO__TEST_NUM_REFS=14,
+        INPUT__VIDEO__TEST_FRAME_STRIDE=2,
+    )
     torch.manual_seed(0)
     from detectron2.modeling import build_model
 
@@ -310,4 +376,6 @@ def test_long_video_bounded_memory(long_video_predictor, mode):
     # A per-frame leak of the cached features alone (~20 proposals x 64 floats x 5 tensors) would
     # add ~40 MB over 1,500 frames; allocator noise stays far below the bound.
     growth = rss[LONG_VIDEO] - rss[SAMPLE_AT]
-    assert growth < 16 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB between frame {SAMPLE_AT} and {LONG_VIDEO}"
+    assert growth < 16 * 2**20, (
+        f"RSS grew by {growth / 2**20:.1f} MiB between frame {SAMPLE_AT} and {LONG_VIDEO}"
+    )

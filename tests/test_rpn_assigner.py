@@ -153,7 +153,10 @@ GT = [[0.0, 0, 50, 50]]
 def test_rpn_is_selected_by_config():
     rpn = _rpn()
     assert type(rpn) is MaxIoUAssignerRPN
-    assert isinstance(rpn.anchor_matcher, MaxIoUMatcher) and rpn.anchor_matcher.low_quality_min_iou == 0.3
+    assert (
+        isinstance(rpn.anchor_matcher, MaxIoUMatcher)
+        and rpn.anchor_matcher.low_quality_min_iou == 0.3
+    )
 
 
 def test_gt_best_inside_anchor_gets_the_low_quality_match():

@@ -1,4 +1,5 @@
 """The demo's comparison table (tools/run_demo.py)."""
+
 import json
 import os
 
@@ -9,18 +10,51 @@ run_demo = load_script("tools/run_demo.py", "selsa_run_demo")
 
 def test_format_table_rows_columns_and_missing_values():
     results = {
-        "faster_rcnn": {"vid": {"mAP": 50.08, "mAP_degraded": 39.4, "mAP_clean": 57.7, "mAP_slow": 64.5,
-                                "mAP_medium": 52.6, "mAP_fast": 47.7}, "bbox": {"AP50": 50.04},
-                        "timing": {"ms_per_frame": 15.61}},
-        "selsa": {"vid": {"mAP": 59.2, "mAP_slow": None}, "bbox": {"AP50": 59.1}, "timing": {"ms_per_frame": 18.0}},
+        "faster_rcnn": {
+            "vid": {
+                "mAP": 50.08,
+                "mAP_degraded": 39.4,
+                "mAP_clean": 57.7,
+                "mAP_slow": 64.5,
+                "mAP_medium": 52.6,
+                "mAP_fast": 47.7,
+            },
+            "bbox": {"AP50": 50.04},
+            "timing": {"ms_per_frame": 15.61},
+        },
+        "selsa": {
+            "vid": {"mAP": 59.2, "mAP_slow": None},
+            "bbox": {"AP50": 59.1},
+            "timing": {"ms_per_frame": 18.0},
+        },
     }
     lines = run_demo.format_table(results).splitlines()
     assert len(lines) == 4
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["model", "vid/mAP", "mAP degraded", "mAP clean", "slow", "medium", "fast", "bbox/AP50", "ms/frame"]
+    assert header == [
+        "model",
+        "vid/mAP",
+        "mAP degraded",
+        "mAP clean",
+        "slow",
+        "medium",
+        "fast",
+        "bbox/AP50",
+        "ms/frame",
+    ]
     baseline = [c.strip() for c in lines[2].strip("|").split("|")]
     selsa = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert baseline == ["Faster R-CNN (single frame)", "50.1", "39.4", "57.7", "64.5", "52.6", "47.7", "50.0", "15.6"]
+    assert baseline == [
+        "Faster R-CNN (single frame)",
+        "50.1",
+        "39.4",
+        "57.7",
+        "64.5",
+        "52.6",
+        "47.7",
+        "50.0",
+        "15.6",
+    ]
     assert selsa == ["SELSA", "59.2", "-", "-", "-", "-", "-", "59.1", "18.0"]
     assert len({len(line) for line in lines}) == 1  # columns aligned
 
@@ -32,7 +66,11 @@ gain_study = load_script("tools/gain_study.py", "selsa_gain_study")
 def _fake_results(sf, selsa, key_only):
     """results.json-like dicts from (overall, degraded, clean) triples."""
     as_vid = lambda t: {"vid": dict(zip(("mAP", "mAP_degraded", "mAP_clean"), t))}  # noqa: E731
-    return {"faster_rcnn": as_vid(sf), "selsa": as_vid(selsa), "selsa_key_frame_only": as_vid(key_only)}
+    return {
+        "faster_rcnn": as_vid(sf),
+        "selsa": as_vid(selsa),
+        "selsa_key_frame_only": as_vid(key_only),
+    }
 
 
 def test_gains_and_gain_table():
@@ -41,7 +79,11 @@ def test_gains_and_gain_table():
     assert summary["selsa_vs_single_frame"] == {"overall": 8, "degraded": 10, "clean": 4}
     lines = run_demo.format_gains(summary).splitlines()
     assert [c.strip() for c in lines[2].strip("|").split("|")] == [
-        "gain from references (SELSA - key frame only)", "+3.0", "+6.0", "+1.0"]
+        "gain from references (SELSA - key frame only)",
+        "+3.0",
+        "+6.0",
+        "+1.0",
+    ]
     assert [c.strip() for c in lines[3].strip("|").split("|")][1:] == ["+8.0", "+10.0", "+4.0"]
     missing = run_demo.summarize({"selsa": {"vid": {"mAP": 1.0}}})
     assert missing["gain_from_references"]["overall"] is None
@@ -86,7 +128,9 @@ def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
         assert c.log == c.out_dir / "train_net.log"
         return run_demo.summarize(_fake_results(*triples[(variant, seed)]), c)
 
-    kwargs = dict(budget=run_demo.Budget(8, 4), run_one=fake_run, generate=lambda d, v: generated.append(v))
+    kwargs = dict(
+        budget=run_demo.Budget(8, 4), run_one=fake_run, generate=lambda d, v: generated.append(v)
+    )
     study = gain_study.run_study(tmp_path / "out", tmp_path / "data", ["a", "b"], [0, 1], **kwargs)
     assert calls == [("a", 0), ("a", 1), ("b", 0), ("b", 1)] and generated == ["a", "b"]
     gain = study["a"]["metrics"]["gain from references: overall"]
@@ -98,9 +142,14 @@ def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
     saved = json.loads((tmp_path / "out" / "study.json").read_text())
     assert saved["variants"]["a"]["metrics"]["SELSA: vid/mAP"]["max"] == 58
     assert saved["budget"] == {"shared_iters": 8, "continue_iters": 4}
-    assert json.loads((tmp_path / "out" / "b" / "seed1" / "summary.json").read_text())["run"]["seed"] == 1
+    assert (
+        json.loads((tmp_path / "out" / "b" / "seed1" / "summary.json").read_text())["run"]["seed"]
+        == 1
+    )
     table = (tmp_path / "out" / "study.md").read_text()
-    assert "gain from references: overall | +1.0 | -1.0 | +3.0" in table.replace("  ", " ").replace("  ", " ")
+    assert "gain from references: overall | +1.0 | -1.0 | +3.0" in table.replace("  ", " ").replace(
+        "  ", " "
+    )
     # a second call reuses every finished run and only re-aggregates; a missing run is redone
     (tmp_path / "out" / "b" / "seed0" / "summary.json").unlink()
     calls.clear()
@@ -134,9 +183,16 @@ def test_stills_prefer_degraded_frames_where_the_models_disagree():
 def test_study_table_signs_only_differences():
     summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
     table = gain_study.format_study(gain_study.aggregate({"v": {0: summary}}))
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
     assert rows["SELSA: vid/mAP"] == "58.0" and rows["single frame: clean"] == "60.0"
-    assert rows["gain from references: degraded"] == "+6.0" and rows["SELSA - single frame: overall"] == "+8.0"
+    assert (
+        rows["gain from references: degraded"] == "+6.0"
+        and rows["SELSA - single frame: overall"] == "+8.0"
+    )
 
 
 def test_schedule_of_a_few_iterations_stays_valid():
@@ -158,13 +214,26 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
 
     root = make_ilsvrc_fixture(str(tmp_path / "ILSVRC"))
     ann = tmp_path / "ann"
-    assert load_script("datasets/prepare_imagenet_vid.py").main(["--root", root, "--out", str(ann), "--no-progress"]) == 0
-    pair = ["--train-json", str(ann / "imagenet_vid_train.json"), "--val-json", str(ann / "imagenet_vid_val.json"),
-            "--image-root", str(tmp_path / "ILSVRC" / "Data" / "VID")]
+    assert (
+        load_script("datasets/prepare_imagenet_vid.py").main(
+            ["--root", root, "--out", str(ann), "--no-progress"]
+        )
+        == 0
+    )
+    pair = [
+        "--train-json",
+        str(ann / "imagenet_vid_train.json"),
+        "--val-json",
+        str(ann / "imagenet_vid_val.json"),
+        "--image-root",
+        str(tmp_path / "ILSVRC" / "Data" / "VID"),
+    ]
     out = ["--out", str(tmp_path / "out"), "--no-render"]
 
-    for argv, message in ((pair[:2], "missing: --val-json, --image-root"),
-                          (["--dataset-root", root] + pair, "--dataset-root and --train-json / --val-json")):
+    for argv, message in (
+        (pair[:2], "missing: --val-json, --image-root"),
+        (["--dataset-root", root] + pair, "--dataset-root and --train-json / --val-json"),
+    ):
         with pytest.raises(SystemExit):
             run_demo.parse_args(argv)
         assert message in capsys.readouterr().err
@@ -173,15 +242,25 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
     assert c.dataset_dir is None and c.coco_vid.val_json == ann / "imagenet_vid_val.json"
     assert c.env().get("DETECTRON2_DATASETS") == os.environ.get("DETECTRON2_DATASETS")  # no link
     opts = [str(o) for o in c.common_opts()]
-    assert opts[opts.index("MODEL.ROI_HEADS.NUM_CLASSES") + 1] == "30" and opts[-2:] == ["SOLVER.BASE_LR", "0.01"]
+    assert opts[opts.index("MODEL.ROI_HEADS.NUM_CLASSES") + 1] == "30" and opts[-2:] == [
+        "SOLVER.BASE_LR",
+        "0.01",
+    ]
     cfg = add_selsa_config(get_cfg())  # as train_net.py builds every step's config
     cfg.merge_from_file(str(run_demo.REPO / run_demo.SELSA_CONFIG))
     cfg.merge_from_list(opts)
-    assert cfg.DATASETS.TRAIN == (run_demo.JSON_TRAIN_NAME,) and cfg.DATASETS.TEST == (run_demo.JSON_VAL_NAME,)
+    assert cfg.DATASETS.TRAIN == (run_demo.JSON_TRAIN_NAME,) and cfg.DATASETS.TEST == (
+        run_demo.JSON_VAL_NAME,
+    )
     try:
-        assert register_datasets_from_config(cfg) == [run_demo.JSON_TRAIN_NAME, run_demo.JSON_VAL_NAME]
+        assert register_datasets_from_config(cfg) == [
+            run_demo.JSON_TRAIN_NAME,
+            run_demo.JSON_VAL_NAME,
+        ]
         assert len(DatasetCatalog.get(run_demo.JSON_VAL_NAME)) == 3
-        assert MetadataCatalog.get(run_demo.JSON_TRAIN_NAME).image_root == str(tmp_path / "ILSVRC" / "Data" / "VID")
+        assert MetadataCatalog.get(run_demo.JSON_TRAIN_NAME).image_root == str(
+            tmp_path / "ILSVRC" / "Data" / "VID"
+        )
     finally:
         for name in (run_demo.JSON_TRAIN_NAME, run_demo.JSON_VAL_NAME):
             unregister_vid_dataset(name)
@@ -197,19 +276,25 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
     assert run_demo.main(pair + out) == 0
     assert ran[0].coco_vid == c.coco_vid and ran[0].budget == run_demo.Budget()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["run"]["dataset"] == {"train_json": str(ann / "imagenet_vid_train.json"),
-                                         "val_json": str(ann / "imagenet_vid_val.json"),
-                                         "image_root": str(tmp_path / "ILSVRC" / "Data" / "VID")}
+    assert summary["run"]["dataset"] == {
+        "train_json": str(ann / "imagenet_vid_train.json"),
+        "val_json": str(ann / "imagenet_vid_val.json"),
+        "image_root": str(tmp_path / "ILSVRC" / "Data" / "VID"),
+    }
     assert "Results on demo_coco_vid_val" in capsys.readouterr().out
 
     # bad pairs stop before any step, naming the file
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "categories": [], "annotations": []}))
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"images": [], "categories": [{"id": 1, "name": "cat"}], "annotations": []}))
-    for swap, message in ((str(tmp_path / "nope.json"), r"--val-json .*nope.json does not exist"),
-                          (str(empty), r"empty.json has no categories"),
-                          (str(other), r"imagenet_vid_train.json and .*other.json have different categories")):
+    other.write_text(
+        json.dumps({"images": [], "categories": [{"id": 1, "name": "cat"}], "annotations": []})
+    )
+    for swap, message in (
+        (str(tmp_path / "nope.json"), r"--val-json .*nope.json does not exist"),
+        (str(empty), r"empty.json has no categories"),
+        (str(other), r"imagenet_vid_train.json and .*other.json have different categories"),
+    ):
         with pytest.raises(SystemExit, match=message):
             run_demo.main(pair[:3] + [swap] + pair[4:] + out)
     with pytest.raises(SystemExit, match="--image-root .*nowhere is not a directory"):

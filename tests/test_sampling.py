@@ -1,8 +1,11 @@
 """Reference-frame sampling: training strategies and the test-time sampler / cache contract."""
+
 import numpy as np
 import pytest
 
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 from selsa_d2.data.sampling import sample_train_refs
 
 
@@ -46,16 +49,25 @@ def test_bilateral_key_at_video_end_gets_one_ref_from_the_other_side(frame_id, s
 def test_short_videos():
     # one frame (DET image): the key repeated
     assert _draws(1, frame_id=0, video_length=1, num_refs=2, frame_range=9)[0] == [0, 0]
-    assert _draws(1, frame_id=0, video_length=1, num_refs=3, frame_range=9, method="uniform")[0] == [0, 0, 0]
+    assert _draws(1, frame_id=0, video_length=1, num_refs=3, frame_range=9, method="uniform")[
+        0
+    ] == [0, 0, 0]
     # two frames: the only other frame, once
     assert _draws(1, frame_id=0, video_length=2, num_refs=2, frame_range=9)[0] == [1]
     assert _draws(1, frame_id=1, video_length=2, num_refs=2, frame_range=9)[0] == [0]
     # three frames, middle key: one each side
-    assert all(r == [0, 2] for r in _draws(20, frame_id=1, video_length=3, num_refs=2, frame_range=9))
+    assert all(
+        r == [0, 2] for r in _draws(20, frame_id=1, video_length=3, num_refs=2, frame_range=9)
+    )
     # three frames, first key, 4 refs: the right side's 2 frames once each, nothing on the left
-    assert all(r == [1, 2] for r in _draws(20, frame_id=0, video_length=3, num_refs=4, frame_range=9))
+    assert all(
+        r == [1, 2] for r in _draws(20, frame_id=0, video_length=3, num_refs=4, frame_range=9)
+    )
     # fewer frames than refs, uniform: every other frame once, key excluded
-    assert all(r == [0, 2] for r in _draws(20, frame_id=1, video_length=3, num_refs=5, frame_range=9, method="uniform"))
+    assert all(
+        r == [0, 2]
+        for r in _draws(20, frame_id=1, video_length=3, num_refs=5, frame_range=9, method="uniform")
+    )
 
 
 def test_uniform_method_window_and_key_exclusion():

@@ -1,4 +1,5 @@
 """mmdet-style global gradient clipping (SOLVER.CLIP_GRADIENTS.CLIP_TYPE full_model)."""
+
 import torch
 from detectron2.config import get_cfg
 

@@ -404,22 +404,42 @@ def test_cli_writes_dataset(tmp_path):
 
 
 def test_texture_variant_isolated_blur_and_per_object_colours(tmp_path):
-    kw = dict(msv.VARIANTS["texture"], num_train_videos=2, num_val_videos=1, frames=10, size=(64, 64))
+    kw = dict(
+        msv.VARIANTS["texture"], num_train_videos=2, num_val_videos=1, frames=10, size=(64, 64)
+    )
     out = msv.generate(tmp_path / "tex", **kw)
     args = json.loads((out / msv.ARGS_FILE).read_text())
     assert args["colour_mode"] == "per_object" and args["degradation_layout"] == "isolated"
     assert args["degradation_kinds"] == "blur" and args["blur_scale"] == 1.5
-    assert (out / "classes.txt").read_text().split()[1::2] == ["disc_stripes", "disc_dots", "disc_checker", "disc_rings"]
+    assert (out / "classes.txt").read_text().split()[1::2] == [
+        "disc_stripes",
+        "disc_dots",
+        "disc_checker",
+        "disc_rings",
+    ]
     classes = msv.resolve_classes(kw["classes"])
     assert {c.shape for c in classes} == {"disc"} and len({c.texture for c in classes}) == 4
     colours, fractions = set(), []
     for i in range(30):
         rs = np.random.RandomState([5, 0, i])
-        spec = msv.make_video_spec(rs, 64, 64, 20, 4, classes, 0.4, colour_mode="per_object",
-                                   degradation_layout="isolated", degradation_kinds="blur", blur_scale=1.5)
+        spec = msv.make_video_spec(
+            rs,
+            64,
+            64,
+            20,
+            4,
+            classes,
+            0.4,
+            colour_mode="per_object",
+            degradation_layout="isolated",
+            degradation_kinds="blur",
+            blur_scale=1.5,
+        )
         assert all(s.stop == s.start + 1 for s in spec.stretches)  # single frames
-        assert all(s.kinds in (("motion_blur",), ("defocus",)) and s.params["blur_scale"] == 1.5
-                   for s in spec.stretches)
+        assert all(
+            s.kinds in (("motion_blur",), ("defocus",)) and s.params["blur_scale"] == 1.5
+            for s in spec.stretches
+        )
         fractions.append(len(spec.stretches) / 20)
         colours |= {(o.class_index, tuple(np.round(o.fg))) for o in spec.objects}
     assert np.allclose(fractions, 0.4)
@@ -431,22 +451,49 @@ def test_texture_variant_isolated_blur_and_per_object_colours(tmp_path):
 
 
 def test_demo_variant_records_only_the_original_arguments(tmp_path):
-    out = msv.generate(tmp_path / "demo", **dict(msv.VARIANTS["demo"], num_train_videos=1, num_val_videos=1,
-                                                 frames=4, size=(48, 48)))
+    out = msv.generate(
+        tmp_path / "demo",
+        **dict(msv.VARIANTS["demo"], num_train_videos=1, num_val_videos=1, frames=4, size=(48, 48)),
+    )
     args = json.loads((out / msv.ARGS_FILE).read_text())
     assert not {"colour_mode", "degradation_layout", "degradation_kinds", "blur_scale"} & set(args)
 
 
 def test_variant_option_errors(tmp_path):
-    for bad in (dict(colour_mode="rainbow"), dict(degradation_layout="x"), dict(degradation_kinds="y"),
-                dict(blur_scale=0.0)):
+    for bad in (
+        dict(colour_mode="rainbow"),
+        dict(degradation_layout="x"),
+        dict(degradation_kinds="y"),
+        dict(blur_scale=0.0),
+    ):
         with pytest.raises(ValueError, match="must be"):
             msv.generate(tmp_path / "bad", num_train_videos=1, num_val_videos=0, frames=2, **bad)
 
 
 def test_cli_variant_with_override(tmp_path):
     out = tmp_path / "cli_tex"
-    assert msv.main(["--out", str(out), "--variant", "texture", "--num-train-videos", "1", "--num-val-videos", "1",
-                     "--frames", "3", "--size", "48x48"]) == 0
+    assert (
+        msv.main(
+            [
+                "--out",
+                str(out),
+                "--variant",
+                "texture",
+                "--num-train-videos",
+                "1",
+                "--num-val-videos",
+                "1",
+                "--frames",
+                "3",
+                "--size",
+                "48x48",
+            ]
+        )
+        == 0
+    )
     args = json.loads((out / msv.ARGS_FILE).read_text())
-    assert args["num_train_videos"] == 1 and args["width"] == 48 and args["colour_mode"] == "per_object"
+    assert (
+        args["num_train_videos"] == 1
+        and args["width"] == 48
+        and args["colour_mode"] == "per_object"
+    )

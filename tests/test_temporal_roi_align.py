@@ -36,11 +36,18 @@ def mmtrack_most_similar_roi_align(roi_feats, ref_feats, k=2):
     t, _, hh, ww = ref_feats.shape
     q = roi_feats / roi_feats.norm(p=2, dim=1, keepdim=True)
     r = ref_feats / ref_feats.norm(p=2, dim=1, keepdim=True)
-    sim = q.permute(0, 2, 3, 1).reshape(-1, c).mm(r.permute(1, 0, 2, 3).reshape(c, -1)).view(-1, t, hh * ww)
+    sim = (
+        q.permute(0, 2, 3, 1)
+        .reshape(-1, c)
+        .mm(r.permute(1, 0, 2, 3).reshape(c, -1))
+        .view(-1, t, hh * ww)
+    )
     values, indices = sim.topk(k=k, dim=2, largest=True)
     values = values.softmax(dim=2)
     flat = ref_feats.permute(2, 3, 0, 1).reshape(hh * ww, t, c)
-    per_frame = [(flat[indices[:, i], i, :] * values[:, i].unsqueeze(-1)).sum(dim=1) for i in range(t)]
+    per_frame = [
+        (flat[indices[:, i], i, :] * values[:, i].unsqueeze(-1)).sum(dim=1) for i in range(t)
+    ]
     return torch.stack(per_frame).view(t, n, h, w, c).permute(0, 1, 4, 2, 3)
 
 
@@ -61,9 +68,12 @@ def mmtrack_temporal_aggregation(x, ref_x, weight, bias, blocks=4):
 def _troi(c=16, blocks=4, k=2, chunk_size=1 << 25, seed=0):
     torch.manual_seed(seed)
     m = TemporalRoIAlign(
-        in_channels=c, feature_stride=16, num_most_similar_points=k, num_temporal_attention_blocks=blocks,
+        in_channels=c,
+        feature_stride=16,
+        num_most_similar_points=k,
+        num_temporal_attention_blocks=blocks,
         chunk_size=chunk_size,
-    )  # fmt: skip
+    )
     if blocks:  # a larger embedding makes the attention weights far from uniform
         with torch.no_grad():
             m.embed_network.weight.mul_(3.0)
@@ -129,7 +139,9 @@ def test_ties_between_identical_vectors():
         ms = m.most_similar_features(roi, [ref[0]])
         ref_ms, ref_out = _reference(m, roi, ref)
         out = m(roi, [ref[0]])
-    best = (F.normalize(roi.permute(0, 2, 3, 1), dim=-1) @ F.normalize(base, dim=1).t()).argmax(-1)  # [N, h, w]
+    best = (F.normalize(roi.permute(0, 2, 3, 1), dim=-1) @ F.normalize(base, dim=1).t()).argmax(
+        -1
+    )  # [N, h, w]
     torch.testing.assert_close(ms[0], base[best].permute(0, 3, 1, 2), rtol=0, atol=1e-6)
     torch.testing.assert_close(ms, ref_ms, rtol=0, atol=1e-6)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
@@ -142,14 +154,18 @@ def test_ties_between_different_vectors_pick_a_valid_top_k():
     v = F.normalize(_rand(8, seed=7), dim=0)
     others = _rand(9, 8, seed=8)
     others = others - (others @ v)[:, None] * v  # orthogonal to v: cosine 0 with a query along v
-    vectors = torch.cat([others[:3], v[None], 2 * v[None], others[3:6], 3 * v[None], others[6:]])  # 12 positions
+    vectors = torch.cat(
+        [others[:3], v[None], 2 * v[None], others[3:6], 3 * v[None], others[6:]]
+    )  # 12 positions
     ref = vectors.t().reshape(8, 3, 4)
     roi = v.view(1, 8, 1, 1).expand(1, 8, 2, 2).clone()
     with torch.no_grad():
         ms = m.most_similar_features(roi, [ref])[0, 0, :, 0, 0]
         mm = mmtrack_most_similar_roi_align(roi, ref[None])[0, 0, :, 0, 0]
     tied = [v, 2 * v, 3 * v]
-    valid = [0.5 * (a + b) for a, b in itertools.combinations(tied, 2)]  # equal similarities: equal weights
+    valid = [
+        0.5 * (a + b) for a, b in itertools.combinations(tied, 2)
+    ]  # equal similarities: equal weights
     assert any(torch.allclose(ms, x, atol=1e-6) for x in valid), ms
     assert any(torch.allclose(mm, x, atol=1e-6) for x in valid)
 
@@ -173,7 +189,9 @@ def test_reference_frame_identical_to_the_key():
         top2 = sims[p].topk(2)
         assert top2.indices[0] == p and abs(top2.values[0] - 1) < 1e-6
         w = top2.values.softmax(0)
-        expect = w[0] * key[0].reshape(16, -1)[:, p] + w[1] * key[0].reshape(16, -1)[:, top2.indices[1]]
+        expect = (
+            w[0] * key[0].reshape(16, -1)[:, p] + w[1] * key[0].reshape(16, -1)[:, top2.indices[1]]
+        )
         torch.testing.assert_close(ms[0, 0, :, i, j], expect, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(ms[1, 0, :, i, j], expect, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ms, ref_ms, rtol=1e-5, atol=1e-6)
@@ -189,14 +207,24 @@ def test_reference_frame_identical_to_the_key():
 
 def test_maps_of_different_sizes_and_small_maps():
     m = _troi()
-    roi, a, b = _rand(3, 16, 2, 2, seed=11), _rand(1, 16, 4, 5, seed=12), _rand(1, 16, 3, 7, seed=13)
+    roi, a, b = (
+        _rand(3, 16, 2, 2, seed=11),
+        _rand(1, 16, 4, 5, seed=12),
+        _rand(1, 16, 3, 7, seed=13),
+    )
     with torch.no_grad():
         ms = m.most_similar_features(roi, [a[0], b[0]])
-        torch.testing.assert_close(ms[0], mmtrack_most_similar_roi_align(roi, a)[0], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(ms[1], mmtrack_most_similar_roi_align(roi, b)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            ms[0], mmtrack_most_similar_roi_align(roi, a)[0], rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(
+            ms[1], mmtrack_most_similar_roi_align(roi, b)[0], rtol=1e-5, atol=1e-6
+        )
         # a one-position map: its only vector (documented; mmtracking's topk(2) would raise)
         one = _rand(16, 1, 1, seed=14)
-        torch.testing.assert_close(m.most_similar_features(roi, [one])[0], one.view(1, 16, 1, 1).expand(3, 16, 2, 2))
+        torch.testing.assert_close(
+            m.most_similar_features(roi, [one])[0], one.view(1, 16, 1, 1).expand(3, 16, 2, 2)
+        )
         assert torch.equal(m(roi, []), roi)  # no references: unchanged
         assert m(roi[:0], [a[0]]).shape == (0, 16, 2, 2)
     zero = torch.zeros(16, 2, 2)  # all-zero vectors (after ReLU): no NaN
@@ -253,7 +281,9 @@ def test_float32_under_autocast():
             half = m(roi.bfloat16(), [x.bfloat16() for x in maps])
     assert half.dtype == torch.bfloat16
     # computed in float32 from the bfloat16 inputs, cast back at the end: exactly
-    assert torch.equal(half, m(roi.bfloat16().float(), [x.bfloat16().float() for x in maps]).bfloat16())
+    assert torch.equal(
+        half, m(roi.bfloat16().float(), [x.bfloat16().float() for x in maps]).bfloat16()
+    )
     assert full.dtype == torch.float32
 
 
@@ -301,10 +331,15 @@ def _engine_results(model, frames, sampler, cache):
     model.video_engine.ref_sampler = sampler
     model.video_engine.reset()
     with torch.no_grad():
-        return [model.video_engine.process([d], do_postprocess=False)[0] for d in video_inputs(frames, sampler)]
+        return [
+            model.video_engine.process([d], do_postprocess=False)[0]
+            for d in video_inputs(frames, sampler)
+        ]
 
 
-@pytest.mark.parametrize("mode,strategy", [("offline", "adaptive_stride"), ("online", "adaptive_stride")])
+@pytest.mark.parametrize(
+    "mode,strategy", [("offline", "adaptive_stride"), ("online", "adaptive_stride")]
+)
 def test_cached_equals_uncached(mode, strategy):
     frames = synthetic_video(7)
     sampler = TestReferenceSampler(mode, strategy, num_refs=3)
@@ -339,8 +374,13 @@ def test_engine_matches_the_generic_roi_heads_path():
             for t in (0, 3, 5):
                 refs = sampler.refs(t, len(frames)) + [t]
                 stacked = torch.cat([feats[t]] + [feats[r] for r in refs])
-                pred, _ = model.roi_heads(None, {"neck": stacked}, [props[t]], ref_proposals=[props[r] for r in refs])
-                assert results_close(pred[0], engine[t], atol=1e-4) is None, (t, results_close(pred[0], engine[t]))
+                pred, _ = model.roi_heads(
+                    None, {"neck": stacked}, [props[t]], ref_proposals=[props[r] for r in refs]
+                )
+                assert results_close(pred[0], engine[t], atol=1e-4) is None, (
+                    t,
+                    results_close(pred[0], engine[t]),
+                )
 
 
 def test_public_per_frame_api():

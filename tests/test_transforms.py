@@ -1,4 +1,5 @@
 """mmcv-style resize: sizes as mmcv's imrescale, cv2 pixels, boxes scaled consistently."""
+
 import cv2
 import numpy as np
 import pytest
@@ -34,10 +35,15 @@ def test_pixels_are_cv2_bilinear_and_boxes_scale():
     rng = np.random.RandomState(0)
     img = rng.randint(0, 255, (90, 160, 3), dtype=np.uint8)
     tfm = MMCVResizeShortestEdge((60,), 1000, "choice").get_transform(img)
-    np.testing.assert_array_equal(tfm.apply_image(img), cv2.resize(img, (tfm.new_w, tfm.new_h), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(
+        tfm.apply_image(img),
+        cv2.resize(img, (tfm.new_w, tfm.new_h), interpolation=cv2.INTER_LINEAR),
+    )
     box = np.array([[10.0, 20.0, 50.0, 80.0]])
     sx, sy = tfm.new_w / 160, tfm.new_h / 90
-    np.testing.assert_allclose(tfm.apply_box(box), [[10 * sx, 20 * sy, 50 * sx, 80 * sy]], rtol=1e-6)
+    np.testing.assert_allclose(
+        tfm.apply_box(box), [[10 * sx, 20 * sy, 50 * sx, 80 * sy]], rtol=1e-6
+    )
 
 
 def test_build_video_augmentation_styles():
@@ -58,10 +64,16 @@ def test_video_predictor_uses_the_configured_resize(tmp_path):
     from selsa_d2.predictor import VideoPredictor
     from tiny_model import tiny_selsa_cfg
 
-    cfg = tiny_selsa_cfg(INPUT__RESIZE_STYLE="mmcv", INPUT__MIN_SIZE_TEST=60, INPUT__MAX_SIZE_TEST=1000,
-                         TEST__ALLOW_MISSING_WEIGHTS=True)  # only the resize is tested
+    cfg = tiny_selsa_cfg(
+        INPUT__RESIZE_STYLE="mmcv",
+        INPUT__MIN_SIZE_TEST=60,
+        INPUT__MAX_SIZE_TEST=1000,
+        TEST__ALLOW_MISSING_WEIGHTS=True,
+    )  # only the resize is tested
     predictor = VideoPredictor(cfg)
     frame = np.random.RandomState(0).randint(0, 255, (90, 160, 3), dtype=np.uint8)
     inp = predictor.prepare(frame, video_id=0, frame_id=0, video_length=1)
-    expected = cv2.resize(np.ascontiguousarray(frame[:, :, ::-1]), (107, 60), interpolation=cv2.INTER_LINEAR)
+    expected = cv2.resize(
+        np.ascontiguousarray(frame[:, :, ::-1]), (107, 60), interpolation=cv2.INTER_LINEAR
+    )
     np.testing.assert_array_equal(inp["image"].numpy().transpose(1, 2, 0), expected)

@@ -1,4 +1,5 @@
 """VIDEvaluator through process/evaluate on registered in-memory datasets."""
+
 import contextlib
 import io
 import json
@@ -34,7 +35,9 @@ def make_dicts():
             anns = []
             if video_id == 0:
                 anns.append({"bbox": [20, 20, 80, 90], "category_id": 0, "instance_id": 0})
-                anns.append({"bbox": [30 * t, 150, 30 * t + 40, 200], "category_id": 1, "instance_id": 1})
+                anns.append(
+                    {"bbox": [30 * t, 150, 30 * t + 40, 200], "category_id": 1, "instance_id": 1}
+                )
             else:
                 anns.append({"bbox": [100, 50, 200, 150], "category_id": 1, "instance_id": 0})
             for a in anns:
@@ -88,7 +91,9 @@ def imperfect_outputs(dicts):
         boxes.append([250.0, 10.0, 300.0, 60.0])  # background false positive
         scores.append(float(rng.uniform(0.1, 0.9)))
         classes.append(int(rng.randint(0, 3)))
-        inp = {k: d[k] for k in ("image_id", "video_id", "frame_id", "height", "width", "file_name")}
+        inp = {
+            k: d[k] for k in ("image_id", "video_id", "frame_id", "height", "width", "file_name")
+        }
         pairs.append((inp, {"instances": instances(boxes, scores, classes)}))
     return pairs
 
@@ -109,18 +114,35 @@ def coco_ap50_direct(dicts, pairs):
         for a in d["annotations"]:
             x1, y1, x2, y2 = a["bbox"]
             anns.append(
-                {"id": len(anns) + 1, "image_id": d["image_id"], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                 "area": (x2 - x1) * (y2 - y1), "iscrowd": 0, "category_id": a["category_id"] + 1}
+                {
+                    "id": len(anns) + 1,
+                    "image_id": d["image_id"],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                    "category_id": a["category_id"] + 1,
+                }
             )
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns,
-                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
+    }
     results = []
     for inp, out in pairs:
         inst = out["instances"]
-        for b, s, c in zip(inst.pred_boxes.tensor.tolist(), inst.scores.tolist(), inst.pred_classes.tolist()):
-            results.append({"image_id": inp["image_id"], "category_id": c + 1,
-                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+        for b, s, c in zip(
+            inst.pred_boxes.tensor.tolist(), inst.scores.tolist(), inst.pred_classes.tolist()
+        ):
+            results.append(
+                {
+                    "image_id": inp["image_id"],
+                    "category_id": c + 1,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "score": s,
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
         ev = COCOeval(coco, coco.loadRes(results), "bbox")
@@ -137,8 +159,12 @@ def test_perfect_detections_and_files(tmp_path):
     for d in dicts:
         boxes = [a["bbox"] for a in d["annotations"]]
         classes = [a["category_id"] for a in d["annotations"]]
-        pairs.append(({"image_id": d["image_id"], "video_id": d["video_id"], "frame_id": d["frame_id"]},
-                      {"instances": instances(boxes, [0.9] * len(boxes), classes)}))
+        pairs.append(
+            (
+                {"image_id": d["image_id"], "video_id": d["video_id"], "frame_id": d["frame_id"]},
+                {"instances": instances(boxes, [0.9] * len(boxes), classes)},
+            )
+        )
     res = run_evaluator(name, pairs, output_dir=str(tmp_path))
     vid, bbox = res["vid"], res["bbox"]
     for key in ("mAP", "AP-cat", "AP-dog", "mAP_slow", "mAP_fast", "mAP_degraded", "mAP_clean"):
@@ -151,7 +177,11 @@ def test_perfect_detections_and_files(tmp_path):
     metrics = json.load(open(tmp_path / "vid_metrics.json"))
     assert metrics["vid"]["mAP"] == pytest.approx(100.0)
     assert metrics["vid"]["AP-car"] is None  # NaN written as null
-    assert metrics["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "car"}]
+    assert metrics["categories"] == [
+        {"id": 1, "name": "cat"},
+        {"id": 2, "name": "dog"},
+        {"id": 3, "name": "car"},
+    ]
     dets = json.load(open(tmp_path / "vid_detections.json"))
     assert len(dets) == sum(len(d["annotations"]) for d in dicts)
     first = dets[0]
@@ -172,9 +202,14 @@ def test_metrics_match_direct_computation():
     assert 0 < stats[1] < 1
 
     frames = gt_frames_from_dicts(dicts)
-    dets = {inp["image_id"]: {"boxes": o["instances"].pred_boxes.tensor.numpy(),
-                              "scores": o["instances"].scores.numpy(),
-                              "classes": o["instances"].pred_classes.numpy()} for inp, o in pairs}
+    dets = {
+        inp["image_id"]: {
+            "boxes": o["instances"].pred_boxes.tensor.numpy(),
+            "scores": o["instances"].scores.numpy(),
+            "classes": o["instances"].pred_classes.numpy(),
+        }
+        for inp, o in pairs
+    }
     aps, mean = vm.vid_eval(frames, dets, 3)
     assert res["vid"]["mAP"] == pytest.approx(mean * 100)
     assert res["vid"]["AP-cat"] == pytest.approx(aps[0] * 100)
@@ -253,12 +288,32 @@ def test_distributed_gather(monkeypatch):
 def test_box_convention_from_config(tmp_path):
     """gt [100, 100, 129, 129] and detection [96, 92, 137, 125]: IoU 780/1548 = 0.5039 with the
     devkit's +1 (a TP), 725/1469 = 0.4935 without (pycocotools and the continuous option: no match)."""
-    dicts = [{"file_name": "/nonexistent/0.JPEG", "height": H, "width": W, "image_id": 1, "video_id": 1,
-              "frame_id": 0, "video_length": 1, "video_name": "v",
-              "annotations": [{"bbox": [100, 100, 129, 129], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-                               "instance_id": 0, "iscrowd": 0}]}]
+    dicts = [
+        {
+            "file_name": "/nonexistent/0.JPEG",
+            "height": H,
+            "width": W,
+            "image_id": 1,
+            "video_id": 1,
+            "frame_id": 0,
+            "video_length": 1,
+            "video_name": "v",
+            "annotations": [
+                {
+                    "bbox": [100, 100, 129, 129],
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "category_id": 0,
+                    "instance_id": 0,
+                    "iscrowd": 0,
+                }
+            ],
+        }
+    ]
     name = register(dicts)
-    pair = ({"image_id": 1, "video_id": 1, "frame_id": 0}, {"instances": instances([[96, 92, 137, 125]], [0.9], [0])})
+    pair = (
+        {"image_id": 1, "video_id": 1, "frame_id": 0},
+        {"instances": instances([[96, 92, 137, 125]], [0.9], [0])},
+    )
     cfg = get_cfg()
     add_selsa_config(cfg)
     assert cfg.TEST.VID.BOX_CONVENTION == "devkit"

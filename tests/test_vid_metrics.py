@@ -2,6 +2,7 @@
 
 Unless a test says otherwise, the values are worked out under the devkit convention (the default):
 a box [x1, y1, x2, y2] spans x2 - x1 + 1 by y2 - y1 + 1 pixels, e.g. BOX_A is 51 x 51 = 2601."""
+
 import numpy as np
 import pytest
 
@@ -37,7 +38,9 @@ FAR = [300, 300, 350, 350]
 
 def test_average_precision_all_point():
     # precision envelope: 1.0 up to recall 0.5, then 2/3 up to recall 1.0
-    assert vm.average_precision([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert vm.average_precision([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3]) == pytest.approx(
+        0.5 + 0.5 * 2 / 3
+    )
     assert vm.average_precision([], []) == 0.0
 
 
@@ -68,7 +71,9 @@ def test_duplicate_detection_is_false_positive():
     dets = {0: det([BOX_A, dup], [0.9, 0.85], [0, 0]), 1: det([BOX_B], [0.7], [0])}
     aps, _ = vm.vid_eval(frames, dets, 1)
     assert aps[0] == pytest.approx(5 / 6)  # same ladder as TP, FP, TP
-    order, matched, _ = vm.match_frame(frames[0]["boxes"], [0], dets[0]["boxes"], dets[0]["scores"], [0, 0])
+    order, matched, _ = vm.match_frame(
+        frames[0]["boxes"], [0], dets[0]["boxes"], dets[0]["scores"], [0, 0]
+    )
     assert order.tolist() == [0, 1] and matched.tolist() == [0, -1]
 
 
@@ -88,13 +93,20 @@ def test_small_object_rule():
     # continuous: 8 x 8, 64 / 18**2 = 0.1975
     thr = vm.vid_iou_thresholds(np.array([small, [0, 0, 100, 100]]), box_convention="continuous")
     np.testing.assert_allclose(thr, [64 / 18**2, 0.5])
-    part = [0, 0, 8, 2.4]  # 9 x 3.4 = 30.6 inside small's 81: IoU 0.3778 (continuous 19.2 / 64 = 0.3)
+    part = [
+        0,
+        0,
+        8,
+        2.4,
+    ]  # 9 x 3.4 = 30.6 inside small's 81: IoU 0.3778 (continuous 19.2 / 64 = 0.3)
     assert vm.pairwise_iou([part], [small])[0, 0] == pytest.approx(30.6 / 81)
     assert vm.pairwise_iou([part], [small], "continuous")[0, 0] == pytest.approx(0.3)
     aps, _ = vm.vid_eval([gt(0, [small], [0])], {0: det([part], [0.9], [0])}, 1)
     assert aps[0] == pytest.approx(1.0)  # 0.3778 >= 0.2244: a match under the VID rule
     # a similar relative overlap on a large box is no match at 0.5: 101 x 31 / (101 x 101) = 0.307
-    aps, _ = vm.vid_eval([gt(0, [[0, 0, 100, 100]], [0])], {0: det([[0, 0, 100, 30]], [0.9], [0])}, 1)
+    aps, _ = vm.vid_eval(
+        [gt(0, [[0, 0, 100, 100]], [0])], {0: det([[0, 0, 100, 30]], [0.9], [0])}, 1
+    )
     assert aps[0] == 0.0
 
 
@@ -156,7 +168,9 @@ def test_motion_iou_values():
     np.testing.assert_allclose([m1[0][0], m1[1][0], m1[2][0]], [i1, i1, i1])
     # continuous boxes: 10 x 10, intersections 90 and 80
     mc = vm.compute_motion_ious(frames, frame_range=10, box_convention="continuous")
-    assert mc[1][0] == pytest.approx(90 / 110) and mc[0][0] == pytest.approx((90 / 110 + 80 / 120) / 2)
+    assert mc[1][0] == pytest.approx(90 / 110) and mc[0][0] == pytest.approx(
+        (90 / 110 + 80 / 120) / 2
+    )
     # NaN (no neighbour) is never ignored (FGFA's test iou < lo or iou > hi is False): counts in every group
     for group in vm.SPEED_GROUPS:
         assert not vm.speed_group_ignore([m[3]], group)[0][0]
@@ -209,13 +223,19 @@ def test_speed_group_unmatched_detection_weights():
     assert acc["npos"].tolist() == [3]
     # a detection overlapping only the (ignored) fast gt with the wrong class is not an FP in "slow"
     wrong = det([frames[0]["boxes"][1]], [0.9], [1])
-    acc = vm.accumulate_tp_fp(frames, {0: wrong}, 2, gt_ignore=vm.speed_group_ignore(motion, "slow"))
+    acc = vm.accumulate_tp_fp(
+        frames, {0: wrong}, 2, gt_ignore=vm.speed_group_ignore(motion, "slow")
+    )
     assert acc["fp"].tolist() == [0.0]
     # ... but it is in "fast"
-    acc = vm.accumulate_tp_fp(frames, {0: wrong}, 2, gt_ignore=vm.speed_group_ignore(motion, "fast"))
+    acc = vm.accumulate_tp_fp(
+        frames, {0: wrong}, 2, gt_ignore=vm.speed_group_ignore(motion, "fast")
+    )
     assert acc["fp"].tolist() == [1.0]
     # an unmatched detection in a frame without gts weighs the given empty-frame fraction
-    acc = vm.accumulate_tp_fp([gt(0, [], [])], {0: det([FAR], [0.9], [0])}, 1, empty_frame_fp_weight=0.25)
+    acc = vm.accumulate_tp_fp(
+        [gt(0, [], [])], {0: det([FAR], [0.9], [0])}, 1, empty_frame_fp_weight=0.25
+    )
     assert acc["fp"].tolist() == [0.25]
 
 
@@ -232,7 +252,9 @@ def test_speed_groups_with_an_empty_frame():
     """Three frames with a static (slow) and a fast object, then a frame without gt holding a
     background detection scored above everything else."""
     frames = _two_track_video(3) + [gt(3, [], [], [])]
-    dets = {t: det(frames[t]["boxes"][::-1], [0.9 - 0.01 * t, 0.8 - 0.01 * t], [0, 0]) for t in range(3)}
+    dets = {
+        t: det(frames[t]["boxes"][::-1], [0.9 - 0.01 * t, 0.8 - 0.01 * t], [0, 0]) for t in range(3)
+    }
     dets[3] = det([FAR], [0.95], [0])
     motion = vm.compute_motion_ious(frames)
     # motion IoUs: 3 x 1.0 (slow), 3 below 0.7 (fast), and 0 for the empty frame: 7 values
@@ -260,6 +282,7 @@ def test_subset_selection():
 
 # ---------------------------------------------------------------- a scalar re-statement of the devkit
 
+
 def _devkit_iou(a, b):
     iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
     ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
@@ -278,11 +301,18 @@ def _devkit_ap(frames, dets, num_classes, motion=None, lo=0.0, hi=1.0):
     rows = []  # (score, class, tp, fp)
     for f_idx, fr in enumerate(frames):
         g_boxes, g_cls = fr["boxes"].tolist(), fr["classes"].tolist()
-        ignored = [False] * len(g_cls) if motion is None else [v < lo or v > hi for v in motion[f_idx]]
+        ignored = (
+            [False] * len(g_cls) if motion is None else [v < lo or v > hi for v in motion[f_idx]]
+        )
         for c, ig in zip(g_cls, ignored):
             npos[c] += not ig
-        thr = [min(0.5, (b[2] - b[0] + 1) * (b[3] - b[1] + 1) / ((b[2] - b[0] + 11) * (b[3] - b[1] + 11)))
-               for b in g_boxes]
+        thr = [
+            min(
+                0.5,
+                (b[2] - b[0] + 1) * (b[3] - b[1] + 1) / ((b[2] - b[0] + 11) * (b[3] - b[1] + 11)),
+            )
+            for b in g_boxes
+        ]
         d = dets.get(fr["image_id"])
         if d is None:
             continue
@@ -325,8 +355,15 @@ def _random_video(rng, n_frames=12, num_classes=3):
     """Integer boxes of 2..4 tracks drifting 0..3 pixels a frame (track 0 without instance id, so
     without motion IoU), some frames without gt, jittered detections mostly of the right class,
     background detections."""
-    tracks = [(rng.randint(num_classes), rng.uniform(0, 200, 2), rng.uniform(8, 60, 2), rng.uniform(-3, 3, 2))
-              for _ in range(rng.randint(2, 5))]
+    tracks = [
+        (
+            rng.randint(num_classes),
+            rng.uniform(0, 200, 2),
+            rng.uniform(8, 60, 2),
+            rng.uniform(-3, 3, 2),
+        )
+        for _ in range(rng.randint(2, 5))
+    ]
     frames, dets = [], {}
     for t in range(n_frames):
         boxes, classes, inst = [], [], []
@@ -360,4 +397,6 @@ def test_matches_scalar_devkit_restatement(seed):
     motion = vm.compute_motion_ious(frames, frame_range=3)
     res = vm.vid_eval_by_speed(frames, dets, 3, motion_ious=motion)
     for group, (lo, hi) in vm.SPEED_GROUPS.items():
-        assert res[group][1] == pytest.approx(_devkit_ap(frames, dets, 3, motion, lo, hi), nan_ok=True), group
+        assert res[group][1] == pytest.approx(
+            _devkit_ap(frames, dets, 3, motion, lo, hi), nan_ok=True
+        ), group

@@ -3,10 +3,19 @@
 import pytest
 import torch
 
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 from selsa_d2.predictor import VideoPredictor
-from tiny_model import (build_tiny_model, frame_input, results_close, synthetic_video, tiny_selsa_cfg,
-                        torch_threads, video_inputs)  # fmt: skip
+from tiny_model import (
+    build_tiny_model,
+    frame_input,
+    results_close,
+    synthetic_video,
+    tiny_selsa_cfg,
+    torch_threads,
+    video_inputs,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,7 +80,9 @@ def test_engine_equals_plain_roi_heads_forward(frames):
     for t in (0, 4, 9):
         want = _manual_detections(model, frames, t, sampler.refs(t, len(frames)))
         assert len(want) > 0
-        assert results_close(raw[t], want, atol=1e-4) is None, f"frame {t}: {results_close(raw[t], want)}"
+        assert results_close(raw[t], want, atol=1e-4) is None, (
+            f"frame {t}: {results_close(raw[t], want)}"
+        )
 
 
 def test_public_per_frame_api_equals_engine(frames):
@@ -95,7 +106,9 @@ def test_public_per_frame_api_equals_engine(frames):
             same = model.detect_key_frame(feats[t], model.reference_memory(refs))
             assert results_close(raw, same, atol=0) is None
             got = model.postprocess_detections(raw, per_frame[t])["instances"]
-            assert results_close(got, want[t], atol=1e-5) is None, f"frame {t}: {results_close(got, want[t])}"
+            assert results_close(got, want[t], atol=1e-5) is None, (
+                f"frame {t}: {results_close(got, want[t])}"
+            )
 
 
 def test_engine_without_key_as_reference(frames):
@@ -103,7 +116,9 @@ def test_engine_without_key_as_reference(frames):
     model = build_tiny_model(seed=2, MODEL__SELSA__INFERENCE__KEY_FRAME_AS_REF=False)
     raw = _run(model, video_inputs(frames, sampler), sampler, do_postprocess=False)
     for t in (1, 5):  # 1 and 5 are not among the references 0, 4, 9 (rounded 4.5 -> 4)
-        want = _manual_detections(model, frames, t, sampler.refs(t, len(frames)), key_frame_as_ref=False)
+        want = _manual_detections(
+            model, frames, t, sampler.refs(t, len(frames)), key_frame_as_ref=False
+        )
         assert results_close(raw[t], want, atol=1e-4) is None
 
 
@@ -189,8 +204,13 @@ def tiny_weights(tmp_path_factory):
 
 def _predictor_cfg(weights, **kw):
     # MIN_SIZE_TEST = frame height: no resize, so results compare with the engine on raw frames
-    return tiny_selsa_cfg(MODEL__WEIGHTS=weights, INPUT__MIN_SIZE_TEST=80, INPUT__MAX_SIZE_TEST=200,
-                          INPUT__VIDEO__TEST_NUM_REFS=3, **kw)  # fmt: skip
+    return tiny_selsa_cfg(
+        MODEL__WEIGHTS=weights,
+        INPUT__MIN_SIZE_TEST=80,
+        INPUT__MAX_SIZE_TEST=200,
+        INPUT__VIDEO__TEST_NUM_REFS=3,
+        **kw,
+    )
 
 
 def test_predictor_offline_matches_engine_and_online_matches_stream(frames, tiny_weights):
@@ -214,9 +234,13 @@ def test_predictor_offline_matches_engine_and_online_matches_stream(frames, tiny
 
 
 def test_predictor_resizes_and_runs_single_frame_baseline(frames, tmp_path):
-    cfg = tiny_selsa_cfg(MODEL__META_ARCHITECTURE="GeneralizedRCNN", MODEL__ROI_HEADS__NAME="StandardROIHeads",
-                         MODEL__ROI_BOX_HEAD__NAME="FastRCNNConvFCHead", INPUT__MIN_SIZE_TEST=64,
-                         TEST__ALLOW_MISSING_WEIGHTS=True)  # random weights, explicitly  # fmt: skip
+    cfg = tiny_selsa_cfg(
+        MODEL__META_ARCHITECTURE="GeneralizedRCNN",
+        MODEL__ROI_HEADS__NAME="StandardROIHeads",
+        MODEL__ROI_BOX_HEAD__NAME="FastRCNNConvFCHead",
+        INPUT__MIN_SIZE_TEST=64,
+        TEST__ALLOW_MISSING_WEIGHTS=True,
+    )  # random weights, explicitly
     pred = VideoPredictor(cfg)
     assert pred.engine is None
     out = pred.predict_video(frames[:3])

@@ -1,4 +1,5 @@
 """VideoDatasetMapper: reference frames, shared augmentation, DET images, bad input."""
+
 import os
 import uuid
 
@@ -12,7 +13,9 @@ from detectron2.structures import BoxMode
 
 from selsa_d2.config import add_selsa_config
 from selsa_d2.data.frame_index import register_frame_index, unregister_frame_index
-from selsa_d2.data.sampling import TestReferenceSampler as RefSampler  # alias: pytest would collect "Test*"
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 from selsa_d2.data.video_mapper import VideoDatasetMapper
 
 W, H = 64, 48
@@ -26,7 +29,9 @@ def write_frame(path, box, size=(W, H)):
     cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, 100])
 
 
-def make_video(root, dataset_name, video_id, n_frames, start=(4, 10), box_wh=(14, 18), dx=3, size=(W, H)):
+def make_video(
+    root, dataset_name, video_id, n_frames, start=(4, 10), box_wh=(14, 18), dx=3, size=(W, H)
+):
     """Frame dicts of a video whose object moves right by ``dx`` pixels per frame."""
     vdir = os.path.join(root, f"v{video_id}")
     os.makedirs(vdir, exist_ok=True)
@@ -38,13 +43,26 @@ def make_video(root, dataset_name, video_id, n_frames, start=(4, 10), box_wh=(14
         write_frame(path, box, size)
         frames.append(
             {
-                "file_name": path, "height": size[1], "width": size[0],
-                "image_id": video_id * 1000 + f, "video_id": video_id, "frame_id": f,
-                "video_length": n_frames, "video_name": f"v{video_id}", "dataset_name": dataset_name,
+                "file_name": path,
+                "height": size[1],
+                "width": size[0],
+                "image_id": video_id * 1000 + f,
+                "video_id": video_id,
+                "frame_id": f,
+                "video_length": n_frames,
+                "video_name": f"v{video_id}",
+                "dataset_name": dataset_name,
                 "degradations": ["blur"] if f == 1 else [],
                 "annotations": [
-                    {"bbox": [float(v) for v in box], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1,
-                     "instance_id": 0, "occluded": False, "generated": False, "iscrowd": 0}
+                    {
+                        "bbox": [float(v) for v in box],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 1,
+                        "instance_id": 0,
+                        "occluded": False,
+                        "generated": False,
+                        "iscrowd": 0,
+                    }
                 ],
             }
         )
@@ -55,7 +73,9 @@ def make_video(root, dataset_name, video_id, n_frames, start=(4, 10), box_wh=(14
 def video_dataset(tmp_path):
     """A registered frame index with video 0 (6 frames) and a DET-style one-frame video 1."""
     name = f"selsa_test_mapper_{uuid.uuid4().hex[:8]}"
-    frames = make_video(str(tmp_path), name, 0, 6) + make_video(str(tmp_path), name, 1, 1, start=(30, 5))
+    frames = make_video(str(tmp_path), name, 0, 6) + make_video(
+        str(tmp_path), name, 1, 1, start=(30, 5)
+    )
     register_frame_index(name, lambda: frames)
     yield name, frames
     unregister_frame_index(name)
@@ -80,7 +100,11 @@ def all_frames(out):
 
 def train_mapper(augs, num_refs=2, frame_range=9):
     return VideoDatasetMapper(
-        True, augmentations=augs, image_format="BGR", train_num_refs=num_refs, train_frame_range=frame_range
+        True,
+        augmentations=augs,
+        image_format="BGR",
+        train_num_refs=num_refs,
+        train_frame_range=frame_range,
     )
 
 
@@ -101,7 +125,9 @@ def test_from_config_train(video_dataset):
     ids = [r["frame_id"] for r in refs]
     assert sum(i < 2 for i in ids) == 1 and all(i != 2 and 0 <= i <= 4 for i in ids)
     for r in refs:
-        assert r["image"].shape == (3, 24, 32) and r["file_name"] == frames[r["frame_id"]]["file_name"]
+        assert (
+            r["image"].shape == (3, 24, 32) and r["file_name"] == frames[r["frame_id"]]["file_name"]
+        )
         assert r["video_id"] == 0 and "ref_frames" not in r and len(r["instances"]) == 1
         assert r["degradations"] == (["blur"] if r["frame_id"] == 1 else [])
     assert "ref_frames" not in frames[2] and "annotations" in frames[2]  # input left untouched
@@ -109,7 +135,9 @@ def test_from_config_train(video_dataset):
 
 def test_shared_random_resize(video_dataset):
     _, frames = video_dataset
-    mapper = train_mapper([T.ResizeShortestEdge((24, 36, 48, 72), 1000, "choice")], num_refs=3, frame_range=3)
+    mapper = train_mapper(
+        [T.ResizeShortestEdge((24, 36, 48, 72), 1000, "choice")], num_refs=3, frame_range=3
+    )
     np.random.seed(1)
     shapes = set()
     for i in range(16):
@@ -187,13 +215,18 @@ def test_test_mode_supplies_future_refs(video_dataset):
         assert out["frame_id"] == f and out["image"].shape == (3, 24, 32)
         assert "instances" not in out and "annotations" not in out
         for r in out["ref_frames"]:
-            assert r["image"].shape == (3, 24, 32) and "instances" not in r and "annotations" not in r
+            assert (
+                r["image"].shape == (3, 24, 32) and "instances" not in r and "annotations" not in r
+            )
         supplied.append([r["frame_id"] for r in out["ref_frames"]])
     assert supplied == [[2, 5], [], [], [], [], []]
 
     window = VideoDatasetMapper(
-        False, augmentations=[T.ResizeShortestEdge(24, 1000)], image_format="RGB",
-        test_ref_sampler=RefSampler("offline", "fixed_window", num_refs=2), keep_test_annotations=True,
+        False,
+        augmentations=[T.ResizeShortestEdge(24, 1000)],
+        image_format="RGB",
+        test_ref_sampler=RefSampler("offline", "fixed_window", num_refs=2),
+        keep_test_annotations=True,
     )
     outs = [window(frames[f]) for f in range(6)]
     assert [[r["frame_id"] for r in o["ref_frames"]] for o in outs] == [[1], [2], [3], [4], [5], []]

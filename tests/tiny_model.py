@@ -50,7 +50,12 @@ def build_tiny_model(cfg=None, seed: int = 0, eval_mode: bool = True, **override
 
 
 def training_inputs(
-    num_keys: int = 2, num_refs: int = 2, height: int = 80, width: int = 112, seed: int = 0, num_classes: int = 3
+    num_keys: int = 2,
+    num_refs: int = 2,
+    height: int = 80,
+    width: int = 112,
+    seed: int = 0,
+    num_classes: int = 3,
 ) -> List[dict]:
     """Training batch: key dicts with gt ``instances`` and ``ref_frames`` (other frames)."""
     frames = synthetic_video(num_keys * (num_refs + 1), height, width, seed)
@@ -63,11 +68,15 @@ def training_inputs(
         boxes = []
         for _ in range(2):
             x1, y1 = rng.randint(0, width // 2), rng.randint(0, height // 2)
-            boxes.append([x1, y1, x1 + rng.randint(16, width // 2), y1 + rng.randint(16, height // 2)])
+            boxes.append(
+                [x1, y1, x1 + rng.randint(16, width // 2), y1 + rng.randint(16, height // 2)]
+            )
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.gt_classes = torch.tensor(rng.randint(0, num_classes, size=2), dtype=torch.int64)
         key["instances"] = inst
-        key["ref_frames"] = [frame_input(f, k, i + 1, num_refs + 1) for i, f in enumerate(group[1:])]
+        key["ref_frames"] = [
+            frame_input(f, k, i + 1, num_refs + 1) for i, f in enumerate(group[1:])
+        ]
         batch.append(key)
     return batch
 

@@ -11,6 +11,7 @@ degraded when the dataset records ``degradations`` (the synthetic set).
     python tools/analyze_attention.py --config-file configs/synthetic/selsa_tiny.yaml \
         --weights output/demo/selsa/model_final.pth
 """
+
 import argparse
 from collections import defaultdict
 
@@ -46,7 +47,9 @@ def analyze(cfg, dataset_name: str):
     aggregator = model.roi_heads.box_head.aggregators[0]
     sampler = TestReferenceSampler.from_config(cfg)
     frames = {(d["video_id"], d["frame_id"]): d for d in DatasetCatalog.get(dataset_name)}
-    stats = defaultdict(list)  # key condition -> rows of [attention mass per kind, uniform share per kind]
+    stats = defaultdict(
+        list
+    )  # key condition -> rows of [attention mass per kind, uniform share per kind]
     cache, labels = {}, {}
     with torch.no_grad():
         for (inp,) in build_video_test_loader(cfg, dataset_name):
@@ -56,29 +59,42 @@ def analyze(cfg, dataset_name: str):
             for d in list(inp.get("ref_frames", [])) + [inp]:
                 if d["frame_id"] not in cache:
                     cache[d["frame_id"]] = model.compute_frame_features(d)
-                    labels[d["frame_id"]] = _proposal_labels(cache[d["frame_id"]], frames[(vid, d["frame_id"])]["annotations"])
+                    labels[d["frame_id"]] = _proposal_labels(
+                        cache[d["frame_id"]], frames[(vid, d["frame_id"])]["annotations"]
+                    )
             refs = sampler.refs(fid, length) + [fid]
             ref_keys = torch.cat([cache[r].memory[0][0] for r in refs])  # [M, C]
             ref_labels = torch.cat([labels[r] for r in refs])
-            ref_clean = torch.cat([torch.full_like(labels[r], int(not frames[(vid, r)]["degradations"])) for r in refs])
+            ref_clean = torch.cat(
+                [
+                    torch.full_like(labels[r], int(not frames[(vid, r)]["degradations"]))
+                    for r in refs
+                ]
+            )
             key_labels = labels[fid]
             on_object = key_labels >= 0
             if not on_object.any():
                 continue
             # the key frame's box-head input (Temporal RoI Align: from its references' feature maps)
             key_input = model.key_frame_input(cache[fid], [cache[r] for r in refs])
-            weights = aggregator.attention_weights(key_input[on_object], ref_keys).mean(dim=0)  # [N, M]
+            weights = aggregator.attention_weights(key_input[on_object], ref_keys).mean(
+                dim=0
+            )  # [N, M]
             same = (ref_labels[None, :] == key_labels[on_object, None]).float()
             obj = (ref_labels >= 0).float()[None, :].expand_as(same)
             kinds = [same * ref_clean, same * (1 - ref_clean), obj - same, 1 - obj]
             mass = [(weights * k).sum(dim=1).mean().item() for k in kinds]
             share = [k.mean(dim=1).mean().item() for k in kinds]
-            stats["degraded key frame" if frames[(vid, fid)]["degradations"] else "clean key frame"].append(mass + share)
+            stats[
+                "degraded key frame" if frames[(vid, fid)]["degradations"] else "clean key frame"
+            ].append(mass + share)
     return {cond: np.array(rows).mean(axis=0) for cond, rows in stats.items()}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--dataset", help="default: DATASETS.TEST[0]")

@@ -11,6 +11,7 @@ names). ResNet depth / groups are read off the checkpoint; ``--config`` addition
 config's architecture against it (error on a contradiction) and warns about settings that make
 inference differ from mmtracking's.
 """
+
 import argparse
 import sys
 
@@ -25,7 +26,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("input", help="mmtracking SELSA or SELSA + TRoI checkpoint (.pth)")
     parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
-    parser.add_argument("--config", default=None, help="selsa-d2 config to check the checkpoint against")
+    parser.add_argument(
+        "--config", default=None, help="selsa-d2 config to check the checkpoint against"
+    )
     args = parser.parse_args(argv)
     setup_logger(name="selsa_d2")
     cfg = None

@@ -6,6 +6,7 @@
 Use the .pkl as MODEL.WEIGHTS with the pytorch-style settings: MODEL.RESNETS.STRIDE_IN_1X1 False,
 INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675, 116.28, 103.53], MODEL.PIXEL_STD [58.395, 57.12, 57.375].
 """
+
 import argparse
 import sys
 

@@ -11,6 +11,7 @@ resumes where it stopped and a finished one only re-aggregates.
 
     python tools/gain_study.py --out output/gain_study --variants demo texture --seeds 0 1 2
 """
+
 import argparse
 import json
 import statistics
@@ -62,7 +63,9 @@ def checks(summary: dict) -> Dict[str, Optional[bool]]:
 
     return {
         "gain_from_references_positive": ok((g.get("overall") or 0) > 0, g.get("overall")),
-        "gain_larger_on_degraded": ok((g.get("degraded") or 0) > (g.get("clean") or 0), g.get("degraded"), g.get("clean")),
+        "gain_larger_on_degraded": ok(
+            (g.get("degraded") or 0) > (g.get("clean") or 0), g.get("degraded"), g.get("clean")
+        ),
         "selsa_ahead_of_single_frame": ok((d.get("overall") or 0) > 0, d.get("overall")),
     }
 
@@ -104,21 +107,36 @@ def format_study(study: dict) -> str:
             signed = label.startswith(("gain", "SELSA - "))  # differences, not AP
             rows.append([label] + [run_demo._fmt(m[k], signed) for k in ("mean", "min", "max")])
         seeds = ", ".join(map(str, res["seeds"]))
-        parts.append(f"variant {variant!r}, seeds {seeds} (AP in %, differences in AP points)\n\n"
-                     + run_demo._table(["metric", "mean", "min", "max"], rows))
-        parts.append("\n".join(f"- {name}: {c['passed']}/{c['runs']} runs" for name, c in res["criteria"].items()))
+        parts.append(
+            f"variant {variant!r}, seeds {seeds} (AP in %, differences in AP points)\n\n"
+            + run_demo._table(["metric", "mean", "min", "max"], rows)
+        )
+        parts.append(
+            "\n".join(
+                f"- {name}: {c['passed']}/{c['runs']} runs" for name, c in res["criteria"].items()
+            )
+        )
     return "\n\n".join(parts)
 
 
-def run_study(out_dir: Path, data_root: Path, variants: Sequence[str], seeds: Sequence[int], budget: run_demo.Budget,
-              opts: Sequence[str] = (), device: str = "cpu",
-              run_one: Optional[Callable[[run_demo.Comparison], dict]] = None,
-              generate: Optional[Callable[[Path, str], None]] = None) -> dict:
+def run_study(
+    out_dir: Path,
+    data_root: Path,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    budget: run_demo.Budget,
+    opts: Sequence[str] = (),
+    device: str = "cpu",
+    run_one: Optional[Callable[[run_demo.Comparison], dict]] = None,
+    generate: Optional[Callable[[Path, str], None]] = None,
+) -> dict:
     """Run (or reuse) every variant x seed comparison; write and return the aggregate.
 
     ``run_one`` / ``generate`` replace the training and the dataset generation (tests).
     """
-    run_one = run_one or (lambda c: run_demo.run_comparison(c, progress=lambda t: print(f"  - {t}", flush=True)))
+    run_one = run_one or (
+        lambda c: run_demo.run_comparison(c, progress=lambda t: print(f"  - {t}", flush=True))
+    )
     if generate is None:
         generator = run_demo._load_generator()
 
@@ -134,49 +152,81 @@ def run_study(out_dir: Path, data_root: Path, variants: Sequence[str], seeds: Se
             run_dir = out_dir / variant / f"seed{seed}"
             summary_file = run_dir / "summary.json"
             if summary_file.exists():
-                print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: done before, reusing {summary_file}",
-                      flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: done before, reusing {summary_file}",
+                    flush=True,
+                )
                 runs.setdefault(variant, {})[seed] = json.loads(summary_file.read_text())
                 continue
-            print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: running in {run_dir}", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: running in {run_dir}",
+                flush=True,
+            )
             start = time.time()
             run_dir.mkdir(parents=True, exist_ok=True)
-            c = run_demo.Comparison(run_dir, dataset_dir, budget, seed=seed, device=device, opts=opts,
-                                    log=run_dir / "train_net.log")
+            c = run_demo.Comparison(
+                run_dir,
+                dataset_dir,
+                budget,
+                seed=seed,
+                device=device,
+                opts=opts,
+                log=run_dir / "train_net.log",
+            )
             summary = run_one(c)
             summary["wall_seconds"] = time.time() - start
             summary_file.write_text(json.dumps(summary, indent=2))
             runs.setdefault(variant, {})[seed] = summary
             g = summary["gain_from_references"]
-            print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: {summary['wall_seconds'] / 60:.1f} min, "
-                  f"gain from references overall {run_demo._fmt(g['overall'], True)} "
-                  f"degraded {run_demo._fmt(g['degraded'], True)} clean {run_demo._fmt(g['clean'], True)}", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: {summary['wall_seconds'] / 60:.1f} min, "
+                f"gain from references overall {run_demo._fmt(g['overall'], True)} "
+                f"degraded {run_demo._fmt(g['degraded'], True)} clean {run_demo._fmt(g['clean'], True)}",
+                flush=True,
+            )
             _write(out_dir, runs, budget)
     return _write(out_dir, runs, budget)
 
 
 def _write(out_dir: Path, runs, budget: run_demo.Budget) -> dict:
     study = aggregate(runs)
-    (out_dir / "study.json").write_text(json.dumps({"budget": budget.__dict__, "variants": study}, indent=2))
+    (out_dir / "study.json").write_text(
+        json.dumps({"budget": budget.__dict__, "variants": study}, indent=2)
+    )
     (out_dir / "study.md").write_text(format_study(study) + "\n")
     return study
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="output/gain_study")
-    parser.add_argument("--data-root", default="output/gain_study/datasets", help="datasets go to <data-root>/<variant>/")
+    parser.add_argument(
+        "--data-root",
+        default="output/gain_study/datasets",
+        help="datasets go to <data-root>/<variant>/",
+    )
     parser.add_argument("--variants", nargs="+", default=["demo", "texture"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shared-iters", type=int, default=run_demo.Budget.shared_iters)
     parser.add_argument("--continue-iters", type=int, default=run_demo.Budget.continue_iters)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)"
+    )
     args = parser.parse_args(argv)
     start = time.time()
     budget = run_demo.Budget(args.shared_iters, args.continue_iters)
-    study = run_study((REPO / args.out).resolve(), (REPO / args.data_root).resolve(), args.variants, args.seeds,
-                      budget, opts=args.opts, device=args.device)
+    study = run_study(
+        (REPO / args.out).resolve(),
+        (REPO / args.data_root).resolve(),
+        args.variants,
+        args.seeds,
+        budget,
+        opts=args.opts,
+        device=args.device,
+    )
     run_demo.banner(f"gain study after {(time.time() - start) / 60:.1f} min: {args.out}/study.json")
     print(format_study(study))
     return 0

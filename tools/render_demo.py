@@ -5,6 +5,7 @@ the most degraded frames) and ``degraded_frames.png`` (the same, on up to three 
 frames: those where the two models' classes differ first, see :func:`pick_stills`).
 Each row is captioned with the frame's degradations and its ground-truth classes.
 """
+
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -37,7 +38,10 @@ def _most_degraded_video(dataset_name: str) -> List[dict]:
     videos: Dict[int, List[dict]] = {}
     for d in DatasetCatalog.get(dataset_name):
         videos.setdefault(d["video_id"], []).append(d)
-    frames = max(videos.values(), key=lambda fs: (sum(bool(f.get("degradations")) for f in fs), -fs[0]["video_id"]))
+    frames = max(
+        videos.values(),
+        key=lambda fs: (sum(bool(f.get("degradations")) for f in fs), -fs[0]["video_id"]),
+    )
     return sorted(frames, key=lambda d: d["frame_id"])
 
 
@@ -47,7 +51,9 @@ def _draw(image_bgr: np.ndarray, instances, metadata, title: str) -> np.ndarray:
     instances.pred_boxes.scale(UPSCALE, UPSCALE)
     vis = Visualizer(big[:, :, ::-1], metadata, scale=1.0)
     out = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1].copy()
-    cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(
+        out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA
+    )
     cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
@@ -56,8 +62,26 @@ def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> 
     degradations = ",".join(frame.get("degradations") or []) or "clean"
     truth = ", ".join(class_names[a["category_id"]] for a in frame.get("annotations", [])) or "none"
     text = f"frame {frame['frame_id']}: {degradations} | ground truth: {truth}"
-    cv2.putText(panel, text, (6, panel.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-    cv2.putText(panel, text, (6, panel.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        panel,
+        text,
+        (6, panel.shape[0] - 8),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (255, 255, 255),
+        2,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        panel,
+        text,
+        (6, panel.shape[0] - 8),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     return panel
 
 
@@ -70,7 +94,9 @@ def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
     """The still's rule: the degraded frames on which the two models' drawn classes differ, up to
     ``num`` spread evenly over the video; if fewer differ, the remaining places go to other
     degraded frames (evenly spread); with no degraded frame, any frames."""
-    degraded = [i for i, f in enumerate(frames) if f.get("degradations")] or list(range(len(frames)))
+    degraded = [i for i, f in enumerate(frames) if f.get("degradations")] or list(
+        range(len(frames))
+    )
     differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
 
     def spread(ids: List[int], k: int) -> List[int]:
@@ -83,8 +109,13 @@ def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
     return sorted(picks)
 
 
-def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, device: str = "cpu",
-                      opts: Sequence[str] = (), num_stills: int = 3) -> List[Path]:
+def render_comparison(
+    models: Dict[str, Tuple[str, str, Path]],
+    out_dir: Path,
+    device: str = "cpu",
+    opts: Sequence[str] = (),
+    num_stills: int = 3,
+) -> List[Path]:
     """``models``: key -> (label, config file, weights); the first is drawn left, the second right."""
     (left_label, left_cfg, left_w), (right_label, right_cfg, right_w) = list(models.values())[:2]
     cfg_left = _load_cfg(left_cfg, left_w, device, opts)
@@ -99,7 +130,9 @@ def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, d
 
     panels = []
     for frame, image, a, b in zip(frames, images, left, right):
-        row = np.hstack([_draw(image, a, metadata, left_label), _draw(image, b, metadata, right_label)])
+        row = np.hstack(
+            [_draw(image, a, metadata, left_label), _draw(image, b, metadata, right_label)]
+        )
         panels.append(_label_frame(row, frame, metadata.thing_classes))
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +148,11 @@ def render_comparison(models: Dict[str, Tuple[str, str, Path]], out_dir: Path, d
     picks = pick_stills(frames, left, right, num_stills)
     degraded = [i for i, f in enumerate(frames) if f.get("degradations")]
     differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
-    print(f"stills: video {frames[0]['video_id']}, {len(degraded)} degraded frames, the models' classes differ on "
-          f"{len(differ)} of them {differ}; showing frames {[frames[i]['frame_id'] for i in picks]}", flush=True)
+    print(
+        f"stills: video {frames[0]['video_id']}, {len(degraded)} degraded frames, the models' classes differ on "
+        f"{len(differ)} of them {differ}; showing frames {[frames[i]['frame_id'] for i in picks]}",
+        flush=True,
+    )
     still_path = out_dir / "degraded_frames.png"
     cv2.imwrite(str(still_path), np.vstack([panels[i] for i in picks]))
     return [video_path, still_path]

@@ -17,6 +17,7 @@
 Every step goes through ``train_net.py``; an interrupted run resumes and finished steps are
 reused. Runs on the CPU by default and downloads nothing.
 """
+
 import argparse
 import importlib.util
 import itertools
@@ -83,13 +84,25 @@ def schedule_opts(iters: int) -> List[str]:
     if iters < 1:
         raise ValueError(f"a training stage needs at least 1 iteration (got {iters})")
     first = max(1, int(0.75 * iters))
-    steps = [s for s in (first, max(first + 1, int(0.92 * iters))) if s < iters]  # increasing, before the end
-    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", "(" + ", ".join(map(str, steps)) + ("," if len(steps) == 1 else "") + ")",
-            "SOLVER.WARMUP_ITERS", min(50, max(1, iters // 10)), "SOLVER.CHECKPOINT_PERIOD", max(50, iters // 4)]
+    steps = [
+        s for s in (first, max(first + 1, int(0.92 * iters))) if s < iters
+    ]  # increasing, before the end
+    return [
+        "SOLVER.MAX_ITER",
+        iters,
+        "SOLVER.STEPS",
+        "(" + ", ".join(map(str, steps)) + ("," if len(steps) == 1 else "") + ")",
+        "SOLVER.WARMUP_ITERS",
+        min(50, max(1, iters // 10)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        max(50, iters // 4),
+    ]
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered
     spec.loader.exec_module(module)
@@ -172,7 +185,9 @@ class CocoVidPair:
                     raise FileNotFoundError(f"{flag} {path} does not exist")
                 classes[flag] = read_coco_vid_categories(str(path))
                 if not classes[flag][0]:
-                    raise ValueError(f"{path} has no categories: the demo takes the class count from them")
+                    raise ValueError(
+                        f"{path} has no categories: the demo takes the class count from them"
+                    )
             if classes["--train-json"] != classes["--val-json"]:
                 raise ValueError(
                     f"{self.train_json} and {self.val_json} have different categories "
@@ -184,10 +199,18 @@ class CocoVidPair:
 
     def opts(self) -> List[str]:
         """Config options that register the pair and train / evaluate on it."""
-        triples = ((JSON_TRAIN_NAME, str(self.train_json), str(self.image_root)),
-                   (JSON_VAL_NAME, str(self.val_json), str(self.image_root)))
-        return ["DATASETS.COCO_VID", repr(triples), "DATASETS.TRAIN", repr((JSON_TRAIN_NAME,)),
-                "DATASETS.TEST", repr((JSON_VAL_NAME,))]
+        triples = (
+            (JSON_TRAIN_NAME, str(self.train_json), str(self.image_root)),
+            (JSON_VAL_NAME, str(self.val_json), str(self.image_root)),
+        )
+        return [
+            "DATASETS.COCO_VID",
+            repr(triples),
+            "DATASETS.TRAIN",
+            repr((JSON_TRAIN_NAME,)),
+            "DATASETS.TEST",
+            repr((JSON_VAL_NAME,)),
+        ]
 
 
 # ------------------------------------------------------------------------------------- training
@@ -220,7 +243,10 @@ class Comparison:
 
     def common_opts(self) -> List:
         if self.coco_vid is not None:
-            dataset = ["MODEL.ROI_HEADS.NUM_CLASSES", self.coco_vid.num_classes()] + self.coco_vid.opts()
+            dataset = [
+                "MODEL.ROI_HEADS.NUM_CLASSES",
+                self.coco_vid.num_classes(),
+            ] + self.coco_vid.opts()
         else:
             dataset = ["MODEL.ROI_HEADS.NUM_CLASSES", count_classes(self.dataset_dir)]
         return ["MODEL.DEVICE", self.device, "SEED", self.seed] + dataset + list(self.opts)
@@ -232,7 +258,9 @@ class Comparison:
     def dataset_record(self):
         """What summary.json records as the dataset."""
         if self.coco_vid is not None:
-            return {k: str(getattr(self.coco_vid, k)) for k in ("train_json", "val_json", "image_root")}
+            return {
+                k: str(getattr(self.coco_vid, k)) for k in ("train_json", "val_json", "image_root")
+            }
         return str(self.dataset_dir)
 
 
@@ -245,8 +273,23 @@ def train(c: Comparison, key: str, config: str, iters: int, init: Optional[Path]
         return final
     weights = ["MODEL.WEIGHTS", init] + list(CONTINUATION_OPTS) if init is not None else []
     # DATASETS.TEST () skips DefaultTrainer's evaluation after training: evaluate() does it.
-    _run([sys.executable, "train_net.py", "--config-file", config, "--resume", "OUTPUT_DIR", model_dir]
-         + c.common_opts() + schedule_opts(iters) + weights + ["DATASETS.TEST", "()"], c.env(), c.log)
+    _run(
+        [
+            sys.executable,
+            "train_net.py",
+            "--config-file",
+            config,
+            "--resume",
+            "OUTPUT_DIR",
+            model_dir,
+        ]
+        + c.common_opts()
+        + schedule_opts(iters)
+        + weights
+        + ["DATASETS.TEST", "()"],
+        c.env(),
+        c.log,
+    )
     return final
 
 
@@ -255,8 +298,23 @@ def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequenc
     eval_dir = c.out_dir / key
     results = eval_dir / "inference" / "results.json"
     if not results.exists():
-        _run([sys.executable, "train_net.py", "--config-file", config, "--eval-only", "OUTPUT_DIR", eval_dir,
-              "MODEL.WEIGHTS", weights] + c.common_opts() + list(extra), c.env(), c.log)
+        _run(
+            [
+                sys.executable,
+                "train_net.py",
+                "--config-file",
+                config,
+                "--eval-only",
+                "OUTPUT_DIR",
+                eval_dir,
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+            + c.common_opts()
+            + list(extra),
+            c.env(),
+            c.log,
+        )
     with open(results) as f:
         return json.load(f)
 
@@ -264,20 +322,30 @@ def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequenc
 def run_comparison(c: Comparison, progress=banner) -> dict:
     """Shared single-frame stage, both continuations, three evaluations; returns the summary dict."""
     b = c.budget
-    progress(f"shared start: single-frame detector, {b.shared_iters} iterations ({SINGLE_FRAME_CONFIG})")
+    progress(
+        f"shared start: single-frame detector, {b.shared_iters} iterations ({SINGLE_FRAME_CONFIG})"
+    )
     shared = train(c, "shared_start", SINGLE_FRAME_CONFIG, b.shared_iters, None)
     progress(f"continuation 1/2: single-frame detector, {b.continue_iters} more iterations")
     single = train(c, "faster_rcnn", SINGLE_FRAME_CONFIG, b.continue_iters, shared)
-    progress(f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({SELSA_CONFIG})")
+    progress(
+        f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({SELSA_CONFIG})"
+    )
     selsa = train(c, "selsa", SELSA_CONFIG, b.continue_iters, shared)
     results = {}
     progress("evaluation 1/3: single-frame detector")
     results["faster_rcnn"] = evaluate(c, "faster_rcnn", SINGLE_FRAME_CONFIG, single)
     progress("evaluation 2/3: SELSA")
     results["selsa"] = evaluate(c, "selsa", SELSA_CONFIG, selsa)
-    progress("evaluation 3/3: SELSA, key frame only (same weights, MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY True)")
+    progress(
+        "evaluation 3/3: SELSA, key frame only (same weights, MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY True)"
+    )
     results["selsa_key_frame_only"] = evaluate(
-        c, "selsa_key_frame_only", SELSA_CONFIG, selsa, ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True]
+        c,
+        "selsa_key_frame_only",
+        SELSA_CONFIG,
+        selsa,
+        ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True],
     )
     return summarize(results, c)
 
@@ -296,10 +364,12 @@ def gains(results: dict) -> dict:
     ``selsa_vs_single_frame`` (SELSA - single frame), each {overall, degraded, clean} in AP points."""
     return {
         "gain_from_references": {
-            name: _diff(_vid(results, "selsa", m), _vid(results, "selsa_key_frame_only", m)) for name, m in GAIN_METRICS
+            name: _diff(_vid(results, "selsa", m), _vid(results, "selsa_key_frame_only", m))
+            for name, m in GAIN_METRICS
         },
         "selsa_vs_single_frame": {
-            name: _diff(_vid(results, "selsa", m), _vid(results, "faster_rcnn", m)) for name, m in GAIN_METRICS
+            name: _diff(_vid(results, "selsa", m), _vid(results, "faster_rcnn", m))
+            for name, m in GAIN_METRICS
         },
     }
 
@@ -330,7 +400,13 @@ def format_table(results: dict) -> str:
     for key, label in MODELS:
         if key not in results:
             continue
-        rows.append([label] + [_fmt(results[key].get(section, {}).get(metric)) for _, section, metric in TABLE_COLUMNS])
+        rows.append(
+            [label]
+            + [
+                _fmt(results[key].get(section, {}).get(metric))
+                for _, section, metric in TABLE_COLUMNS
+            ]
+        )
     return _table(["model"] + [c[0] for c in TABLE_COLUMNS], rows)
 
 
@@ -339,41 +415,67 @@ def format_gains(summary: dict) -> str:
     rows = [
         ["gain from references (SELSA - key frame only)"]
         + [_fmt(summary["gain_from_references"][n], True) for n, _ in GAIN_METRICS],
-        ["SELSA - single frame"] + [_fmt(summary["selsa_vs_single_frame"][n], True) for n, _ in GAIN_METRICS],
+        ["SELSA - single frame"]
+        + [_fmt(summary["selsa_vs_single_frame"][n], True) for n, _ in GAIN_METRICS],
     ]
     return _table(["vid/mAP difference (AP points)"] + [n for n, _ in GAIN_METRICS], rows)
 
 
 # ------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="output/demo", help="where models, metrics and renders go")
-    parser.add_argument("--data-root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
-                        help="the generated dataset goes to <data-root>/synthetic_vid")
-    parser.add_argument("--dataset-root", default=None,
-                        help="your own dataset instead of the generated one: the raw ILSVRC VID layout "
-                             "(Data/VID, Annotations/VID, Lists/VID_train_15frames.txt, Lists/VID_val_videos.txt) "
-                             "with a classes.txt; the class count is taken from it")
-    parser.add_argument("--train-json", default=None,
-                        help="your own dataset as a COCO-VID json pair (mmtracking's format): the training json "
-                             "(with --val-json and --image-root; not with --dataset-root); the class count is taken "
-                             "from its categories")
-    parser.add_argument("--val-json", default=None, help="the validation json of the pair (same categories)")
-    parser.add_argument("--image-root", default=None, help="the directory the jsons' file_name are relative to")
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
+        help="the generated dataset goes to <data-root>/synthetic_vid",
+    )
+    parser.add_argument(
+        "--dataset-root",
+        default=None,
+        help="your own dataset instead of the generated one: the raw ILSVRC VID layout "
+        "(Data/VID, Annotations/VID, Lists/VID_train_15frames.txt, Lists/VID_val_videos.txt) "
+        "with a classes.txt; the class count is taken from it",
+    )
+    parser.add_argument(
+        "--train-json",
+        default=None,
+        help="your own dataset as a COCO-VID json pair (mmtracking's format): the training json "
+        "(with --val-json and --image-root; not with --dataset-root); the class count is taken "
+        "from its categories",
+    )
+    parser.add_argument(
+        "--val-json", default=None, help="the validation json of the pair (same categories)"
+    )
+    parser.add_argument(
+        "--image-root", default=None, help="the directory the jsons' file_name are relative to"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared-iters", type=int, default=Budget.shared_iters)
     parser.add_argument("--continue-iters", type=int, default=Budget.continue_iters)
     parser.add_argument("--no-render", action="store_true", help="skip the video and still")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)"
+    )
     args = parser.parse_args(argv)
-    json_flags = {"--train-json": args.train_json, "--val-json": args.val_json, "--image-root": args.image_root}
+    json_flags = {
+        "--train-json": args.train_json,
+        "--val-json": args.val_json,
+        "--image-root": args.image_root,
+    }
     given = [flag for flag, value in json_flags.items() if value is not None]
     if given and args.dataset_root is not None:
-        parser.error(f"--dataset-root and {' / '.join(given)} are two ways to give your dataset: use one")
+        parser.error(
+            f"--dataset-root and {' / '.join(given)} are two ways to give your dataset: use one"
+        )
     if given and len(given) < len(json_flags):
-        parser.error(f"a COCO-VID json pair needs --train-json, --val-json and --image-root (missing: "
-                     f"{', '.join(f for f in json_flags if f not in given)})")
+        parser.error(
+            f"a COCO-VID json pair needs --train-json, --val-json and --image-root (missing: "
+            f"{', '.join(f for f in json_flags if f not in given)})"
+        )
     return args
 
 
@@ -385,11 +487,15 @@ def comparison_from_args(args: argparse.Namespace) -> Comparison:
     out_dir = (REPO / args.out).resolve()
     absolute = lambda p: Path(p).expanduser().resolve()  # noqa: E731  (steps run in the repository)
     if args.train_json is not None:
-        pair = CocoVidPair(absolute(args.train_json), absolute(args.val_json), absolute(args.image_root))
+        pair = CocoVidPair(
+            absolute(args.train_json), absolute(args.val_json), absolute(args.image_root)
+        )
         return Comparison(out_dir, None, budget, coco_vid=pair, **kwargs)
     if args.dataset_root is not None:
         return Comparison(out_dir, absolute(args.dataset_root), budget, **kwargs)
-    return Comparison(out_dir, (REPO / args.data_root).resolve() / DATASET_DIRNAME, budget, **kwargs)
+    return Comparison(
+        out_dir, (REPO / args.data_root).resolve() / DATASET_DIRNAME, budget, **kwargs
+    )
 
 
 def main(argv=None) -> int:
@@ -401,8 +507,10 @@ def main(argv=None) -> int:
         try:  # the user's dataset: checked before any step, one line naming the file
             if c.coco_vid is not None:
                 p = c.coco_vid
-                banner(f"1/8 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
-                       f"({p.num_classes()} classes)")
+                banner(
+                    f"1/8 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
+                    f"({p.num_classes()} classes)"
+                )
             else:
                 banner(f"1/8 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
         except (FileNotFoundError, ValueError) as e:
@@ -430,13 +538,23 @@ def main(argv=None) -> int:
 
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
-            {"faster_rcnn": ("Faster R-CNN (single frame)", SINGLE_FRAME_CONFIG, out_dir / "faster_rcnn" / "model_final.pth"),
-             "selsa": ("SELSA", SELSA_CONFIG, out_dir / "selsa" / "model_final.pth")},
-            out_dir, device=args.device, opts=opts,
+            {
+                "faster_rcnn": (
+                    "Faster R-CNN (single frame)",
+                    SINGLE_FRAME_CONFIG,
+                    out_dir / "faster_rcnn" / "model_final.pth",
+                ),
+                "selsa": ("SELSA", SELSA_CONFIG, out_dir / "selsa" / "model_final.pth"),
+            },
+            out_dir,
+            device=args.device,
+            opts=opts,
         )
 
-    banner(f"Results on {c.val_dataset()} (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
-           f"after {(time.time() - start) / 60:.1f} min")
+    banner(
+        f"Results on {c.val_dataset()} (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "
+        f"after {(time.time() - start) / 60:.1f} min"
+    )
     print(table)
     print()
     print(gain_table)

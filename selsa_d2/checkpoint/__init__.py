@@ -1,4 +1,5 @@
 """Checkpoints: converters (mmtracking SELSA models, torchvision ImageNet backbones) and loading."""
+
 from .mmtrack import (  # noqa: F401
     check_arch_against_cfg,
     convert_mmtrack_checkpoint,

@@ -18,6 +18,7 @@ aggregators), but for inference it silently runs a partly random model. Hence:
 * :func:`read_checkpoint_file`: the same file checks for tools that read a checkpoint themselves
   (the mmtracking converter).
 """
+
 import logging
 import os
 from collections import OrderedDict, defaultdict
@@ -73,7 +74,9 @@ def read_checkpoint_file(path: str, what: str = "checkpoint") -> Any:
         with PathManager.open(path, "rb") as f:
             return torch.load(f, map_location="cpu")
     except Exception as e:  # pickle, zip and torch errors all mean: not a checkpoint
-        raise WeightsError(f"{what} {path}: not a readable PyTorch checkpoint ({_one_line(e)})") from None
+        raise WeightsError(
+            f"{what} {path}: not a readable PyTorch checkpoint ({_one_line(e)})"
+        ) from None
 
 
 def summarize_keys(keys: Iterable[str], limit: int = 8) -> str:
@@ -115,13 +118,24 @@ class WeightsCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
             checkpoint = super()._load_file(filename)
-        except (AttributeError, TypeError, KeyError, AssertionError) as e:  # unpickled, but of another structure
-            raise WeightsError(f"{self.what} {self._path}: not a model checkpoint ({_one_line(e)})") from None
+        except (
+            AttributeError,
+            TypeError,
+            KeyError,
+            AssertionError,
+        ) as e:  # unpickled, but of another structure
+            raise WeightsError(
+                f"{self.what} {self._path}: not a model checkpoint ({_one_line(e)})"
+            ) from None
         except Exception as e:  # pickle, zip and torch errors: not a checkpoint file at all
-            raise WeightsError(f"{self.what} {self._path}: not a readable checkpoint ({_one_line(e)})") from None
+            raise WeightsError(
+                f"{self.what} {self._path}: not a readable checkpoint ({_one_line(e)})"
+            ) from None
         state = checkpoint.get("model") if isinstance(checkpoint, Mapping) else None
         if not isinstance(state, Mapping) or not state:
-            raise WeightsError(f"{self.what} {self._path}: not a model checkpoint (no state dict of tensors in it)")
+            raise WeightsError(
+                f"{self.what} {self._path}: not a model checkpoint (no state dict of tensors in it)"
+            )
         return checkpoint
 
     def _load_model(self, checkpoint: Any):
@@ -132,7 +146,9 @@ class WeightsCheckpointer(DetectionCheckpointer):
         try:
             incompatible = super()._load_model(checkpoint)
         except (TypeError, ValueError, AttributeError, KeyError) as e:
-            raise WeightsError(f"{self.what} {self._path}: not a model checkpoint ({_one_line(e)})") from None
+            raise WeightsError(
+                f"{self.what} {self._path}: not a model checkpoint ({_one_line(e)})"
+            ) from None
         unused = len(incompatible.unexpected_keys) + len(incompatible.incorrect_shapes)
         if exact_names and unused >= num_file_keys:
             raise WeightsError(
@@ -140,7 +156,9 @@ class WeightsCheckpointer(DetectionCheckpointer):
                 f"(its keys: {summarize_keys(incompatible.unexpected_keys, 3) or 'only shape mismatches'}); "
                 "not a checkpoint of this model"
             )
-        self.uninitialised_keys = sorted(_without_loaded_aliases(self.model, incompatible.missing_keys))
+        self.uninitialised_keys = sorted(
+            _without_loaded_aliases(self.model, incompatible.missing_keys)
+        )
         self.shape_mismatches = list(incompatible.incorrect_shapes)
         return incompatible
 
@@ -186,7 +204,9 @@ def load_inference_weights(
                 "MODEL.WEIGHTS is empty: inference needs trained weights "
                 f"(set {ALLOW_MISSING_KEY} True to run a randomly initialised model)"
             )
-        logger.warning("MODEL.WEIGHTS is empty: running a randomly initialised model (%s)", ALLOW_MISSING_KEY)
+        logger.warning(
+            "MODEL.WEIGHTS is empty: running a randomly initialised model (%s)", ALLOW_MISSING_KEY
+        )
         return {}
     extra = checkpointer.load(path, checkpointables=[])
     missing = checkpointer.uninitialised_keys
@@ -201,6 +221,8 @@ def load_inference_weights(
                 f"(e.g. {k}: {tuple(got)} in the file, {tuple(want)} in the model; NUM_CLASSES?)"
             )
         if not allow_missing:
-            raise WeightsError(msg + f" (trained weights of this model needed; {ALLOW_MISSING_KEY} True allows it)")
+            raise WeightsError(
+                msg + f" (trained weights of this model needed; {ALLOW_MISSING_KEY} True allows it)"
+            )
         logger.warning(msg + f"; running with them random ({ALLOW_MISSING_KEY})")
     return extra

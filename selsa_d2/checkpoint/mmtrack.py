@@ -20,6 +20,7 @@ Layout differences handled here:
 - ``fc_cls`` [K+1, C] has background last, ``fc_reg`` [4K, C] is class-major
   ``[cls0 dx dy dw dh, cls1 ...]``: both already Detectron2's ``FastRCNNOutputLayers`` layout.
 """
+
 import logging
 import os
 import re
@@ -194,15 +195,39 @@ def mmdet_to_d2_anchor_permutation(num_sizes: int, num_ratios: int) -> List[int]
 _RULES = [
     (r"backbone\.conv1\.weight", "backbone.bottom_up.stem.conv1.weight", "stem"),
     (r"backbone\.bn1\.(\w+)", r"backbone.bottom_up.stem.conv1.norm.\1", "stem"),
-    (r"backbone\.layer(\d)\.(\d+)\.conv(\d)\.weight", "backbone.bottom_up.res{L}.\\2.conv\\3.weight", "res"),
-    (r"backbone\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)", "backbone.bottom_up.res{L}.\\2.conv\\3.norm.\\4", "res"),
-    (r"backbone\.layer(\d)\.(\d+)\.downsample\.0\.weight", "backbone.bottom_up.res{L}.\\2.shortcut.weight", "res"),
-    (r"backbone\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)", "backbone.bottom_up.res{L}.\\2.shortcut.norm.\\3", "res"),
+    (
+        r"backbone\.layer(\d)\.(\d+)\.conv(\d)\.weight",
+        "backbone.bottom_up.res{L}.\\2.conv\\3.weight",
+        "res",
+    ),
+    (
+        r"backbone\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
+        "backbone.bottom_up.res{L}.\\2.conv\\3.norm.\\4",
+        "res",
+    ),
+    (
+        r"backbone\.layer(\d)\.(\d+)\.downsample\.0\.weight",
+        "backbone.bottom_up.res{L}.\\2.shortcut.weight",
+        "res",
+    ),
+    (
+        r"backbone\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
+        "backbone.bottom_up.res{L}.\\2.shortcut.norm.\\3",
+        "res",
+    ),
     (r"neck\.convs\.0\.conv\.(weight|bias)", r"backbone.neck.\1", "neck"),
     (r"rpn_head\.rpn_conv\.(weight|bias)", r"proposal_generator.rpn_head.conv.\1", "rpn"),
-    (r"rpn_head\.rpn_cls\.(weight|bias)", r"proposal_generator.rpn_head.objectness_logits.\1", "rpn"),
+    (
+        r"rpn_head\.rpn_cls\.(weight|bias)",
+        r"proposal_generator.rpn_head.objectness_logits.\1",
+        "rpn",
+    ),
     (r"rpn_head\.rpn_reg\.(weight|bias)", r"proposal_generator.rpn_head.anchor_deltas.\1", "rpn"),
-    (r"roi_head\.bbox_head\.shared_fcs\.(\d+)\.(weight|bias)", "roi_heads.box_head.fc{I}.\\2", "box_head"),
+    (
+        r"roi_head\.bbox_head\.shared_fcs\.(\d+)\.(weight|bias)",
+        "roi_heads.box_head.fc{I}.\\2",
+        "box_head",
+    ),
     (
         r"roi_head\.bbox_roi_extractor\.embed_network\.conv\.(weight|bias)",
         r"roi_heads.temporal_roi_align.embed_network.\1",
@@ -213,8 +238,16 @@ _RULES = [
         r"roi_heads.box_head.aggregators.\1.\2.\3",
         "aggregators",
     ),
-    (r"roi_head\.bbox_head\.fc_cls\.(weight|bias)", r"roi_heads.box_predictor.cls_score.\1", "box_predictor"),
-    (r"roi_head\.bbox_head\.fc_reg\.(weight|bias)", r"roi_heads.box_predictor.bbox_pred.\1", "box_predictor"),
+    (
+        r"roi_head\.bbox_head\.fc_cls\.(weight|bias)",
+        r"roi_heads.box_predictor.cls_score.\1",
+        "box_predictor",
+    ),
+    (
+        r"roi_head\.bbox_head\.fc_reg\.(weight|bias)",
+        r"roi_heads.box_predictor.bbox_pred.\1",
+        "box_predictor",
+    ),
 ]
 _RULES = [(re.compile(pat + r"$"), rep, group) for pat, rep, group in _RULES]
 
@@ -224,7 +257,7 @@ def _map_key(key: str) -> Tuple[Optional[str], str]:
     if key.endswith(".num_batches_tracked"):
         return None, "dropped num_batches_tracked"
     if key.startswith(_PREFIX):
-        rest = key[len(_PREFIX):]
+        rest = key[len(_PREFIX) :]
         for pat, rep, group in _RULES:
             m = pat.match(rest)
             if m:
@@ -316,7 +349,11 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
         ("MODEL.SELSA.NECK_CHANNELS", m.SELSA.NECK_CHANNELS, arch.neck_channels),
         ("MODEL.ROI_BOX_HEAD.FC_DIM", m.ROI_BOX_HEAD.FC_DIM, arch.fc_dim),
         ("MODEL.ROI_BOX_HEAD.NUM_FC", m.ROI_BOX_HEAD.NUM_FC, arch.num_shared_fcs),
-        ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", m.ROI_BOX_HEAD.POOLER_RESOLUTION, arch.pooler_resolution),
+        (
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+            m.ROI_BOX_HEAD.POOLER_RESOLUTION,
+            arch.pooler_resolution,
+        ),
         ("MODEL.ROI_HEADS.NUM_CLASSES", m.ROI_HEADS.NUM_CLASSES, arch.num_classes),
         ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG, False),
         # the pytorch-style ResNet: stride in the 3x3 conv
@@ -325,20 +362,36 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
     ]
     sizes, ratios = m.ANCHOR_GENERATOR.SIZES, m.ANCHOR_GENERATOR.ASPECT_RATIOS
     if len(sizes) != 1 or len(ratios) != 1:
-        checks.append(("MODEL.ANCHOR_GENERATOR.SIZES/ASPECT_RATIOS levels", (len(sizes), len(ratios)), (1, 1)))
+        checks.append(
+            ("MODEL.ANCHOR_GENERATOR.SIZES/ASPECT_RATIOS levels", (len(sizes), len(ratios)), (1, 1))
+        )
     else:
         checks.append(
-            ("number of anchors (SIZES x ASPECT_RATIOS)", len(sizes[0]) * len(ratios[0]), arch.num_anchors)
+            (
+                "number of anchors (SIZES x ASPECT_RATIOS)",
+                len(sizes[0]) * len(ratios[0]),
+                arch.num_anchors,
+            )
         )
     troi_heads = m.ROI_HEADS.NAME == "SelsaTRoIROIHeads"
     embed = troi_heads and m.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS > 0
     if arch.temporal_roi_align:
         checks.append(("MODEL.ROI_HEADS.NAME", m.ROI_HEADS.NAME, "SelsaTRoIROIHeads"))
         if troi_heads:
-            checks.append(("MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS > 0 (embed network)", embed, True))
+            checks.append(
+                ("MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS > 0 (embed network)", embed, True)
+            )
     elif embed:
-        checks.append(("Temporal RoI Align embed network (SelsaTRoIROIHeads, attention blocks > 0)", True, False))
-    bad = [f"{name} = {got!r}, checkpoint needs {want!r}" for name, got, want in checks if got != want]
+        checks.append(
+            (
+                "Temporal RoI Align embed network (SelsaTRoIROIHeads, attention blocks > 0)",
+                True,
+                False,
+            )
+        )
+    bad = [
+        f"{name} = {got!r}, checkpoint needs {want!r}" for name, got, want in checks if got != want
+    ]
     if bad:
         raise ValueError("Config does not match the mmtracking checkpoint:\n  " + "\n  ".join(bad))
 
@@ -347,18 +400,38 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
 # mmdet 2.28 test_cfg and test pipeline). Differences are warnings: they change outputs, but
 # are legitimate choices when not aiming at mmtracking's numbers.
 _MMTRACK_INFERENCE = [
-    ("MODEL.ANCHOR_GENERATOR.SIZES", lambda c: c.MODEL.ANCHOR_GENERATOR.SIZES, [[64, 128, 256, 512]]),
-    ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", lambda c: c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS, [[0.5, 1.0, 2.0]]),
+    (
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        lambda c: c.MODEL.ANCHOR_GENERATOR.SIZES,
+        [[64, 128, 256, 512]],
+    ),
+    (
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+        lambda c: c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
+        [[0.5, 1.0, 2.0]],
+    ),
     ("MODEL.ANCHOR_GENERATOR.OFFSET", lambda c: c.MODEL.ANCHOR_GENERATOR.OFFSET, 0.0),
     ("MODEL.RESNETS.RES5_DILATION", lambda c: c.MODEL.RESNETS.RES5_DILATION, 2),
     ("MODEL.RESNETS.NORM", lambda c: c.MODEL.RESNETS.NORM, "FrozenBN"),
-    ("MODEL.RPN.BBOX_REG_WEIGHTS", lambda c: list(c.MODEL.RPN.BBOX_REG_WEIGHTS), [1.0, 1.0, 1.0, 1.0]),
+    (
+        "MODEL.RPN.BBOX_REG_WEIGHTS",
+        lambda c: list(c.MODEL.RPN.BBOX_REG_WEIGHTS),
+        [1.0, 1.0, 1.0, 1.0],
+    ),
     ("MODEL.RPN.PRE_NMS_TOPK_TEST", lambda c: c.MODEL.RPN.PRE_NMS_TOPK_TEST, 6000),
     ("MODEL.RPN.POST_NMS_TOPK_TEST", lambda c: c.MODEL.RPN.POST_NMS_TOPK_TEST, 300),
     ("MODEL.RPN.NMS_THRESH", lambda c: c.MODEL.RPN.NMS_THRESH, 0.7),
     ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", lambda c: c.MODEL.ROI_BOX_HEAD.POOLER_TYPE, "ROIAlignV2"),
-    ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", lambda c: c.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, 2),
-    ("MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", lambda c: list(c.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS), [5.0, 5.0, 5.0, 5.0]),
+    (
+        "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
+        lambda c: c.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+        2,
+    ),
+    (
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS",
+        lambda c: list(c.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
+        [5.0, 5.0, 5.0, 5.0],
+    ),
     ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", lambda c: c.MODEL.ROI_HEADS.SCORE_THRESH_TEST, 1e-4),
     ("MODEL.ROI_HEADS.NMS_THRESH_TEST", lambda c: c.MODEL.ROI_HEADS.NMS_THRESH_TEST, 0.5),
     ("TEST.DETECTIONS_PER_IMAGE", lambda c: c.TEST.DETECTIONS_PER_IMAGE, 100),
@@ -369,14 +442,22 @@ _MMTRACK_INFERENCE = [
     ("INPUT.MAX_SIZE_TEST", lambda c: c.INPUT.MAX_SIZE_TEST, 1000),
     ("MODEL.SELSA.NUM_ATTENTION_BLOCKS", lambda c: c.MODEL.SELSA.NUM_ATTENTION_BLOCKS, 16),
     ("INPUT.VIDEO.TEST_NUM_REFS", lambda c: c.INPUT.VIDEO.TEST_NUM_REFS, 14),
-    ("MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF", lambda c: c.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF, True),
+    (
+        "MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF",
+        lambda c: c.MODEL.SELSA.INFERENCE.KEY_FRAME_AS_REF,
+        True,
+    ),
 ]
 
 
 # Additionally for SELSA + Temporal RoI Align configs (configs/vid/temporal_roi_align/).
 _MMTRACK_TROI_INFERENCE = [
     ("MODEL.SELSA.TROI.NAME", lambda c: c.MODEL.SELSA.TROI.NAME, "TemporalRoIAlign"),
-    ("MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS", lambda c: c.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS, 2),
+    (
+        "MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS",
+        lambda c: c.MODEL.SELSA.TROI.NUM_MOST_SIMILAR_POINTS,
+        2,
+    ),
     (
         "MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS",
         lambda c: c.MODEL.SELSA.TROI.NUM_TEMPORAL_ATTENTION_BLOCKS,
@@ -399,9 +480,7 @@ def mmtrack_inference_mismatches(cfg) -> List[str]:
         except (AttributeError, KeyError):
             out.append(f"{name} is not in the config (mmtracking: {want!r})")
             continue
-        same = (
-            abs(float(got) - float(want)) < 1e-9 if isinstance(want, float) else got == want
-        )
+        same = abs(float(got) - float(want)) < 1e-9 if isinstance(want, float) else got == want
         if not same:
             out.append(f"{name} = {got!r} (mmtracking: {want!r})")
     return out
@@ -432,7 +511,9 @@ def _check_output_path(in_path: str, out_path: str) -> None:
     if not os.path.isdir(folder):
         raise ValueError(f"output folder {folder} does not exist (create it first)")
     if os.path.exists(out_path) and os.path.exists(in_path) and os.path.samefile(in_path, out_path):
-        raise ValueError(f"output {out_path} is the input checkpoint {in_path}; it would be overwritten")
+        raise ValueError(
+            f"output {out_path} is the input checkpoint {in_path}; it would be overwritten"
+        )
 
 
 def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> Dict[str, int]:
@@ -463,7 +544,12 @@ def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> Dict[st
         torch.save(out, f)
     logger.info(
         "Converted %s (R-%d, %dx%dd, %d classes) -> %s: %s",
-        in_path, arch.depth, arch.num_groups, arch.width_per_group, arch.num_classes, out_path,
+        in_path,
+        arch.depth,
+        arch.num_groups,
+        arch.width_per_group,
+        arch.num_classes,
+        out_path,
         ", ".join(f"{k}: {v}" for k, v in summary.items()),
     )
     return summary

@@ -13,6 +13,7 @@ The weights are pytorch-style: use them with ``MODEL.RESNETS.STRIDE_IN_1X1 False
 ``INPUT.FORMAT "RGB"``, ``MODEL.PIXEL_MEAN [123.675, 116.28, 103.53]``,
 ``MODEL.PIXEL_STD [58.395, 57.12, 57.375]``.
 """
+
 import logging
 import pickle
 import re
@@ -41,7 +42,7 @@ _RULES = [(re.compile(p + "$"), r, g) for p, r, g in _RULES]
 
 
 def convert_torchvision_state_dict(
-    sd: Mapping[str, torch.Tensor]
+    sd: Mapping[str, torch.Tensor],
 ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, int]]:
     """torchvision ResNet state dict -> (Detectron2 backbone state dict of numpy arrays, summary).
 
@@ -92,6 +93,9 @@ def convert_torchvision_checkpoint(in_path: str, out_path: str) -> Dict[str, int
     with PathManager.open(out_path, "wb") as f:
         pickle.dump(res, f)
     logger.info(
-        "Converted %s -> %s: %s", in_path, out_path, ", ".join(f"{k}: {v}" for k, v in summary.items())
+        "Converted %s -> %s: %s",
+        in_path,
+        out_path,
+        ", ".join(f"{k}: {v}" for k, v in summary.items()),
     )
     return summary

@@ -2,6 +2,7 @@
 
 Importing this package registers the builtin datasets (lazily; see ``datasets.py``).
 """
+
 from .classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from .coco_vid import (
     frames_to_coco_vid,
@@ -17,7 +18,12 @@ from .datasets import (
     register_vid_dataset,
     unregister_vid_dataset,
 )
-from .frame_index import VideoFrameIndex, get_frame_index, register_frame_index, unregister_frame_index
+from .frame_index import (
+    VideoFrameIndex,
+    get_frame_index,
+    register_frame_index,
+    unregister_frame_index,
+)
 from .ilsvrc import load_ilsvrc_det, load_ilsvrc_vid, load_ilsvrc_vid_frames, parse_ilsvrc_xml
 from .sampling import TestReferenceSampler, sample_train_refs
 

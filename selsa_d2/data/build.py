@@ -15,6 +15,7 @@
 
 Both first register the config's own COCO-VID datasets (``DATASETS.COCO_VID``).
 """
+
 import itertools
 import logging
 from typing import List, Optional, Sequence
@@ -88,7 +89,9 @@ def get_video_train_dataset_and_sampler(cfg):
     wsum = float(sum(weights))
     logger.info(
         "Training datasets sampled with weights: "
-        + ", ".join(f"{n} ({s} key frames): {w / wsum:.1%}" for n, s, w in zip(names, sizes, weights))
+        + ", ".join(
+            f"{n} ({s} key frames): {w / wsum:.1%}" for n, s, w in zip(names, sizes, weights)
+        )
     )
     seed = cfg.SEED if cfg.SEED >= 0 else None
     sampler = RepeatFactorTrainingSampler(factors, seed=seed)
@@ -115,7 +118,11 @@ def build_video_test_loader(cfg, dataset_name: str, mapper=None):
         mapper = VideoDatasetMapper(cfg, is_train=False)
     sampler = VideoInferenceSampler([d["video_id"] for d in dataset])
     return build_detection_test_loader(
-        dataset, mapper=mapper, sampler=sampler, batch_size=1, num_workers=cfg.DATALOADER.NUM_WORKERS
+        dataset,
+        mapper=mapper,
+        sampler=sampler,
+        batch_size=1,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
 
 
@@ -129,7 +136,9 @@ class VideoInferenceSampler(Sampler):
     processes; each process then goes through its videos in dataset order.
     """
 
-    def __init__(self, video_ids: Sequence[int], rank: Optional[int] = None, world_size: Optional[int] = None):
+    def __init__(
+        self, video_ids: Sequence[int], rank: Optional[int] = None, world_size: Optional[int] = None
+    ):
         """
         Args:
             video_ids: the video id of every dataset item, in dataset order; the items of one

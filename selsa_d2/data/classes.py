@@ -4,6 +4,7 @@ A class list is a pair ``(names, ids)`` of equal-length lists: readable names (D
 ``thing_classes``) and the ids written in the annotation files (WordNet ids for ImageNet). The
 position in the list is the contiguous 0-based ``category_id`` of the dataset dicts.
 """
+
 from typing import List, Tuple
 
 from detectron2.utils.file_io import PathManager

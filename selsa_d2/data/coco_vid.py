@@ -16,6 +16,7 @@ extra "other_categeries" class is not one of the 30 VID classes, so its objects 
 
 Extra field of our own: ``images[i]["degradations"]`` (list of str; only written when non-empty).
 """
+
 import json
 import logging
 import os
@@ -46,7 +47,9 @@ def _load_json(json_file: str) -> dict:
     try:
         data = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark is dropped
     except UnicodeDecodeError as e:
-        raise ValueError(f"Cannot parse COCO-VID json {json_file}: not UTF-8 (byte offset {e.start})") from None
+        raise ValueError(
+            f"Cannot parse COCO-VID json {json_file}: not UTF-8 (byte offset {e.start})"
+        ) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"Cannot parse COCO-VID json {json_file}: {e}") from None
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
@@ -57,7 +60,9 @@ def _load_json(json_file: str) -> dict:
             raise ValueError(f"{json_file}: '{key}' must be a list, got {type(entries).__name__}")
         bad = next((i for i, e in enumerate(entries) if not isinstance(e, dict)), None)
         if bad is not None:
-            raise ValueError(f"{json_file}: {key}[{bad}] must be an object, got {entries[bad]!r:.80}")
+            raise ValueError(
+                f"{json_file}: {key}[{bad}] must be an object, got {entries[bad]!r:.80}"
+            )
     _check_categories(data["categories"], json_file)
     ids = [img["id"] for img in data["images"] if "id" in img]
     counts = Counter(repr(i) for i in ids)  # repr: ids of any json type, hashable or not
@@ -74,7 +79,9 @@ def _check_categories(categories: List[dict], json_file: str) -> None:
     for i, c in enumerate(categories):
         missing = [k for k in ("id", "name") if k not in c]
         if missing:
-            raise ValueError(f"{json_file}: categories[{i}] ({c!r:.80}) has no {' / '.join(missing)}")
+            raise ValueError(
+                f"{json_file}: categories[{i}] ({c!r:.80}) has no {' / '.join(missing)}"
+            )
         if not isinstance(c["id"], int) or isinstance(c["id"], bool):
             raise ValueError(f"{json_file}: categories[{i}] has a non-integer id {c['id']!r}")
     ids = [c["id"] for c in categories]
@@ -163,13 +170,18 @@ def load_coco_vid_frames(
     image_root = local_abspath(image_root)
 
     as_video = any("video_id" in img for img in data["images"])
-    video_names = {v["id"]: os.path.basename(str(v.get("name", v["id"])).rstrip("/")) for v in data.get("videos", [])}
+    video_names = {
+        v["id"]: os.path.basename(str(v.get("name", v["id"])).rstrip("/"))
+        for v in data.get("videos", [])
+    }
     order = OrderedDict((vid, []) for vid in video_names)
     for img in data["images"]:
         if "id" not in img:
             raise ValueError(f"{json_file}: image {img.get('file_name')!r} has no 'id'")
         if as_video and ("video_id" not in img or "frame_id" not in img):
-            raise ValueError(f"{json_file}: image {img.get('id')} has no video_id/frame_id while others have")
+            raise ValueError(
+                f"{json_file}: image {img.get('id')} has no video_id/frame_id while others have"
+            )
         order.setdefault(img["video_id"] if as_video else img["id"], []).append(img)
 
     anns_by_image = defaultdict(list)
@@ -180,7 +192,9 @@ def load_coco_vid_frames(
     if orphans:
         logger.warning(
             "%s: skipped %d annotations of images not in the file (image_id e.g. %s)",
-            json_file, sum(orphans.values()), sorted(orphans, key=str)[:5],
+            json_file,
+            sum(orphans.values()),
+            sorted(orphans, key=str)[:5],
         )
 
     stats = ReadStats()
@@ -239,7 +253,11 @@ def load_coco_vid_frames(
                     "frame_id": fid,
                     "video_length": len(imgs),
                     "video_name": video_names.get(video_id)
-                    or (str(video_id) if as_video else "det/" + os.path.splitext(img["file_name"])[0]),
+                    or (
+                        str(video_id)
+                        if as_video
+                        else "det/" + os.path.splitext(img["file_name"])[0]
+                    ),
                     "dataset_name": dataset_name,
                     "annotations": annotations,
                     "degradations": list(img.get("degradations", [])),
@@ -248,8 +266,13 @@ def load_coco_vid_frames(
             if img.get("is_vid_train_frame", False):
                 flagged.append((video_id, fid))
     stats.log(dataset_name or json_file, len(class_names))
-    logger.info("Read %d videos, %d images (%d flagged is_vid_train_frame) from %s",
-                len(order), len(frames), len(flagged), json_file)
+    logger.info(
+        "Read %d videos, %d images (%d flagged is_vid_train_frame) from %s",
+        len(order),
+        len(frames),
+        len(flagged),
+        json_file,
+    )
     return frames, flagged
 
 
@@ -270,13 +293,17 @@ def load_coco_vid_json(
     return select_key_frames(frames, flagged if key_frames_only else None, json_file)
 
 
-def select_key_frames(frames: List[dict], keys: Optional[List[Tuple[int, int]]], source: str) -> List[dict]:
+def select_key_frames(
+    frames: List[dict], keys: Optional[List[Tuple[int, int]]], source: str
+) -> List[dict]:
     """Frames named by ``keys`` (None: all). An empty ``keys`` (a file that flags no
     ``is_vid_train_frame``, like mmtracking's val json) also means all, with a log line."""
     if keys is None:
         return frames
     if not keys:
-        logger.info("%s flags no key frames (is_vid_train_frame); using every frame as a key frame", source)
+        logger.info(
+            "%s flags no key frames (is_vid_train_frame); using every frame as a key frame", source
+        )
         return frames
     keyset = set(keys)
     return [f for f in frames if (f["video_id"], f["frame_id"]) in keyset]
@@ -306,7 +333,10 @@ def frames_to_coco_vid(
     image_root = local_abspath(image_root)
     keyset = set(key_frames or [])
     out = {
-        "categories": [{"id": i + 1, "name": n, "encode_name": w} for i, (n, w) in enumerate(zip(class_names, wnids))],
+        "categories": [
+            {"id": i + 1, "name": n, "encode_name": w}
+            for i, (n, w) in enumerate(zip(class_names, wnids))
+        ],
         "videos": [],
         "images": [],
         "annotations": [],
@@ -321,7 +351,11 @@ def frames_to_coco_vid(
         if as_video:
             img.update(frame_id=f["frame_id"], video_id=f["video_id"])
             if f["video_id"] not in videos:
-                videos[f["video_id"]] = {"id": f["video_id"], "name": os.path.dirname(rel), "vid_train_frames": []}
+                videos[f["video_id"]] = {
+                    "id": f["video_id"],
+                    "name": os.path.dirname(rel),
+                    "vid_train_frames": [],
+                }
             if is_key:
                 videos[f["video_id"]]["vid_train_frames"].append(f["frame_id"])
         img["is_vid_train_frame"] = is_key
@@ -330,7 +364,9 @@ def frames_to_coco_vid(
         out["images"].append(img)
         for a in f["annotations"]:
             if a.get("bbox_mode", BoxMode.XYXY_ABS) != BoxMode.XYXY_ABS:
-                raise ValueError(f"{f['file_name']}: only XYXY_ABS boxes can be written, got {a['bbox_mode']}")
+                raise ValueError(
+                    f"{f['file_name']}: only XYXY_ABS boxes can be written, got {a['bbox_mode']}"
+                )
             x1, y1, x2, y2 = a["bbox"]
             w, h = x2 - x1, y2 - y1
             ann = {"id": len(out["annotations"]) + 1}
@@ -339,9 +375,16 @@ def frames_to_coco_vid(
             ann.update(image_id=f["image_id"], category_id=a["category_id"] + 1)
             if as_video:
                 ann["instance_id"] = a["instance_id"]
-            ann.update(bbox=[_num(x1), _num(y1), _num(w), _num(h)], area=_num(w * h), iscrowd=int(a.get("iscrowd", 0)))
+            ann.update(
+                bbox=[_num(x1), _num(y1), _num(w), _num(h)],
+                area=_num(w * h),
+                iscrowd=int(a.get("iscrowd", 0)),
+            )
             if as_video:
-                ann.update(occluded=bool(a.get("occluded", False)), generated=bool(a.get("generated", False)))
+                ann.update(
+                    occluded=bool(a.get("occluded", False)),
+                    generated=bool(a.get("generated", False)),
+                )
             out["annotations"].append(ann)
     if as_video:
         out["videos"] = list(videos.values())
@@ -353,8 +396,17 @@ def frames_to_coco_vid(
 def write_coco_vid_json(frames: Sequence[dict], json_file: str, **kwargs) -> dict:
     """Write :func:`frames_to_coco_vid` ``(frames, **kwargs)`` to ``json_file``; returns the dict."""
     data = frames_to_coco_vid(frames, **kwargs)
-    PathManager.mkdirs(os.path.dirname(os.path.abspath(json_file)) if "://" not in json_file else os.path.dirname(json_file))
+    PathManager.mkdirs(
+        os.path.dirname(os.path.abspath(json_file))
+        if "://" not in json_file
+        else os.path.dirname(json_file)
+    )
     with PathManager.open(json_file, "w") as f:
         json.dump(data, f)
-    logger.info("Wrote %d images, %d annotations to %s", len(data["images"]), len(data["annotations"]), json_file)
+    logger.info(
+        "Wrote %d images, %d annotations to %s",
+        len(data["images"]),
+        len(data["annotations"]),
+        json_file,
+    )
     return data

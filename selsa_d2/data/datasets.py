@@ -13,6 +13,7 @@ that come from a file (``classes.txt``, json categories) are read when the metad
 ``thing_classes``/``wnids`` are first used. A dataset whose files are missing therefore stays
 registered and raises ``FileNotFoundError`` naming the expected path when it is used.
 """
+
 import copy
 import logging
 import os
@@ -79,14 +80,20 @@ class VidMetadata(Metadata):
 class _VidSource:
     """Reads a dataset once per process; serves the frame index and the key frames from that read."""
 
-    def __init__(self, name: str, read: Callable[[], Tuple[List[dict], Optional[List[Tuple[int, int]]]]],
-                 source: str):
+    def __init__(
+        self,
+        name: str,
+        read: Callable[[], Tuple[List[dict], Optional[List[Tuple[int, int]]]]],
+        source: str,
+    ):
         self.name, self._read, self._source = name, read, source
         self._keys: Optional[List[Tuple[int, int]]] = None
 
     def all_frames(self) -> List[dict]:
         frames, keys = self._read()
-        self._keys = [(f["video_id"], f["frame_id"]) for f in select_key_frames(frames, keys, self._source)]
+        self._keys = [
+            (f["video_id"], f["frame_id"]) for f in select_key_frames(frames, keys, self._source)
+        ]
         return frames
 
     def key_frames(self) -> List[dict]:
@@ -109,7 +116,10 @@ def _resolve_classes(
         return _ClassSpec(lambda: read_classes_file(classes_file)), None
     if json_file is not None:
         return _ClassSpec(lambda: read_coco_vid_categories(json_file)), None
-    return _ClassSpec(lambda: (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)), (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
+    return _ClassSpec(lambda: (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)), (
+        IMAGENET_VID_CLASSES,
+        IMAGENET_VID_WNIDS,
+    )
 
 
 def _require_file(dataset: str, what: str, path: str, hint: str) -> None:
@@ -156,9 +166,13 @@ def register_vid_dataset(
         layout: ``"vid"`` or ``"det"`` (raw only; DET images become one-frame videos).
     """
     if (json_file is None) == (raw_root is None):
-        raise ValueError(f"register_vid_dataset({name!r}): give exactly one of json_file and raw_root")
+        raise ValueError(
+            f"register_vid_dataset({name!r}): give exactly one of json_file and raw_root"
+        )
     if layout not in ("vid", "det"):
-        raise ValueError(f"register_vid_dataset({name!r}): layout must be 'vid' or 'det', got {layout!r}")
+        raise ValueError(
+            f"register_vid_dataset({name!r}): layout must be 'vid' or 'det', got {layout!r}"
+        )
     if json_file is not None and image_root is None:
         raise ValueError(f"register_vid_dataset({name!r}): a json dataset needs image_root")
 
@@ -178,29 +192,46 @@ def register_vid_dataset(
         meta = {"json_file": json_file, "image_root": image_root}
 
         def read():
-            _require_file(name, "annotation file", json_file,
-                          "convert the raw ILSVRC data with datasets/prepare_imagenet_vid.py; see datasets/README.md")
+            _require_file(
+                name,
+                "annotation file",
+                json_file,
+                "convert the raw ILSVRC data with datasets/prepare_imagenet_vid.py; see datasets/README.md",
+            )
             names, ids = classes()
-            frames, flagged = load_coco_vid_frames(json_file, image_root, class_names=names, wnids=ids,
-                                                   dataset_name=name)
+            frames, flagged = load_coco_vid_frames(
+                json_file, image_root, class_names=names, wnids=ids, dataset_name=name
+            )
             return frames, (flagged if key_frames_only else None)
 
         source = json_file
     else:
         split = split or ("train" if layout == "det" else None)
         if split is None:
-            raise ValueError(f"register_vid_dataset({name!r}): a raw VID dataset needs split ('train' or 'val')")
+            raise ValueError(
+                f"register_vid_dataset({name!r}): a raw VID dataset needs split ('train' or 'val')"
+            )
         list_path = os.path.join(raw_root, list_file or default_list_file(split, layout))
-        meta = {"root": raw_root, "image_root": os.path.join(raw_root, "Data", layout.upper()), "list_file": list_path}
+        meta = {
+            "root": raw_root,
+            "image_root": os.path.join(raw_root, "Data", layout.upper()),
+            "list_file": list_path,
+        }
 
         def read():
-            _require_file(name, "list file", list_path,
-                          f"expected the raw ILSVRC layout under {raw_root}; see datasets/README.md")
+            _require_file(
+                name,
+                "list file",
+                list_path,
+                f"expected the raw ILSVRC layout under {raw_root}; see datasets/README.md",
+            )
             names, ids = classes()
             lst = local_abspath(list_path)
             if layout == "det":
                 return load_ilsvrc_det(raw_root, names, ids, list_file=lst, dataset_name=name), None
-            frames, keys = load_ilsvrc_vid_frames(raw_root, split, names, ids, list_file=lst, dataset_name=name)
+            frames, keys = load_ilsvrc_vid_frames(
+                raw_root, split, names, ids, list_file=lst, dataset_name=name
+            )
             return frames, (keys if key_frames_only else None)
 
         source = list_path
@@ -238,7 +269,11 @@ def register_datasets_from_config(cfg) -> List[str]:
     """
     names = []
     for i, entry in enumerate(cfg.DATASETS.get("COCO_VID", ())):
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(x, str) and x for x in entry)):
+        if not (
+            isinstance(entry, (list, tuple))
+            and len(entry) == 3
+            and all(isinstance(x, str) and x for x in entry)
+        ):
             raise ValueError(
                 f"DATASETS.COCO_VID[{i}] must be a (name, json_file, image_root) triple of non-empty strings, "
                 f"got {entry!r}"
@@ -267,12 +302,19 @@ BUILTIN_VID_DATASETS = {
     "imagenet_vid_train_15frames": dict(
         json_file="ILSVRC2015/annotations/imagenet_vid_train.json", image_root="ILSVRC2015/Data/VID"
     ),
-    "imagenet_vid_val": dict(json_file="ILSVRC2015/annotations/imagenet_vid_val.json", image_root="ILSVRC2015/Data/VID"),
-    "imagenet_det_train_30cls": dict(
-        json_file="ILSVRC2015/annotations/imagenet_det_30plus1cls.json", image_root="ILSVRC2015/Data/DET"
+    "imagenet_vid_val": dict(
+        json_file="ILSVRC2015/annotations/imagenet_vid_val.json", image_root="ILSVRC2015/Data/VID"
     ),
-    "synthetic_vid_train": dict(raw_root="synthetic_vid", split="train", classes_file="synthetic_vid/classes.txt"),
-    "synthetic_vid_val": dict(raw_root="synthetic_vid", split="val", classes_file="synthetic_vid/classes.txt"),
+    "imagenet_det_train_30cls": dict(
+        json_file="ILSVRC2015/annotations/imagenet_det_30plus1cls.json",
+        image_root="ILSVRC2015/Data/DET",
+    ),
+    "synthetic_vid_train": dict(
+        raw_root="synthetic_vid", split="train", classes_file="synthetic_vid/classes.txt"
+    ),
+    "synthetic_vid_val": dict(
+        raw_root="synthetic_vid", split="val", classes_file="synthetic_vid/classes.txt"
+    ),
 }
 
 
@@ -286,8 +328,14 @@ def register_all_builtin(root: Optional[str] = None) -> None:
     for name, kw in BUILTIN_VID_DATASETS.items():
         if name in DatasetCatalog.list():
             continue
-        kw = {k: (os.path.join(root, v) if k in ("json_file", "image_root", "raw_root", "classes_file") else v)
-              for k, v in kw.items()}
+        kw = {
+            k: (
+                os.path.join(root, v)
+                if k in ("json_file", "image_root", "raw_root", "classes_file")
+                else v
+            )
+            for k, v in kw.items()
+        }
         if name.startswith("imagenet_"):
             kw.update(class_names=IMAGENET_VID_CLASSES, wnids=IMAGENET_VID_WNIDS)
         register_vid_dataset(name, **kw)

@@ -5,6 +5,7 @@ frame of the same video (for ImageNet VID training, frames outside the 15 listed
 index holds all of them, grouped by video and ordered by ``frame_id``. It is built lazily, once
 per process, from a loader registered next to the dataset.
 """
+
 import logging
 from typing import Callable, Dict, List
 
@@ -48,7 +49,9 @@ class VideoFrameIndex:
     def frame(self, video_id: int, frame_id: int) -> dict:
         frames = self._frames_of(video_id)
         if not 0 <= frame_id < len(frames):
-            raise KeyError(f"Dataset {self.name!r}: video {video_id} has no frame {frame_id} (it has {len(frames)})")
+            raise KeyError(
+                f"Dataset {self.name!r}: video {video_id} has no frame {frame_id} (it has {len(frames)})"
+            )
         return frames[frame_id]
 
     def _frames_of(self, video_id: int) -> List[dict]:
@@ -80,5 +83,7 @@ def get_frame_index(name: str) -> VideoFrameIndex:
             )
         frames = _LOADERS[name]()
         _INDEXES[name] = VideoFrameIndex(frames, name)
-        logger.info("Frame index of %s: %d videos, %d frames", name, len(_INDEXES[name]), len(frames))
+        logger.info(
+            "Frame index of %s: %d videos, %d frames", name, len(_INDEXES[name]), len(frames)
+        )
     return _INDEXES[name]

@@ -29,6 +29,7 @@ Readers return frames in the dataset-dict format of ``selsa_d2/data`` (see the p
 Errors name the offending file (and list line); documented skips are counted and logged once
 per dataset.
 """
+
 import copy
 import logging
 import os
@@ -125,7 +126,11 @@ def parse_ilsvrc_xml(
             try:
                 instance_id = int(_text(obj, "trackid"))
             except (TypeError, ValueError):
-                logger.warning("%s: skipping object without an integer <trackid> (%r)", xml_file, _text(obj, "trackid"))
+                logger.warning(
+                    "%s: skipping object without an integer <trackid> (%r)",
+                    xml_file,
+                    _text(obj, "trackid"),
+                )
                 stats.malformed += 1
                 continue
         else:
@@ -145,10 +150,17 @@ def parse_ilsvrc_xml(
         stats.empty_frames += 1
     deg = _text(root, "degradations")
     degradations = [d.strip() for d in deg.split(",") if d.strip()] if deg else []
-    return {"width": width, "height": height, "annotations": annotations, "degradations": degradations}
+    return {
+        "width": width,
+        "height": height,
+        "annotations": annotations,
+        "degradations": degradations,
+    }
 
 
-def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int = 0) -> "OrderedDict[str, dict]":
+def parse_vid_list(
+    list_file: str, key_frames_listed: bool, list_frame_base: int = 0
+) -> "OrderedDict[str, dict]":
     """Parse a VID list file.
 
     Args:
@@ -178,18 +190,25 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
             continue
         where = f"{list_file}:{lineno}"
         if len(parts) < 4:
-            raise ValueError(f"{where}: expected '<video> <n> <frame> <num frames>', got {line.strip()!r}")
+            raise ValueError(
+                f"{where}: expected '<video> <n> <frame> <num frames>', got {line.strip()!r}"
+            )
         try:
             frame_no, num_frames = int(parts[2]), int(parts[-1])
         except ValueError:
-            raise ValueError(f"{where}: non-integer frame number / frame count in {line.strip()!r}") from None
+            raise ValueError(
+                f"{where}: non-integer frame number / frame count in {line.strip()!r}"
+            ) from None
         if num_frames <= 0:
             raise ValueError(f"{where}: video {parts[0]} has frame count {num_frames}")
         video = parts[0].strip("/")
         info = videos.get(video)
         if info is None:
-            info = videos[video] = {"num_frames": num_frames, "key_frames": [] if key_frames_listed else None,
-                                    "line": where}
+            info = videos[video] = {
+                "num_frames": num_frames,
+                "key_frames": [] if key_frames_listed else None,
+                "line": where,
+            }
         elif info["num_frames"] != num_frames:
             raise ValueError(
                 f"{where}: video {video} has {num_frames} frames here but {info['num_frames']} at {info['line']}"
@@ -213,7 +232,10 @@ def parse_vid_list(list_file: str, key_frames_listed: bool, list_frame_base: int
         logger.warning(
             "%s: skipped %d lines naming frame 0, which a 1-based list (list_frame_base=1) cannot hold; "
             "mmtracking's converter maps them to frame -1 and flags no frame for them (lines %s%s)",
-            list_file, len(frame_zero_lines), frame_zero_lines[:5], "..." if len(frame_zero_lines) > 5 else "",
+            list_file,
+            len(frame_zero_lines),
+            frame_zero_lines[:5],
+            "..." if len(frame_zero_lines) > 5 else "",
         )
     return videos
 
@@ -299,7 +321,13 @@ def load_ilsvrc_vid_frames(
         key_ids = range(n) if info["key_frames"] is None else sorted(info["key_frames"])
         keys.extend((video_id, k) for k in key_ids)
     stats.log(dataset_name or list_file, len(wnids))
-    logger.info("Read %d videos, %d frames (%d key frames) from %s", len(videos), len(frames), len(keys), list_file)
+    logger.info(
+        "Read %d videos, %d frames (%d key frames) from %s",
+        len(videos),
+        len(frames),
+        len(keys),
+        list_file,
+    )
     return frames, keys
 
 
@@ -348,7 +376,9 @@ def parse_det_list(list_file: str) -> List[Tuple[str, str]]:
         logger.info(
             "%s: %d lines repeat an image listed before (%d images listed more than once); each line is "
             "kept as its own sample, as FGFA and mmtracking do",
-            list_file, repeats, sum(n > 1 for n in seen.values()),
+            list_file,
+            repeats,
+            sum(n > 1 for n in seen.values()),
         )
     return items
 
@@ -388,7 +418,10 @@ def load_ilsvrc_det(
             if not PathManager.exists(image):
                 raise FileNotFoundError(f"{where}: image {image} does not exist")
             ann = parsed[rel] = parse_ilsvrc_xml(
-                os.path.join(root, "Annotations", "DET", rel + ".xml"), matcher, stats, with_track=False
+                os.path.join(root, "Annotations", "DET", rel + ".xml"),
+                matcher,
+                stats,
+                with_track=False,
             )
         frames.append(
             {
@@ -408,5 +441,7 @@ def load_ilsvrc_det(
     if not frames:
         raise ValueError(f"List file {list_file} lists no images")
     stats.log(dataset_name or list_file, len(wnids))
-    logger.info("Read %d DET samples (%d distinct images) from %s", len(frames), len(parsed), list_file)
+    logger.info(
+        "Read %d DET samples (%d distinct images) from %s", len(frames), len(parsed), list_file
+    )
     return frames

@@ -1,4 +1,5 @@
 """Helpers shared by the annotation readers: text lines, class lookup, box checks, skip counters."""
+
 import logging
 import os
 from collections import Counter
@@ -75,22 +76,35 @@ class ReadStats:
         if self.unknown_class:
             logger.warning(
                 "%s: skipped %d objects whose class is not one of the dataset's %d classes (by label: %s)",
-                dataset, sum(self.unknown_class.values()), num_classes, dict(self.unknown_class.most_common(20)),
+                dataset,
+                sum(self.unknown_class.values()),
+                num_classes,
+                dict(self.unknown_class.most_common(20)),
             )
         if self.malformed:
-            logger.warning("%s: skipped %d objects with malformed boxes (files named above)", dataset, self.malformed)
+            logger.warning(
+                "%s: skipped %d objects with malformed boxes (files named above)",
+                dataset,
+                self.malformed,
+            )
         if self.clipped:
             logger.info(
                 "%s: clipped %d boxes that extend outside their image (e.g. %s)",
-                dataset, self.clipped, self.examples["clipped"],
+                dataset,
+                self.clipped,
+                self.examples["clipped"],
             )
         if self.outside:
             logger.warning(
                 "%s: skipped %d boxes that lie entirely outside their image (e.g. %s)",
-                dataset, self.outside, self.examples["outside"],
+                dataset,
+                self.outside,
+                self.examples["outside"],
             )
         if self.empty_frames:
-            logger.info("%s: %d frames have no annotated objects (kept)", dataset, self.empty_frames)
+            logger.info(
+                "%s: %d frames have no annotated objects (kept)", dataset, self.empty_frames
+            )
 
 
 def sanitize_box(
@@ -107,18 +121,28 @@ def sanitize_box(
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        logger.warning("%s: skipping object with a non-numeric box %r", where, list(raw) if raw is not None else raw)
+        logger.warning(
+            "%s: skipping object with a non-numeric box %r",
+            where,
+            list(raw) if raw is not None else raw,
+        )
         stats.malformed += 1
         return None
     if x2 <= x1 or y2 <= y1:
-        logger.warning("%s: skipping object with an empty or inverted box %r", where, [x1, y1, x2, y2])
+        logger.warning(
+            "%s: skipping object with an empty or inverted box %r", where, [x1, y1, x2, y2]
+        )
         stats.malformed += 1
         return None
-    c = [min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+    c = [
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+        min(max(x2, 0.0), width),
+        min(max(y2, 0.0), height),
+    ]
     if c[2] <= c[0] or c[3] <= c[1]:
         stats.note("outside", where)
         return None
     if c != [x1, y1, x2, y2]:
         stats.note("clipped", where)
     return c
-

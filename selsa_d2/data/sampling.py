@@ -7,6 +7,7 @@ every frame is computed once and the cache stays bounded by the number of refere
 
 Frame ids are 0-based positions in the video; ``video_length`` is the number of frames.
 """
+
 from typing import List, Optional
 
 import numpy as np
@@ -55,7 +56,9 @@ def sample_train_refs(
         in videos shorter than the window); the key frame repeated for one-frame videos.
     """
     if method not in TRAIN_METHODS:
-        raise ValueError(f"Unknown training reference sampler {method!r}; expected one of {TRAIN_METHODS}")
+        raise ValueError(
+            f"Unknown training reference sampler {method!r}; expected one of {TRAIN_METHODS}"
+        )
     if not 0 <= frame_id < video_length:
         raise ValueError(f"frame_id {frame_id} outside a video of {video_length} frames")
     rng = np.random if rng is None else rng
@@ -83,11 +86,19 @@ class TestReferenceSampler:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, mode: str = "offline", method: str = "adaptive_stride", num_refs: int = 14, stride: int = 1):
+    def __init__(
+        self,
+        mode: str = "offline",
+        method: str = "adaptive_stride",
+        num_refs: int = 14,
+        stride: int = 1,
+    ):
         if mode not in TEST_MODES:
             raise ValueError(f"Unknown test mode {mode!r}; expected one of {TEST_MODES}")
         if mode == "offline" and method not in OFFLINE_METHODS:
-            raise ValueError(f"Unknown offline reference sampler {method!r}; expected one of {OFFLINE_METHODS}")
+            raise ValueError(
+                f"Unknown offline reference sampler {method!r}; expected one of {OFFLINE_METHODS}"
+            )
         if num_refs < 0 or stride < 1:
             raise ValueError(f"Need num_refs >= 0 and stride >= 1, got {num_refs} and {stride}")
         self.mode, self.method, self.num_refs, self.stride = mode, method, num_refs, stride

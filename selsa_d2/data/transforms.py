@@ -5,6 +5,7 @@ outputs: it rounds the target size differently (1280x720 -> 1000x562 instead of 
 and it resizes uint8 images with PIL, whose bilinear filter antialiases when downscaling, where
 mmcv uses cv2's ``INTER_LINEAR``. ``INPUT.RESIZE_STYLE: "mmcv"`` selects the variant below.
 """
+
 from typing import List
 
 import cv2
@@ -19,7 +20,9 @@ class CV2ResizeTransform(T.ResizeTransform):
     """``ResizeTransform`` whose image resampling is cv2 bilinear (mmcv's ``imresize``)."""
 
     def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
-        assert img.shape[:2] == (self.h, self.w), f"expected an image of {(self.h, self.w)}, got {img.shape[:2]}"
+        assert img.shape[:2] == (self.h, self.w), (
+            f"expected an image of {(self.h, self.w)}, got {img.shape[:2]}"
+        )
         out = cv2.resize(img, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
         return out[..., None] if img.ndim == 3 and out.ndim == 2 else out
 
@@ -48,5 +51,7 @@ def build_video_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     augs = utils.build_augmentation(cfg, is_train)
     if style == "mmcv":
         resize = augs[0]
-        augs[0] = MMCVResizeShortestEdge(resize.short_edge_length, resize.max_size, resize.sample_style)
+        augs[0] = MMCVResizeShortestEdge(
+            resize.short_edge_length, resize.max_size, resize.sample_style
+        )
     return augs

@@ -4,6 +4,7 @@ One augmentation is decided on the key frame (e.g. the ResizeShortestEdge size a
 flip) and the resulting transform is applied unchanged to every reference frame, so that all
 frames of a sample stay geometrically consistent, as SELSA / mmtracking training requires.
 """
+
 import copy
 import logging
 from typing import Dict, List, Optional, Union
@@ -73,7 +74,9 @@ class VideoDatasetMapper:
             keep_test_annotations: at test time, also return the key frame's ``instances``.
         """
         if train_sampler not in TRAIN_METHODS:
-            raise ValueError(f"Unknown training reference sampler {train_sampler!r}; expected one of {TRAIN_METHODS}")
+            raise ValueError(
+                f"Unknown training reference sampler {train_sampler!r}; expected one of {TRAIN_METHODS}"
+            )
         if train_num_refs < 0 or train_frame_range < 1:
             raise ValueError(
                 f"Need train_num_refs >= 0 and train_frame_range >= 1, got {train_num_refs} and {train_frame_range}"
@@ -84,7 +87,9 @@ class VideoDatasetMapper:
         self.train_num_refs = train_num_refs
         self.train_frame_range = train_frame_range
         self.train_sampler = train_sampler
-        self.test_ref_sampler = test_ref_sampler if test_ref_sampler is not None else TestReferenceSampler()
+        self.test_ref_sampler = (
+            test_ref_sampler if test_ref_sampler is not None else TestReferenceSampler()
+        )
         self.keep_test_annotations = keep_test_annotations
         mode = "training" if is_train else "inference"
         refs = (
@@ -92,16 +97,22 @@ class VideoDatasetMapper:
             if is_train
             else repr(self.test_ref_sampler)
         )
-        logger.info(f"[VideoDatasetMapper] Augmentations used in {mode}: {augmentations}; references: {refs}")
+        logger.info(
+            f"[VideoDatasetMapper] Augmentations used in {mode}: {augmentations}; references: {refs}"
+        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         if cfg.INPUT.CROP.ENABLED and is_train:
             # A random crop is decided from the key frame's boxes; it is not meaningful to share
             # it with the references, and SELSA does not use it.
-            raise ValueError("INPUT.CROP is not supported by VideoDatasetMapper; set INPUT.CROP.ENABLED False")
+            raise ValueError(
+                "INPUT.CROP is not supported by VideoDatasetMapper; set INPUT.CROP.ENABLED False"
+            )
         if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON or cfg.MODEL.LOAD_PROPOSALS:
-            raise ValueError("VideoDatasetMapper supports boxes only (MODEL.MASK_ON/KEYPOINT_ON/LOAD_PROPOSALS off)")
+            raise ValueError(
+                "VideoDatasetMapper supports boxes only (MODEL.MASK_ON/KEYPOINT_ON/LOAD_PROPOSALS off)"
+            )
         v = cfg.INPUT.VIDEO
         return {
             "is_train": is_train,
@@ -149,7 +160,9 @@ class VideoDatasetMapper:
             )
         return get_frame_index(name).frame(d["video_id"], ref_id)
 
-    def _to_output(self, frame: dict, image: np.ndarray, transforms: T.TransformList, keep_annos: bool) -> dict:
+    def _to_output(
+        self, frame: dict, image: np.ndarray, transforms: T.TransformList, keep_annos: bool
+    ) -> dict:
         out = copy.deepcopy(frame)
         out.pop("ref_frames", None)
         image = transforms.apply_image(image)

@@ -1,4 +1,5 @@
 """Detectron2 evaluator for video object detection on ImageNet-VID-style datasets."""
+
 import contextlib
 import copy
 import io
@@ -44,7 +45,9 @@ def merge_predictions(shards: Sequence[List[dict]]) -> List[dict]:
     return [merged[k] for k in sorted(merged)]
 
 
-def gt_frames_from_dicts(dataset_dicts: Sequence[dict], dataset_name: str = "<unnamed>") -> List[dict]:
+def gt_frames_from_dicts(
+    dataset_dicts: Sequence[dict], dataset_name: str = "<unnamed>"
+) -> List[dict]:
     """Dataset dicts (one per frame) -> :mod:`vid_metrics` gt frames (xyxy boxes, contiguous classes)."""
     frames, seen = [], set()
     for d in dataset_dicts:
@@ -62,7 +65,9 @@ def gt_frames_from_dicts(dataset_dicts: Sequence[dict], dataset_name: str = "<un
                 "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
                 "classes": np.asarray([a["category_id"] for a in anns], dtype=np.int64),
                 # -1: no track id -> no motion IoU (counted in every speed group, see vid_metrics)
-                "instance_ids": np.asarray([a.get("instance_id", -1) for a in anns], dtype=np.int64),
+                "instance_ids": np.asarray(
+                    [a.get("instance_id", -1) for a in anns], dtype=np.int64
+                ),
             }
         )
     return frames
@@ -141,7 +146,9 @@ class VIDEvaluator(DatasetEvaluator):
         self._box_convention = box_convention
         self._metadata = MetadataCatalog.get(dataset_name)
         if not self._metadata.get("thing_classes", None):
-            raise ValueError(f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata")
+            raise ValueError(
+                f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata"
+            )
         self._class_names = list(self._metadata.thing_classes)
         self._predictions: List[dict] = []
 
@@ -233,7 +240,9 @@ class VIDEvaluator(DatasetEvaluator):
                 json.dump(coco_results, f)
             path = os.path.join(out_dir, "vid_metrics.json")
             payload = _nan_to_none(copy.deepcopy(dict(results)))
-            payload["categories"] = [{"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)]
+            payload["categories"] = [
+                {"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)
+            ]
             payload["vid_box_convention"] = self._box_convention
             with PathManager.open(path, "w") as f:
                 json.dump(payload, f, indent=2)
@@ -256,10 +265,12 @@ class VIDEvaluator(DatasetEvaluator):
             for name, ids in (("degraded", degraded), ("clean", clean)):
                 sub_frames, sub_dets = vid_metrics.select_frames(gt_frames, dets, ids)
                 summary[f"mAP_{name}"] = (
-                    vid_metrics.vid_eval(sub_frames, sub_dets, num_classes, box_convention=conv)[1] * 100
+                    vid_metrics.vid_eval(sub_frames, sub_dets, num_classes, box_convention=conv)[1]
+                    * 100
                 )
         logger.info(
-            f"ImageNet VID metrics on {self._dataset_name} ({conv} boxes):\n" + create_small_table(summary)
+            f"ImageNet VID metrics on {self._dataset_name} ({conv} boxes):\n"
+            + create_small_table(summary)
         )
 
         per_class = [(name, ap * 100) for name, ap in zip(self._class_names, aps)]
@@ -280,9 +291,18 @@ class VIDEvaluator(DatasetEvaluator):
     def _coco_results(self, predictions, cat_ids) -> List[dict]:
         out = []
         for p in predictions:
-            xywh = BoxMode.convert(p["boxes"].astype(np.float64), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+            xywh = BoxMode.convert(
+                p["boxes"].astype(np.float64), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS
+            )
             for box, score, cls in zip(xywh.tolist(), p["scores"].tolist(), p["classes"].tolist()):
-                out.append({"image_id": p["image_id"], "category_id": cat_ids[cls], "bbox": box, "score": score})
+                out.append(
+                    {
+                        "image_id": p["image_id"],
+                        "category_id": cat_ids[cls],
+                        "bbox": box,
+                        "score": score,
+                    }
+                )
         return out
 
     def _coco_metrics(self, coco_results, cat_ids) -> Dict[str, float]:

@@ -49,6 +49,7 @@ Protocol (ImageNet VID, as in the ILSVRC devkit and FGFA's ``imagenet_vid_eval_m
   and in "fast"'s numerator. NaN motion IoUs count in the denominator only, as FGFA's ``>=`` / ``<=``
   test would treat them. These fractional weights are FGFA's rule, kept so numbers compare.
 """
+
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -85,19 +86,27 @@ BOX_CONVENTIONS: Dict[str, float] = {"devkit": 1.0, "continuous": 0.0}
 def pixel_offset(box_convention: str) -> float:
     """``1.0`` for ``"devkit"`` (pixel-inclusive boxes), ``0.0`` for ``"continuous"``."""
     if box_convention not in BOX_CONVENTIONS:
-        raise ValueError(f"Unknown box convention {box_convention!r}; expected one of {sorted(BOX_CONVENTIONS)}")
+        raise ValueError(
+            f"Unknown box convention {box_convention!r}; expected one of {sorted(BOX_CONVENTIONS)}"
+        )
     return BOX_CONVENTIONS[box_convention]
 
 
-def pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray, box_convention: str = "devkit") -> np.ndarray:
+def pairwise_iou(
+    boxes1: np.ndarray, boxes2: np.ndarray, box_convention: str = "devkit"
+) -> np.ndarray:
     """IoU of every pair: ``boxes1`` [N, 4], ``boxes2`` [M, 4] (xyxy) -> [N, M] float64.
 
     Pairs that do not intersect (an intersection side <= 0 in the box convention) have IoU 0."""
     off = pixel_offset(box_convention)
     b1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
     b2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = np.clip(b1[:, 2] - b1[:, 0] + off, 0, None) * np.clip(b1[:, 3] - b1[:, 1] + off, 0, None)
-    area2 = np.clip(b2[:, 2] - b2[:, 0] + off, 0, None) * np.clip(b2[:, 3] - b2[:, 1] + off, 0, None)
+    area1 = np.clip(b1[:, 2] - b1[:, 0] + off, 0, None) * np.clip(
+        b1[:, 3] - b1[:, 1] + off, 0, None
+    )
+    area2 = np.clip(b2[:, 2] - b2[:, 0] + off, 0, None) * np.clip(
+        b2[:, 3] - b2[:, 1] + off, 0, None
+    )
     lt = np.maximum(b1[:, None, :2], b2[None, :, :2])
     rb = np.minimum(b1[:, None, 2:], b2[None, :, 2:])
     wh = np.clip(rb - lt + off, 0, None)
@@ -109,7 +118,10 @@ def pairwise_iou(boxes1: np.ndarray, boxes2: np.ndarray, box_convention: str = "
 
 
 def vid_iou_thresholds(
-    gt_boxes: np.ndarray, iou_threshold: float = 0.5, pixel_tolerance: float = 10.0, box_convention: str = "devkit"
+    gt_boxes: np.ndarray,
+    iou_threshold: float = 0.5,
+    pixel_tolerance: float = 10.0,
+    box_convention: str = "devkit",
 ):
     """Per-gt IoU threshold of the VID small-object rule: [G, 4] -> [G].
 
@@ -207,7 +219,9 @@ def accumulate_tp_fp(
             else np.asarray(gt_ignore[f_idx], dtype=bool).reshape(-1)
         )
         if len(ignore) != len(gt_classes):
-            raise ValueError(f"Image {image_id}: gt_ignore has {len(ignore)} entries for {len(gt_classes)} gts")
+            raise ValueError(
+                f"Image {image_id}: gt_ignore has {len(ignore)} entries for {len(gt_classes)} gts"
+            )
         np.add.at(npos, gt_classes[~ignore], 1)
 
         det = detections.get(image_id)
@@ -215,7 +229,13 @@ def accumulate_tp_fp(
             continue
         d_classes = np.asarray(det["classes"], dtype=np.int64).reshape(-1)
         order, matched, ious = match_frame(
-            gt_boxes, gt_classes, det["boxes"], det["scores"], d_classes, iou_threshold, box_convention
+            gt_boxes,
+            gt_classes,
+            det["boxes"],
+            det["scores"],
+            d_classes,
+            iou_threshold,
+            box_convention,
         )
         d_scores = np.asarray(det["scores"], dtype=np.float64).reshape(-1)[order]
         d_classes = d_classes[order]
@@ -287,7 +307,11 @@ def vid_eval(
 ) -> Tuple[np.ndarray, float]:
     """ImageNet VID AP: returns (per-class AP float[num_classes] with NaN for absent classes, mAP)."""
     acc = accumulate_tp_fp(
-        gt_frames, detections, num_classes, iou_threshold=iou_threshold, box_convention=box_convention
+        gt_frames,
+        detections,
+        num_classes,
+        iou_threshold=iou_threshold,
+        box_convention=box_convention,
     )
     aps = per_class_ap(acc, num_classes)
     return aps, _mean_ap(aps)
@@ -307,11 +331,15 @@ def compute_motion_ious(
         inst = np.asarray(frame.get("instance_ids", []), dtype=np.int64).reshape(-1)
         n = len(np.asarray(frame["classes"]).reshape(-1))
         if len(inst) != n:
-            raise ValueError(f"Image {frame['image_id']}: {len(inst)} instance ids for {n} gt boxes")
+            raise ValueError(
+                f"Image {frame['image_id']}: {len(inst)} instance ids for {n} gt boxes"
+            )
         out.append(np.full(n, np.nan))
         for g, iid in enumerate(inst):
             if iid >= 0:
-                tracks.setdefault((frame["video_id"], int(iid)), []).append((int(frame["frame_id"]), f_idx, g))
+                tracks.setdefault((frame["video_id"], int(iid)), []).append(
+                    (int(frame["frame_id"]), f_idx, g)
+                )
 
     for key, items in tracks.items():
         items.sort()
@@ -319,10 +347,15 @@ def compute_motion_ious(
         if len(np.unique(fids)) != len(fids):
             raise ValueError(f"Video {key[0]}: instance {key[1]} appears twice in one frame")
         boxes = np.stack(
-            [np.asarray(gt_frames[fi]["boxes"], dtype=np.float64).reshape(-1, 4)[g] for _, fi, g in items]
+            [
+                np.asarray(gt_frames[fi]["boxes"], dtype=np.float64).reshape(-1, 4)[g]
+                for _, fi, g in items
+            ]
         )
         ious = pairwise_iou(boxes, boxes, box_convention)
-        near = (np.abs(fids[:, None] - fids[None, :]) <= frame_range) & ~np.eye(len(fids), dtype=bool)
+        near = (np.abs(fids[:, None] - fids[None, :]) <= frame_range) & ~np.eye(
+            len(fids), dtype=bool
+        )
         count = near.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, (ious * near).sum(axis=1) / np.maximum(count, 1), np.nan)
@@ -351,7 +384,9 @@ def empty_frame_fp_weight(motion_ious: Sequence[np.ndarray], group: str) -> floa
     """
     lo, hi = SPEED_GROUPS[group]
     values = [np.asarray(m, dtype=np.float64).reshape(-1) for m in motion_ious]
-    values = np.concatenate([m if m.size else np.zeros(1) for m in values]) if values else np.zeros(0)
+    values = (
+        np.concatenate([m if m.size else np.zeros(1) for m in values]) if values else np.zeros(0)
+    )
     if values.size == 0:
         return 1.0
     with np.errstate(invalid="ignore"):

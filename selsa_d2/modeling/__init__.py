@@ -7,7 +7,11 @@ from .frame_features import FrameFeatures
 from .meta_arch import SelsaRCNN, eval_mode
 from .roi_heads import SelsaROIHeads
 from .rpn import MaxIoUAssignerRPN, MaxIoUMatcher
-from .temporal_roi_align import TEMPORAL_ROI_ALIGN_REGISTRY, TemporalRoIAlign, build_temporal_roi_align
+from .temporal_roi_align import (
+    TEMPORAL_ROI_ALIGN_REGISTRY,
+    TemporalRoIAlign,
+    build_temporal_roi_align,
+)
 from .troi_roi_heads import SelsaTRoIROIHeads
 from .video_inference import VideoInferenceEngine
 

@@ -41,7 +41,9 @@ class SelsaAggregator(nn.Module):
         """ref_x [M, C] -> (keys [M, C], values [M, C])."""
         return self.ref_fc_embed(ref_x), self.ref_fc(ref_x)
 
-    def attend(self, x: torch.Tensor, ref_key: torch.Tensor, ref_value: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, x: torch.Tensor, ref_key: torch.Tensor, ref_value: torch.Tensor
+    ) -> torch.Tensor:
         """x [N, C], projected references ``ref_key``/``ref_value`` [M, C] -> [N, C].
 
         With no references (M == 0) the aggregate is zero, so ``x + attend(...)`` is ``x``.
@@ -101,8 +103,12 @@ class SelsaAggregator(nn.Module):
         if num_x is None or len(num_x) <= 1:
             return self.attend(x, ref_key, ref_value)
         if num_ref is None or len(num_ref) != len(num_x):
-            raise ValueError(f"attend_grouped: need one reference count per key image, got {num_ref} for {num_x}")
+            raise ValueError(
+                f"attend_grouped: need one reference count per key image, got {num_ref} for {num_x}"
+            )
         outs: List[torch.Tensor] = []
-        for xi, ki, vi in zip(x.split(list(num_x)), ref_key.split(list(num_ref)), ref_value.split(list(num_ref))):
+        for xi, ki, vi in zip(
+            x.split(list(num_x)), ref_key.split(list(num_ref)), ref_value.split(list(num_ref))
+        ):
             outs.append(self.attend(xi, ki, vi))
         return torch.cat(outs, dim=0)

@@ -21,17 +21,25 @@ class SelsaDC5Backbone(Backbone):
     Output: ``{out_feature: Tensor[N, out_channels, H/16, W/16]}``.
     """
 
-    def __init__(self, bottom_up: Backbone, in_feature: str, out_channels: int, out_feature: str = "neck"):
+    def __init__(
+        self, bottom_up: Backbone, in_feature: str, out_channels: int, out_feature: str = "neck"
+    ):
         super().__init__()
         shapes = bottom_up.output_shape()
         if in_feature not in shapes:
-            raise ValueError(f"SelsaDC5Backbone: bottom-up network has no output {in_feature!r} (has {list(shapes)})")
+            raise ValueError(
+                f"SelsaDC5Backbone: bottom-up network has no output {in_feature!r} (has {list(shapes)})"
+            )
         self.bottom_up = bottom_up
         self.in_feature = in_feature
         self.out_feature = out_feature
         in_shape = shapes[in_feature]
-        self.neck = Conv2d(in_shape.channels, out_channels, 3, padding=1, bias=True, activation=F.relu)
-        weight_init.c2_msra_fill(self.neck)  # mmcv ConvModule's kaiming init (fan_out, relu), bias 0
+        self.neck = Conv2d(
+            in_shape.channels, out_channels, 3, padding=1, bias=True, activation=F.relu
+        )
+        weight_init.c2_msra_fill(
+            self.neck
+        )  # mmcv ConvModule's kaiming init (fan_out, relu), bias 0
         self._out_shape = ShapeSpec(channels=out_channels, stride=in_shape.stride)
         self._out_features = [out_feature]
         self._out_feature_channels = {out_feature: out_channels}
@@ -66,8 +74,12 @@ def zero_init_residual_branches(resnet: ResNet) -> int:
             last_conv = getattr(block, "conv3", None) or getattr(block, "conv2", None)
             norm = getattr(last_conv, "norm", None)
             if norm is None:
-                raise ValueError(f"zero_init_residual: block {type(block).__name__} has no normalised last conv")
-            if isinstance(norm, FrozenBatchNorm2d) or not isinstance(getattr(norm, "weight", None), nn.Parameter):
+                raise ValueError(
+                    f"zero_init_residual: block {type(block).__name__} has no normalised last conv"
+                )
+            if isinstance(norm, FrozenBatchNorm2d) or not isinstance(
+                getattr(norm, "weight", None), nn.Parameter
+            ):
                 raise ValueError(
                     "MODEL.SELSA.ZERO_INIT_RESIDUAL needs trainable norms in the residual branches "
                     f"(MODEL.RESNETS.NORM 'BN', 'SyncBN' or 'GN'; got {type(norm).__name__}): a frozen zero "
@@ -94,11 +106,16 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
     if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
         n = zero_init_residual_branches(bottom_up)
-        logger.info("Zero-initialised the last norm of %d residual branches (MODEL.SELSA.ZERO_INIT_RESIDUAL)", n)
+        logger.info(
+            "Zero-initialised the last norm of %d residual branches (MODEL.SELSA.ZERO_INIT_RESIDUAL)",
+            n,
+        )
     stride = bottom_up.output_shape()[in_feature].stride
     if stride != 16:
         raise ValueError(
             f"SELSA needs a stride-16 backbone feature; {in_feature!r} of this ResNet has stride {stride} "
             "(for 'res5' set MODEL.RESNETS.RES5_DILATION 2; R-18/34 cannot dilate: use 'res4')"
         )
-    return SelsaDC5Backbone(bottom_up, in_feature, cfg.MODEL.SELSA.NECK_CHANNELS, cfg.MODEL.SELSA.NECK_OUT_FEATURE)
+    return SelsaDC5Backbone(
+        bottom_up, in_feature, cfg.MODEL.SELSA.NECK_CHANNELS, cfg.MODEL.SELSA.NECK_OUT_FEATURE
+    )

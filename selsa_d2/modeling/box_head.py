@@ -26,14 +26,18 @@ class ReferenceMemory:
     only the appended rows instead of copying all references again.
     """
 
-    def __init__(self, layers: Sequence[Tuple[torch.Tensor, torch.Tensor]], num_rows: Optional[int] = None):
+    def __init__(
+        self, layers: Sequence[Tuple[torch.Tensor, torch.Tensor]], num_rows: Optional[int] = None
+    ):
         self._storage = [(k, v) for k, v in layers]
         if not self._storage:
             raise ValueError("ReferenceMemory needs at least one layer")
         capacity = self._storage[0][0].shape[0]
         self.num_rows = capacity if num_rows is None else int(num_rows)
         if not 0 <= self.num_rows <= capacity:
-            raise ValueError(f"ReferenceMemory: {self.num_rows} rows do not fit a storage of {capacity}")
+            raise ValueError(
+                f"ReferenceMemory: {self.num_rows} rows do not fit a storage of {capacity}"
+            )
 
     @property
     def layers(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -58,13 +62,17 @@ class ReferenceMemory:
     def split(self, counts: Sequence[int]) -> List["ReferenceMemory"]:
         """Rows split into consecutive groups of ``counts`` (views)."""
         per_layer = [(k.split(list(counts)), v.split(list(counts))) for k, v in self.layers]
-        return [ReferenceMemory([(ks[i], vs[i]) for ks, vs in per_layer]) for i in range(len(counts))]
+        return [
+            ReferenceMemory([(ks[i], vs[i]) for ks, vs in per_layer]) for i in range(len(counts))
+        ]
 
     @staticmethod
     def cat(parts: Sequence["ReferenceMemory"], spare_rows: int = 0) -> "ReferenceMemory":
         """The rows of ``parts`` one after another (a new storage with ``spare_rows`` of room)."""
         if not parts:
-            raise ValueError("ReferenceMemory.cat needs at least one part (its layer count and width)")
+            raise ValueError(
+                "ReferenceMemory.cat needs at least one part (its layer count and width)"
+            )
         rows = sum(len(p) for p in parts)
         storage = []  # one copy of every row; the spare rows are left uninitialised
         for layer in range(len(parts[0]._storage)):
@@ -109,7 +117,9 @@ class SelsaBoxHead(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, fc_dims: List[int], num_attention_blocks: int = 16):
+    def __init__(
+        self, input_shape: ShapeSpec, *, fc_dims: List[int], num_attention_blocks: int = 16
+    ):
         """
         Args:
             input_shape: shape of the pooled RoI features (C, H, W).
@@ -118,8 +128,12 @@ class SelsaBoxHead(nn.Module):
         """
         super().__init__()
         if not fc_dims:
-            raise ValueError("SelsaBoxHead needs at least one FC layer (MODEL.ROI_BOX_HEAD.NUM_FC >= 1)")
-        in_dim = int(np.prod([input_shape.channels, input_shape.height or 1, input_shape.width or 1]))
+            raise ValueError(
+                "SelsaBoxHead needs at least one FC layer (MODEL.ROI_BOX_HEAD.NUM_FC >= 1)"
+            )
+        in_dim = int(
+            np.prod([input_shape.channels, input_shape.height or 1, input_shape.width or 1])
+        )
         self.fcs: List[nn.Linear] = []
         for k, fc_dim in enumerate(fc_dims):
             fc = nn.Linear(in_dim, fc_dim)

@@ -28,6 +28,8 @@ def zero_init_aggregator_outputs(box_head: nn.Module) -> int:
     for agg in aggregators:
         nn.init.zeros_(agg.fc.weight)
         nn.init.zeros_(agg.fc.bias)
-    logger.info("Zero-initialised the output fc of %d aggregators (MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT)",
-                len(aggregators))
+    logger.info(
+        "Zero-initialised the output fc of %d aggregators (MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT)",
+        len(aggregators),
+    )
     return len(aggregators)

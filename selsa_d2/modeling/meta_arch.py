@@ -112,7 +112,12 @@ class SelsaRCNN(GeneralizedRCNN):
         ref_proposals = self._reference_proposals(images, features, n_key)
 
         _, detector_losses = self.roi_heads(
-            images, features, proposals, gt_instances, ref_proposals=ref_proposals, num_refs=num_refs
+            images,
+            features,
+            proposals,
+            gt_instances,
+            ref_proposals=ref_proposals,
+            num_refs=num_refs,
         )
         if self.vis_period > 0:
             storage = get_event_storage()
@@ -122,7 +127,9 @@ class SelsaRCNN(GeneralizedRCNN):
         losses.update(proposal_losses)
         return losses
 
-    def _reference_proposals(self, images: ImageList, features: Dict[str, torch.Tensor], start: int) -> List[Instances]:
+    def _reference_proposals(
+        self, images: ImageList, features: Dict[str, torch.Tensor], start: int
+    ) -> List[Instances]:
         """RPN test-time proposals (pre/post-NMS top-k of TEST) of images ``start:``; no grad."""
         if start >= len(images):
             return []
@@ -136,29 +143,42 @@ class SelsaRCNN(GeneralizedRCNN):
     def preprocess_frame(self, frame: Dict) -> torch.Tensor:
         """A test-mapper dict's ``image`` [3, H, W] -> normalized image [3, H, W] on the model's
         device (no padding)."""
-        return (move_device_like(frame["image"], self.pixel_mean) - self.pixel_mean) / self.pixel_std
+        return (
+            move_device_like(frame["image"], self.pixel_mean) - self.pixel_mean
+        ) / self.pixel_std
 
-    def compute_feature_maps(self, frame: Union[Dict, torch.Tensor]) -> Tuple[ImageList, Dict[str, torch.Tensor]]:
+    def compute_feature_maps(
+        self, frame: Union[Dict, torch.Tensor]
+    ) -> Tuple[ImageList, Dict[str, torch.Tensor]]:
         """Backbone (+ neck) of one frame (a test-mapper dict or a normalized image [3, H, W]) ->
         (its padded one-image ``ImageList``, feature maps name -> [1, C, H', W'])."""
         image = self.preprocess_frame(frame) if isinstance(frame, dict) else frame
         images = ImageList.from_tensors(
-            [image], self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+            [image],
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
         )
         return images, self.backbone(images.tensor)
 
     def frame_features_from_maps(
-        self, images: ImageList, feature_maps: Dict[str, torch.Tensor], keep_feature_maps: bool = False
+        self,
+        images: ImageList,
+        feature_maps: Dict[str, torch.Tensor],
+        keep_feature_maps: bool = False,
     ) -> FrameFeatures:
         """One frame's RPN proposals (test settings), RoIAlign, shared FC layers and reference
         projections, from :meth:`compute_feature_maps`'s output."""
         if len(images) != 1:
-            raise ValueError(f"frame_features_from_maps takes one frame at a time, got {len(images)} images")
+            raise ValueError(
+                f"frame_features_from_maps takes one frame at a time, got {len(images)} images"
+            )
         with eval_mode(self.proposal_generator):
             proposals, _ = self.proposal_generator(images, feature_maps, None)
         ((key_input, memory),) = self.roi_heads.frame_features(feature_maps, proposals)
         # ROI heads that search reference frames' maps (Temporal RoI Align) need every frame's maps
-        keep_feature_maps = keep_feature_maps or getattr(self.roi_heads, "reads_reference_maps", False)
+        keep_feature_maps = keep_feature_maps or getattr(
+            self.roi_heads, "reads_reference_maps", False
+        )
         return FrameFeatures(
             image_size=tuple(images.image_sizes[0]),
             proposals=proposals[0],
@@ -167,7 +187,9 @@ class SelsaRCNN(GeneralizedRCNN):
             feature_maps=feature_maps if keep_feature_maps else None,
         )
 
-    def compute_frame_features(self, frame: Union[Dict, torch.Tensor], keep_feature_maps: bool = False) -> FrameFeatures:
+    def compute_frame_features(
+        self, frame: Union[Dict, torch.Tensor], keep_feature_maps: bool = False
+    ) -> FrameFeatures:
         """Everything a frame contributes as key frame and as reference, computed once (one
         frame at a time, so that results never depend on what else is in a batch).
 
@@ -176,7 +198,9 @@ class SelsaRCNN(GeneralizedRCNN):
                 size) or an image already normalized by :meth:`preprocess_frame`.
             keep_feature_maps: also keep the backbone (+ neck) maps in the result.
         """
-        return self.frame_features_from_maps(*self.compute_feature_maps(frame), keep_feature_maps=keep_feature_maps)
+        return self.frame_features_from_maps(
+            *self.compute_feature_maps(frame), keep_feature_maps=keep_feature_maps
+        )
 
     @staticmethod
     def reference_memory(frames: Sequence[FrameFeatures], spare_rows: int = 0) -> ReferenceMemory:
@@ -186,7 +210,9 @@ class SelsaRCNN(GeneralizedRCNN):
             raise ValueError("reference_memory needs at least one frame")
         return ReferenceMemory.cat([f.memory for f in frames], spare_rows=spare_rows)
 
-    def key_frame_input(self, key: FrameFeatures, reference_frames: Sequence[FrameFeatures]) -> torch.Tensor:
+    def key_frame_input(
+        self, key: FrameFeatures, reference_frames: Sequence[FrameFeatures]
+    ) -> torch.Tensor:
         """The key frame's box-head input [P, FC_DIM]: ``key.key_input``, or, for ROI heads that
         search reference maps (Temporal RoI Align), computed from its proposals and the feature
         maps of ``reference_frames`` (include ``key`` itself, last, as mmtracking at test time)."""

@@ -30,7 +30,9 @@ class SelsaROIHeads(StandardROIHeads):
                 f"SelsaROIHeads needs MODEL.ROI_BOX_HEAD.NAME 'SelsaBoxHead', got {type(self.box_head).__name__}"
             )
         if self.mask_on or self.keypoint_on:
-            raise ValueError("SelsaROIHeads supports boxes only (MODEL.MASK_ON / KEYPOINT_ON must be False)")
+            raise ValueError(
+                "SelsaROIHeads supports boxes only (MODEL.MASK_ON / KEYPOINT_ON must be False)"
+            )
 
     def forward(
         self,
@@ -58,8 +60,12 @@ class SelsaROIHeads(StandardROIHeads):
         ref_proposals = list(ref_proposals or [])
         if num_refs is None:
             if ref_proposals and len(proposals) != 1:
-                raise ValueError("SelsaROIHeads: num_refs is required with several key images and references")
-            num_refs = [len(ref_proposals)] * len(proposals) if ref_proposals else [0] * len(proposals)
+                raise ValueError(
+                    "SelsaROIHeads: num_refs is required with several key images and references"
+                )
+            num_refs = (
+                [len(ref_proposals)] * len(proposals) if ref_proposals else [0] * len(proposals)
+            )
         if len(num_refs) != len(proposals) or sum(num_refs) != len(ref_proposals):
             raise ValueError(
                 f"SelsaROIHeads: num_refs {list(num_refs)} does not match {len(proposals)} key images "
@@ -87,11 +93,15 @@ class SelsaROIHeads(StandardROIHeads):
             num_ref_rois.append(sum(ref_rois_per_frame[start : start + n]))
             start += n
         n_key = sum(num_key_rois)
-        key_pooled = self.key_roi_features(pooled[:n_key], features, proposals, ref_proposals, num_refs)
+        key_pooled = self.key_roi_features(
+            pooled[:n_key], features, proposals, ref_proposals, num_refs
+        )
         box_features = self.box_head(key_pooled, pooled[n_key:], num_key_rois, num_ref_rois)
         return self.box_predictor(box_features)
 
-    def key_roi_features(self, key_pooled, features, proposals, ref_proposals, num_refs) -> torch.Tensor:
+    def key_roi_features(
+        self, key_pooled, features, proposals, ref_proposals, num_refs
+    ) -> torch.Tensor:
         """Hook for subclasses (Temporal RoI Align): the key proposals' pooled features
         [N_key_rois, C, 7, 7] the box head sees. SELSA: unchanged."""
         return key_pooled
@@ -108,7 +118,9 @@ class SelsaROIHeads(StandardROIHeads):
         counts = [len(p) for p in proposals]
         return list(zip(key_input.split(counts), memory.split(counts)))
 
-    def predict_with_memory(self, proposals: Instances, key_input: torch.Tensor, memory: ReferenceMemory) -> Instances:
+    def predict_with_memory(
+        self, proposals: Instances, key_input: torch.Tensor, memory: ReferenceMemory
+    ) -> Instances:
         """One key image: its proposals, key input [P, FC_DIM] and its references' memory ->
         detections at the network input size (Detectron2's ``FastRCNNOutputLayers.inference``)."""
         box_features = self.box_head.attend_references(key_input, memory)

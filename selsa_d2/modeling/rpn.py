@@ -39,7 +39,9 @@ class MaxIoUMatcher(Matcher):
     last of them (mmdet's ``gt_max_assign_all=True`` loop).
     """
 
-    def __init__(self, thresholds: List[float], labels: List[int], low_quality_min_iou: float = 0.0):
+    def __init__(
+        self, thresholds: List[float], labels: List[int], low_quality_min_iou: float = 0.0
+    ):
         """
         Args:
             thresholds, labels: see :class:`Matcher`.
@@ -139,7 +141,9 @@ class MaxIoUAssignerRPN(RPN):
     def _sample(self, labels: torch.Tensor) -> torch.Tensor:
         """Keep ``batch_size_per_image`` random anchors (at most ``positive_fraction`` positive);
         all others become -1."""
-        pos_idx, neg_idx = subsample_labels(labels, self.batch_size_per_image, self.positive_fraction, 0)
+        pos_idx, neg_idx = subsample_labels(
+            labels, self.batch_size_per_image, self.positive_fraction, 0
+        )
         sampled = torch.full_like(labels, -1)
         sampled[pos_idx] = 1
         sampled[neg_idx] = 0

@@ -85,7 +85,9 @@ class TemporalRoIAlign(nn.Module):
         """
         super().__init__()
         if num_most_similar_points < 1:
-            raise ValueError(f"TemporalRoIAlign: num_most_similar_points must be >= 1, got {num_most_similar_points}")
+            raise ValueError(
+                f"TemporalRoIAlign: num_most_similar_points must be >= 1, got {num_most_similar_points}"
+            )
         if num_temporal_attention_blocks < 0 or (
             num_temporal_attention_blocks and in_channels % num_temporal_attention_blocks
         ):
@@ -126,16 +128,22 @@ class TemporalRoIAlign(nn.Module):
         return feature[:, :h, :w]
 
     # ------------------------------------------------------------------ most similar RoI align
-    def most_similar_features(self, roi_feats: torch.Tensor, ref_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def most_similar_features(
+        self, roi_feats: torch.Tensor, ref_maps: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         """roi_feats [N, C, h, w], ``ref_maps`` T maps [C, H_t, W_t] -> [T, N, C, h, w]."""
-        return self._most_similar(roi_feats, [self._search_memory(m, roi_feats.shape[1]) for m in ref_maps])
+        return self._most_similar(
+            roi_feats, [self._search_memory(m, roi_feats.shape[1]) for m in ref_maps]
+        )
 
     @staticmethod
     def _search_memory(ref_map: torch.Tensor, channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """A map [C, H, W] -> (unit keys [C, HW], values [HW, C])."""
         c = ref_map.shape[0]
         if c != channels:
-            raise ValueError(f"TemporalRoIAlign: reference map has {c} channels, RoI features {channels}")
+            raise ValueError(
+                f"TemporalRoIAlign: reference map has {c} channels, RoI features {channels}"
+            )
         if ref_map[0].numel() == 0:
             raise ValueError("TemporalRoIAlign: empty reference feature map")
         values = ref_map.reshape(c, -1).t()
@@ -152,7 +160,9 @@ class TemporalRoIAlign(nn.Module):
         # [T, N*h*w, C] -> [T, N, C, h, w]
         return torch.stack(out).view(len(out), n, h, w, c).permute(0, 1, 4, 2, 3)
 
-    def _search_one_map(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def _search_one_map(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         """Unit queries [Q, C], one map's unit keys [C, HW] and values [HW, C] -> [Q, C]
         softmax-weighted top-k vectors."""
         hw, c = values.shape
@@ -189,7 +199,9 @@ class TemporalRoIAlign(nn.Module):
             return x.mean(dim=0)
         f, n, c, h, w = x.shape
         embed = self.embed_network(x.reshape(f * n, c, h, w)).view(f, n, g, c // g, h, w)
-        logits = (embed * embed[:1]).sum(dim=3, keepdim=True) / math.sqrt(c / g)  # [F, n, G, 1, h, w]
+        logits = (embed * embed[:1]).sum(dim=3, keepdim=True) / math.sqrt(
+            c / g
+        )  # [F, n, G, 1, h, w]
         weights = logits.softmax(dim=0)
         return (x.view(f, n, g, c // g, h, w) * weights).sum(dim=0).view(n, c, h, w)
 
@@ -208,6 +220,9 @@ class TemporalRoIAlign(nn.Module):
             memories = [self._search_memory(m.float(), x.shape[1]) for m in ref_maps]
             rois = self._rois_per_chunk(x, 1 + len(memories))
             out = torch.cat(
-                [self._aggregate_chunk(torch.cat([xc[None], self._most_similar(xc, memories)])) for xc in x.split(rois)]
+                [
+                    self._aggregate_chunk(torch.cat([xc[None], self._most_similar(xc, memories)]))
+                    for xc in x.split(rois)
+                ]
             )
         return out.to(roi_feats.dtype)

@@ -36,7 +36,9 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["temporal_roi_align"] = build_temporal_roi_align(cfg, input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]])
+        ret["temporal_roi_align"] = build_temporal_roi_align(
+            cfg, input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]]
+        )
         return ret
 
     # ------------------------------------------------------------------ training / generic path
@@ -53,7 +55,8 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         feature = features[self.box_in_features[0]]
         n_key = len(proposals)
         maps = [
-            self.temporal_roi_align.reference_map(feature[n_key + j], p.image_size) for j, p in enumerate(ref_proposals)
+            self.temporal_roi_align.reference_map(feature[n_key + j], p.image_size)
+            for j, p in enumerate(ref_proposals)
         ]
         out, start = [], 0
         for x, n in zip(key_pooled.split([len(p) for p in proposals]), num_refs):
@@ -67,9 +70,13 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         """The video engine keeps every cached frame's feature map (:meth:`frame_feature_map`)."""
         return True
 
-    def frame_feature_map(self, features: Dict[str, torch.Tensor], image_size: Tuple[int, int]) -> torch.Tensor:
+    def frame_feature_map(
+        self, features: Dict[str, torch.Tensor], image_size: Tuple[int, int]
+    ) -> torch.Tensor:
         """A one-image batch's features -> its map [C, H, W] for the search."""
-        return self.temporal_roi_align.reference_map(features[self.box_in_features[0]][0], image_size)
+        return self.temporal_roi_align.reference_map(
+            features[self.box_in_features[0]][0], image_size
+        )
 
     def key_input_from_frames(self, key, reference_frames: Sequence) -> torch.Tensor:
         """:meth:`key_input_from_maps` for :class:`FrameFeatures` (``feature_maps`` kept)."""
@@ -90,4 +97,6 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         head input [P, FC_DIM] (what :meth:`predict_with_memory` takes)."""
         pooled = self.box_pooler([key_map[None]], [proposals.proposal_boxes])
         # the box head's first shared FC on the flattened temporal RoI features (SelsaBoxHead's key input)
-        return self.box_head.fcs[0](torch.flatten(self.temporal_roi_align(pooled, ref_maps), start_dim=1))
+        return self.box_head.fcs[0](
+            torch.flatten(self.temporal_roi_align(pooled, ref_maps), start_dim=1)
+        )

@@ -56,7 +56,11 @@ class VideoInferenceEngine:
     """
 
     def __init__(
-        self, model, ref_sampler: TestReferenceSampler, cache_features: bool = True, key_frame_as_ref: bool = True
+        self,
+        model,
+        ref_sampler: TestReferenceSampler,
+        cache_features: bool = True,
+        key_frame_as_ref: bool = True,
     ):
         self.model = model
         self.ref_sampler = ref_sampler
@@ -132,7 +136,9 @@ class VideoInferenceEngine:
                     f"{inp['video_id']}"
                 )
             if not 0 <= rid < length:
-                raise ValueError(f"Reference frame_id {rid} outside video {inp.get('video_id')} of {length} frames")
+                raise ValueError(
+                    f"Reference frame_id {rid} outside video {inp.get('video_id')} of {length} frames"
+                )
             if rid not in self._cache and rid != frame_id:
                 new[rid] = ref
         if frame_id not in self._cache:
@@ -164,7 +170,9 @@ class VideoInferenceEngine:
 
     def _start_frame(self, video_id, frame_id: int, length: int):
         if not 0 <= frame_id < length:
-            raise ValueError(f"Video {video_id}: frame_id {frame_id} outside a video of {length} frames")
+            raise ValueError(
+                f"Video {video_id}: frame_id {frame_id} outside a video of {length} frames"
+            )
         if video_id != self._video_id or frame_id == 0:
             self.reset()
             self._video_id, self._video_length = video_id, length
@@ -174,7 +182,9 @@ class VideoInferenceEngine:
                 "video inference needs the frames of a video in increasing order"
             )
         elif length != self._video_length:
-            raise ValueError(f"Video {video_id}: video_length changed from {self._video_length} to {length}")
+            raise ValueError(
+                f"Video {video_id}: video_length changed from {self._video_length} to {length}"
+            )
 
     def _evict(self, frame_id: int, length: int):
         for fid in list(self._cache):
@@ -199,12 +209,18 @@ class VideoInferenceEngine:
         if self.cache_features:
             frames = self._cache
         else:  # recompute every distinct frame of this key frame's reference set
-            frames = {fid: self._compute(self._cache[fid]) for fid in dict.fromkeys(ref_ids + [frame_id])}
+            frames = {
+                fid: self._compute(self._cache[fid]) for fid in dict.fromkeys(ref_ids + [frame_id])
+            }
         key = frames[frame_id]
         reference_frames = [frames[i] for i in ref_ids] + ([key] if self.key_frame_as_ref else [])
         ids = tuple(ref_ids)
         if not ids:
-            memory = key.memory if self.key_frame_as_ref else ReferenceMemory(key.memory.layers, num_rows=0)
+            memory = (
+                key.memory
+                if self.key_frame_as_ref
+                else ReferenceMemory(key.memory.layers, num_rows=0)
+            )
             return key, memory, reference_frames
         spare = len(key) if self.key_frame_as_ref else 0
         if not self.cache_features or ids != self._buffer_ids or self._buffer.spare_rows < spare:
