@@ -7,7 +7,7 @@ BOOTSTRAP_PY ?= $(or $(shell command -v python3.10 2>/dev/null),$(lastword $(wil
 STAMP       := $(VENV)/.selsa-d2-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo clean-demo
+.PHONY: setup test lint format demo clean-demo
 
 setup: $(STAMP)
 
@@ -20,6 +20,15 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: setup
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+
+# ruff (settings in pyproject.toml): lint and format check; `make format` rewrites the tree.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 demo: setup
 	$(PYTHON) tools/run_demo.py

@@ -19,14 +19,14 @@ from collections import OrderedDict
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
-from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
 from selsa_d2 import add_selsa_config
-from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
+from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.data import (
     build_video_test_loader,
     build_video_train_loader,

@@ -55,7 +55,6 @@ import gc
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -64,10 +63,9 @@ from detectron2.modeling import build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (benchmarks/ is a directory of scripts, not a package)
-
-from selsa_d2.data.sampling import TestReferenceSampler  # noqa: E402
 from detectron2.layers import ShapeSpec  # noqa: E402
 
+from selsa_d2.data.sampling import TestReferenceSampler  # noqa: E402
 from selsa_d2.modeling import TemporalRoIAlign, VideoInferenceEngine  # noqa: E402
 from selsa_d2.predictor import VideoPredictor  # noqa: E402
 from selsa_d2.testing import with_references  # noqa: E402
@@ -130,15 +128,15 @@ class SharedFrameComputation:
     its recorded seconds to :attr:`charged_seconds`.
     """
 
-    def __init__(self, model, store: Dict, device: str, reuse: bool):
+    def __init__(self, model, store: dict, device: str, reuse: bool):
         self.model, self.store, self.device, self.reuse = model, store, device, reuse
         self.reset_stats()
 
     def reset_stats(self):
         self.charged_seconds = 0.0
-        self.compute_seconds: List[float] = []  # per frame feature computation, own and charged
+        self.compute_seconds: list[float] = []  # per frame feature computation, own and charged
         self.own_compute_seconds = 0.0
-        self.proposal_counts: List[int] = []
+        self.proposal_counts: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -175,7 +173,7 @@ class MmtrackingPolicy:
         self.reset()
 
     def reset(self):
-        self._maps: Dict[int, tuple] = {}
+        self._maps: dict[int, tuple] = {}
         self.frames_computed = 0  # backbone passes
         self.peak_cache_size = 0
 
@@ -222,23 +220,23 @@ class Variant:
         engine=None,
         sampler=None,
         shared=None,
-        max_frames: Optional[int] = None,
+        max_frames: int | None = None,
     ):
         self.name, self.refs, self.run, self.engine, self.sampler = name, refs, run, engine, sampler
         self.shared = shared  # SharedFrameComputation of a cached engine
         self.max_frames = max_frames
-        self.pass_ms: List[float] = []
-        self.pass_ms_robust: List[float] = []
+        self.pass_ms: list[float] = []
+        self.pass_ms_robust: list[float] = []
         self.peak_call_bytes = 0
         self.peak_cache_bytes = 0
         self._seconds = self._frames = 0
         # the last timing pass's engine statistics (a later memory pass leaves them alone)
         self.frames_computed = self.peak_cache_frames = None
-        self.proposal_counts: List[int] = []
+        self.proposal_counts: list[int] = []
 
     def start_pass(self):
         self._seconds, self._frames = 0.0, 0
-        self._call_seconds: List[float] = []
+        self._call_seconds: list[float] = []
         if self.engine is not None:
             self.engine.reset()
             self.engine.reset_stats()
@@ -279,7 +277,7 @@ class Variant:
         return self.max_frames is None or t < self.max_frames
 
 
-def _video_input(video: common.SyntheticVideo, images, t: int, length: int, sampler=None) -> Dict:
+def _video_input(video: common.SyntheticVideo, images, t: int, length: int, sampler=None) -> dict:
     def get(i):
         return common.frame_dict(video, i, length, image=images[i] if images is not None else None)
 
@@ -312,7 +310,7 @@ def build_models(args):
     return selsa, baseline
 
 
-def _timed_call(variant: Variant, inp: Dict, args, memory: bool):
+def _timed_call(variant: Variant, inp: dict, args, memory: bool):
     with common.PeakMemory(args.device, enabled=memory) as pm, common.Stopwatch(args.device) as sw:
         with torch.no_grad(), common.autocast(args.device, args.amp):
             variant.run([inp])
@@ -327,10 +325,10 @@ def _timed_call(variant: Variant, inp: Dict, args, memory: bool):
         )
 
 
-def timing_phase(args, selsa, baseline, video) -> List[Variant]:
+def timing_phase(args, selsa, baseline, video) -> list[Variant]:
     length = args.frames
     images = [video.frame(t) for t in range(length)]
-    store: Dict = {}
+    store: dict = {}
 
     def sampler(n):
         return TestReferenceSampler("offline", "adaptive_stride", num_refs=n)
@@ -402,7 +400,7 @@ def timing_phase(args, selsa, baseline, video) -> List[Variant]:
     return variants
 
 
-def call_memory_pass(args, variants: List[Variant], video, images):
+def call_memory_pass(args, variants: list[Variant], video, images):
     """Peak memory per call on the CPU, untimed: each variant alone over the first
     ``--recompute-frames`` frames of the video (frame 0 included: the cached engine computes the
     references supplied with it), sampled by :class:`common.PeakMemory`."""
@@ -423,7 +421,7 @@ def call_memory_pass(args, variants: List[Variant], video, images):
         logger.info("call memory: %s done", v.name)
 
 
-def memory_phase(args, selsa, video) -> List[Dict]:
+def memory_phase(args, selsa, video) -> list[dict]:
     rows = []
     sampler = TestReferenceSampler("offline", "adaptive_stride", num_refs=args.key_refs)
     for length in args.mem_frames:
@@ -460,7 +458,7 @@ def memory_phase(args, selsa, video) -> List[Dict]:
     return rows
 
 
-def e2e_phase(args, video) -> Optional[Dict]:
+def e2e_phase(args, video) -> dict | None:
     """VideoPredictor.predict_video (SELSA config) vs DefaultPredictor (baseline config), same
     BGR frames, whole videos alternated; per-frame ms = median over repeats of video time / frames."""
     if not args.e2e_frames:
@@ -495,7 +493,7 @@ def e2e_phase(args, video) -> Optional[Dict]:
     with common.autocast(args.device, args.amp):
         default_predictor(frames[0])
         video_predictor.predict_video(frames[:1])
-    ms: Dict[str, List[float]] = {k: [] for k in runs}
+    ms: dict[str, list[float]] = {k: [] for k in runs}
     for rep in range(args.e2e_repeat):
         order = list(runs) if rep % 2 == 0 else list(runs)[::-1]
         for name in order:
@@ -524,7 +522,7 @@ def e2e_phase(args, video) -> Optional[Dict]:
     }
 
 
-def troi_phase(args) -> Dict:
+def troi_phase(args) -> dict:
     """Per-key-frame time of Temporal RoI Align's search and aggregation (module docstring)."""
     cfg = common.build_cfg(TROI_CONFIG, args.device, args.depth, args.tiny)
     channels, stride = cfg.MODEL.SELSA.NECK_CHANNELS, 16
@@ -571,12 +569,12 @@ def troi_phase(args) -> Dict:
     }
 
 
-def summarize(variants: List[Variant], args) -> Dict:
+def summarize(variants: list[Variant], args) -> dict:
     base = variants[0]
     base_ms = common.median(base.pass_ms)
     base_robust = common.median(base.pass_ms_robust)
 
-    def row(v: Variant) -> Dict:
+    def row(v: Variant) -> dict:
         ms = common.median(v.pass_ms)
         robust = common.median(v.pass_ms_robust)
         out = {
@@ -619,7 +617,7 @@ def summarize(variants: List[Variant], args) -> Dict:
     }
 
 
-def print_troi_report(result: Dict):
+def print_troi_report(result: dict):
     t = result["troi"]
     print(
         f"\nTemporal RoI Align per key frame: {t['rois']} RoIs x {t['maps']} maps of {t['map_size'][0]}x"
@@ -656,7 +654,7 @@ def print_troi_report(result: Dict):
     )
 
 
-def print_report(result: Dict):
+def print_report(result: dict):
     s = result["settings"]
     print(f"\nSELSA video inference benchmark  {result['date']}")
     print(f"hardware: {common.hardware_line(result['hardware'])}")
@@ -893,7 +891,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> Dict:
+def main(argv=None) -> dict:
     args = parse_args(argv)
     common.start_run(args)
     settings = (

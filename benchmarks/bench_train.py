@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import sys
-from typing import Dict, List
 
 import torch
 from detectron2.modeling import build_model
@@ -42,7 +41,7 @@ PRESETS = {
 }
 
 
-def synthetic_batch(args, num_classes: int, seed: int) -> List[Dict]:
+def synthetic_batch(args, num_classes: int, seed: int) -> list[dict]:
     """``--batch`` key-frame dicts (mapper training format) with gt boxes and ``ref_frames``."""
     video = common.SyntheticVideo(args.height, args.width, seed=seed)
     g = torch.Generator().manual_seed(seed)
@@ -79,7 +78,7 @@ class Trainee:
         self.optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
         cuda_amp = args.amp and args.device.startswith("cuda")
         self.scaler = torch.cuda.amp.GradScaler(enabled=cuda_amp)
-        self.iter_ms: List[float] = []
+        self.iter_ms: list[float] = []
         self.peak_bytes = 0
         self.last_loss = float("nan")
 
@@ -123,7 +122,7 @@ def build_trainees(args):
     ], selsa_cfg
 
 
-def summarize(trainees: List[Trainee], args) -> Dict:
+def summarize(trainees: list[Trainee], args) -> dict:
     base_ms = common.median(trainees[0].iter_ms)
     rows = []
     for t in trainees:
@@ -149,7 +148,7 @@ def summarize(trainees: List[Trainee], args) -> Dict:
     return {"baseline": rows[0], "variants": rows[1:]}
 
 
-def print_report(result: Dict):
+def print_report(result: dict):
     s = result["settings"]
     print(f"\nSELSA training benchmark  {result['date']}")
     print(f"hardware: {common.hardware_line(result['hardware'])}")
@@ -222,7 +221,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> Dict:
+def main(argv=None) -> dict:
     args = parse_args(argv)
     common.start_run(args)
     trainees, cfg = build_trainees(args)

@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-from typing import Dict, List
 
 import torch
 from detectron2.structures import Instances, pairwise_iou
@@ -33,7 +32,7 @@ logger = logging.getLogger("check_amp")
 
 def match_detections(
     ref: Instances, other: Instances, top: int, iou: float, score_tol: float
-) -> Dict:
+) -> dict:
     """Fraction of ``ref``'s ``top`` best detections with a same-class detection in ``other`` at
     IoU >= ``iou`` and score within ``score_tol``; and the largest score difference of the matches."""
     ref = ref[ref.scores.argsort(descending=True)[:top]]
@@ -55,7 +54,7 @@ def match_detections(
     }
 
 
-def run_video(selsa, video, length: int, refs: int, device: str, amp: bool) -> List[Instances]:
+def run_video(selsa, video, length: int, refs: int, device: str, amp: bool) -> list[Instances]:
     sampler = TestReferenceSampler("offline", "adaptive_stride", num_refs=refs)
     engine = VideoInferenceEngine(
         selsa, sampler, key_frame_as_ref=selsa.video_engine.key_frame_as_ref
@@ -71,7 +70,7 @@ def run_video(selsa, video, length: int, refs: int, device: str, amp: bool) -> L
     return out
 
 
-def main(argv=None) -> Dict:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

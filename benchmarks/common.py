@@ -12,7 +12,7 @@ import os
 import platform
 import threading
 import time
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def build_cfg(
     return cfg
 
 
-def finish_args(parser, args, presets: Dict[str, Dict]):
+def finish_args(parser, args, presets: dict[str, dict]):
     """Fill the options left at None from the chosen preset (--tiny, --quick or the full run) and
     refuse --device cuda without CUDA."""
     for k, v in presets["tiny" if args.tiny else "quick" if args.quick else "full"].items():
@@ -105,8 +105,8 @@ SyntheticVideo = testing.SyntheticVideo
 
 
 def frame_dict(
-    video: SyntheticVideo, t: int, length: int, video_id=0, image: Optional[torch.Tensor] = None
-) -> Dict:
+    video: SyntheticVideo, t: int, length: int, video_id=0, image: torch.Tensor | None = None
+) -> dict:
     """Frame ``t`` of a synthetic video in test-mapper format (already at the network input size)."""
     image = video.frame(t) if image is None else image
     return testing.frame_input(image, video_id, t, length, height=video.height, width=video.width)
@@ -229,7 +229,7 @@ def engine_cache_bytes(engine) -> int:
 
 
 # ---------------------------------------------------------------------- reporting
-def hardware_info(device: str) -> Dict:
+def hardware_info(device: str) -> dict:
     info = {
         "device": device,
         "cpu": _cpu_model(),
@@ -262,7 +262,7 @@ def now_iso() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def hardware_line(hw: Dict) -> str:
+def hardware_line(hw: dict) -> str:
     where = hw.get("gpu") or f"{hw['cpu']} ({hw['cpu_count']} cores)"
     return (
         f"{where}; torch {hw['torch']}, {hw['torch_threads']} threads, device {hw['device']}, "
@@ -287,7 +287,7 @@ def _fmt(c) -> str:
     return str(c)
 
 
-def write_json(path: Optional[str], payload: Dict):
+def write_json(path: str | None, payload: dict):
     if not path:
         return
     directory = os.path.dirname(path)

@@ -54,9 +54,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -88,7 +88,7 @@ class ClassDef:
 # Texture pairs use stripes vs dots, whose fundamentals (period P along the axes) the blur removes;
 # checker is only used within a colour pair, as its diagonal component (period P/sqrt2) survives
 # the defocus a little.
-CLASS_CATALOG: Tuple[ClassDef, ...] = (
+CLASS_CATALOG: tuple[ClassDef, ...] = (
     ClassDef("syn0001", "disc_stripes", "disc", "stripes", "amber"),
     ClassDef("syn0002", "disc_dots", "disc", "dots", "amber"),
     ClassDef("syn0003", "square_red", "square", "checker", "red"),
@@ -102,8 +102,8 @@ CLASS_CATALOG: Tuple[ClassDef, ...] = (
 DEFAULT_CLASSES = ("disc_stripes", "disc_dots", "square_red", "square_blue")
 
 # palette -> (foreground colour direction (RGB, 0..1), foreground luma, background colour (RGB), background luma)
-_PALETTES: Dict[
-    str, Tuple[Tuple[float, float, float], float, Tuple[float, float, float], float]
+_PALETTES: dict[
+    str, tuple[tuple[float, float, float], float, tuple[float, float, float], float]
 ] = {
     "amber": ((1.0, 0.75, 0.15), 150.0, (0.45, 0.25, 0.15), 45.0),
     "red": ((1.0, 0.12, 0.12), 64.0, (1.0, 1.0, 1.0), 215.0),
@@ -118,7 +118,7 @@ DEGRADATION_LAYOUTS = ("stretches", "isolated")
 DEGRADATION_KINDS = ("mixed", "blur")
 
 # Named dataset variants: keyword arguments of generate() (``--variant``).
-VARIANTS: Dict[str, dict] = {
+VARIANTS: dict[str, dict] = {
     # `make demo`: texture pairs and equal-luma hue pairs, degraded in stretches (the defaults).
     "demo": dict(num_train_videos=24, num_val_videos=8, frames=30, size=(224, 160)),
     # Held out from every choice of the training regime: four classes on one shape (disc) told
@@ -161,15 +161,15 @@ class ObjectTrack:
     cy: np.ndarray
     radius: np.ndarray  # half size in px
     angle: np.ndarray  # radians
-    phase: Tuple[float, float]  # texture phase offsets (fraction of a period)
+    phase: tuple[float, float]  # texture phase offsets (fraction of a period)
 
 
 @dataclass
 class Stretch:
     start: int
     stop: int  # exclusive
-    kinds: Tuple[str, ...]
-    params: Dict[str, float] = field(default_factory=dict)
+    kinds: tuple[str, ...]
+    params: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,8 +180,8 @@ class VideoSpec:
     background: np.ndarray  # RGB float32 canvas, larger than the frame (camera pan)
     pan_x: np.ndarray  # int per frame: crop offset into the canvas
     pan_y: np.ndarray
-    objects: List[ObjectTrack]
-    stretches: List[Stretch]
+    objects: list[ObjectTrack]
+    stretches: list[Stretch]
     noise_seed: int
 
 
@@ -222,7 +222,7 @@ def _make_background(rs: np.random.RandomState, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _class_colours(rs: np.random.RandomState, cls: ClassDef) -> Tuple[np.ndarray, np.ndarray]:
+def _class_colours(rs: np.random.RandomState, cls: ClassDef) -> tuple[np.ndarray, np.ndarray]:
     fg_dir, fg_luma, bg_dir, bg_luma = _PALETTES[cls.palette]
     # The same jitter distribution for every class of a pair: luma shifts and a small hue wobble.
     fg_dir = np.clip(np.asarray(fg_dir) + rs.uniform(-0.06, 0.06, size=3), 0.02, 1.0)
@@ -232,7 +232,7 @@ def _class_colours(rs: np.random.RandomState, cls: ClassDef) -> Tuple[np.ndarray
     return np.clip(fg, 0, 255), np.clip(bg, 0, 255)
 
 
-def _object_colours(rs: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
+def _object_colours(rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
     """colour_mode "per_object": a random foreground/background pair of any hue, >= 60 luma apart."""
     fg_luma = rs.uniform(60, 200)
     bg_luma = fg_luma + rs.choice([-1.0, 1.0]) * rs.uniform(60, 100)
@@ -246,7 +246,7 @@ def _object_colours(rs: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
 
 def _plan_isolated(
     rs: np.random.RandomState, num_frames: int, fraction: float
-) -> List[Tuple[int, int]]:
+) -> list[tuple[int, int]]:
     """round(fraction * num_frames) single degraded frames picked at random (degradation_layout "isolated")."""
     n_deg = min(int(round(fraction * num_frames)), num_frames)
     picks = (
@@ -255,7 +255,7 @@ def _plan_isolated(
     return [(f, f + 1) for f in picks]
 
 
-def _split_sizes(rs: np.random.RandomState, total: int, parts: int, minimum: int) -> List[int]:
+def _split_sizes(rs: np.random.RandomState, total: int, parts: int, minimum: int) -> list[int]:
     """Random composition of ``total`` into ``parts`` integers, each >= minimum."""
     free = total - parts * minimum
     cuts = np.sort(rs.randint(0, free + 1, size=parts - 1)) if parts > 1 else np.zeros(0, int)
@@ -265,7 +265,7 @@ def _split_sizes(rs: np.random.RandomState, total: int, parts: int, minimum: int
 
 def _plan_stretches(
     rs: np.random.RandomState, num_frames: int, fraction: float
-) -> List[Tuple[int, int]]:
+) -> list[tuple[int, int]]:
     """Contiguous degraded stretches covering round(fraction * num_frames) frames, separated by clean ones."""
     n_deg = int(round(fraction * num_frames))
     n_deg = min(n_deg, num_frames - 1) if fraction < 1.0 else num_frames
@@ -294,7 +294,7 @@ def _plan_stretches(
 
 def _choose_degradations(
     rs: np.random.RandomState, degradation_kinds: str = "mixed"
-) -> Tuple[str, ...]:
+) -> tuple[str, ...]:
     if degradation_kinds == "blur":
         return ("motion_blur",) if rs.rand() < 0.5 else ("defocus",)
     # Blur erases texture, desaturation erases hue: together they make every pair ambiguous.
@@ -316,7 +316,7 @@ def make_video_spec(
     num_classes: int,
     classes: Sequence[ClassDef],
     degraded_fraction: float,
-    first_class: Optional[int] = None,
+    first_class: int | None = None,
     colour_mode: str = "class",
     degradation_layout: str = "stretches",
     degradation_kinds: str = "mixed",
@@ -431,7 +431,7 @@ def _texture_period(radius: float) -> float:
 
 def _object_layer(
     obj: ObjectTrack, cls: ClassDef, f: int, margin: int
-) -> Tuple[np.ndarray, np.ndarray, int, int]:
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The object at frame ``f`` as an unclipped layer: ``(colour [h,w,3], alpha [h,w], x0, y0)``.
 
     The layer covers the object plus ``margin`` px on each side (room for blur); (x0, y0) is its
@@ -599,7 +599,7 @@ def render_video(spec: VideoSpec, classes: Sequence[ClassDef], degrade: bool = T
         yield np.clip(img + 0.5, 0, 255).astype(np.uint8), anns, list(kinds)
 
 
-def _occluders(stretch: Stretch, drawn, f: int) -> List[Tuple[float, float, float, float]]:
+def _occluders(stretch: Stretch, drawn, f: int) -> list[tuple[float, float, float, float]]:
     """One bar per visible object, covering 30-45% of its width or height (x0, y0, x1, y1 floats)."""
     p = stretch.params
     bars = []
@@ -614,7 +614,7 @@ def _occluders(stretch: Stretch, drawn, f: int) -> List[Tuple[float, float, floa
     return bars
 
 
-def _annotations(drawn, occluders) -> List[dict]:
+def _annotations(drawn, occluders) -> list[dict]:
     anns = []
     for i, (obj, alpha, (x0, y0, x1, y1)) in enumerate(drawn):
         mask = alpha > 0.5
@@ -711,7 +711,7 @@ def _xml(folder: str, frame: int, width: int, height: int, anns, classes, degrad
     return "\n".join(lines) + "\n"
 
 
-def key_frame_indices(num_frames: int, k: int = KEY_FRAMES_PER_VIDEO) -> List[int]:
+def key_frame_indices(num_frames: int, k: int = KEY_FRAMES_PER_VIDEO) -> list[int]:
     """0-based indices of the listed training frames: the centres of k equal segments (ILSVRC style)."""
     k = min(k, num_frames)
     return [int((i + 0.5) * num_frames / k) for i in range(k)]
@@ -725,7 +725,7 @@ def video_relpath(split: str, index: int) -> str:
     return f"val/ILSVRC2015_val_{index:08d}"
 
 
-def resolve_classes(names: Optional[Sequence[str]]) -> List[ClassDef]:
+def resolve_classes(names: Sequence[str] | None) -> list[ClassDef]:
     names = list(DEFAULT_CLASSES if not names else names)
     by_name = {c.name: c for c in CLASS_CATALOG}
     unknown = [n for n in names if n not in by_name]
@@ -845,9 +845,9 @@ def generate(
     num_train_videos: int = 24,
     num_val_videos: int = 8,
     frames: int = 30,
-    size: Tuple[int, int] = (224, 160),
+    size: tuple[int, int] = (224, 160),
     seed: int = 0,
-    classes: Optional[Sequence[str]] = None,
+    classes: Sequence[str] | None = None,
     degraded_fraction: float = 0.4,
     force: bool = False,
     colour_mode: str = "class",
@@ -939,8 +939,10 @@ def generate(
                 global_index += frames
         logger.info("%s: %d videos x %d frames written", split, n, frames)
     (out / "Lists").mkdir(exist_ok=True)
-    (out / "Lists" / "VID_train_15frames.txt").write_text("".join(l + "\n" for l in train_lines))
-    (out / "Lists" / "VID_val_videos.txt").write_text("".join(l + "\n" for l in val_lines))
+    (out / "Lists" / "VID_train_15frames.txt").write_text(
+        "".join(line + "\n" for line in train_lines)
+    )
+    (out / "Lists" / "VID_val_videos.txt").write_text("".join(line + "\n" for line in val_lines))
     (out / "classes.txt").write_text("".join(f"{c.wnid} {c.name}\n" for c in class_defs))
     (out / ARGS_FILE).write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
     (out / INCOMPLETE_MARKER).unlink()
@@ -948,7 +950,7 @@ def generate(
     return out
 
 
-def _parse_size(text: str) -> Tuple[int, int]:
+def _parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = text.lower().split("x")
         return int(w), int(h)

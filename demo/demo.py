@@ -42,13 +42,12 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from collections.abc import Sequence as SequenceABC
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import tqdm
-
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
@@ -174,15 +173,15 @@ class _FrameSource(SequenceABC):
     path: str
     stem: str
     fps: float
-    size: Tuple[int, int]  # (height, width) of the first frame
+    size: tuple[int, int]  # (height, width) of the first frame
 
     def __init__(self, cache_size: int):
-        self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = max(1, cache_size)
-        self.original_sizes: Dict[int, Tuple[int, int]] = {}
+        self.original_sizes: dict[int, tuple[int, int]] = {}
         self._warned_sizes = set()
 
-    def file_name(self, index: int) -> Optional[str]:
+    def file_name(self, index: int) -> str | None:
         return None
 
     def _normalise(self, index: int, frame: np.ndarray) -> np.ndarray:
@@ -242,7 +241,7 @@ class VideoFileFrames(_FrameSource):
         self._estimated_length = max(1, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         self._cap, self._next = cap, 1
         self._cache[0] = first
-        self._length: Optional[int] = None
+        self._length: int | None = None
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self.path)
@@ -317,7 +316,7 @@ def _natural_key(path: str):
 class ImageFrames(_FrameSource):
     """Frames stored as image files (a directory, a glob or a list of files)."""
 
-    folder: Optional[str] = None  # the directory given as input, if one was
+    folder: str | None = None  # the directory given as input, if one was
 
     def __init__(self, inputs: Sequence[str], cache_size: int = 16):
         super().__init__(cache_size)
@@ -356,7 +355,7 @@ class ImageFrames(_FrameSource):
         self.fps = FOLDER_FPS
         self.size = tuple(self._load(0).shape[:2])
 
-    def file_name(self, index: int) -> Optional[str]:
+    def file_name(self, index: int) -> str | None:
         return self.files[index]
 
     def __len__(self) -> int:
@@ -446,7 +445,7 @@ def make_record(index: int, instances, source: _FrameSource, metadata: Metadata)
     return record
 
 
-def output_paths(args, stem: str) -> Tuple[str, str]:
+def output_paths(args, stem: str) -> tuple[str, str]:
     out = args.output
     if os.path.isdir(out) or out.endswith(("/", os.sep)):
         video_path = os.path.join(out, stem + ".mp4")
@@ -535,10 +534,10 @@ def _sigterm_as_interrupt():
 class _Outputs:
     """Video writer (opened on the first frame) and per-frame records; ``close`` finalises both."""
 
-    def __init__(self, video_path: str, json_path: str, fps: float, size: Tuple[int, int]):
+    def __init__(self, video_path: str, json_path: str, fps: float, size: tuple[int, int]):
         self.video_path, self.json_path, self.fps, self.size = video_path, json_path, fps, size
-        self.writer: Optional[cv2.VideoWriter] = None
-        self.records: List[dict] = []
+        self.writer: cv2.VideoWriter | None = None
+        self.records: list[dict] = []
 
     def add(self, image_bgr: np.ndarray, record: dict):
         if self.writer is None:
@@ -562,7 +561,7 @@ class _Outputs:
             json.dump(self.records, f)
 
 
-def _online(predictor, source: _FrameSource) -> Iterator[Tuple[int, np.ndarray, object]]:
+def _online(predictor, source: _FrameSource) -> Iterator[tuple[int, np.ndarray, object]]:
     """(index, frame, instances) one frame at a time; frames pulled by the predictor but not yet
     answered wait in a queue, so this holds whatever look-ahead the predictor uses."""
     pending: deque = deque()
@@ -599,7 +598,7 @@ def _predict_offline(predictor, source: _FrameSource) -> list:
     return results
 
 
-def run(args) -> Tuple[str, str]:
+def run(args) -> tuple[str, str]:
     cfg = setup_cfg(args)
     retain_freed_cpu_memory_from_config(cfg)
     mode = cfg.INPUT.VIDEO.TEST_MODE
@@ -650,7 +649,7 @@ def run(args) -> Tuple[str, str]:
     return video_path, json_path
 
 
-def main(argv: Optional[Sequence[str]] = None):
+def main(argv: Sequence[str] | None = None):
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")
     setup_logger(name="selsa_d2")

@@ -4,9 +4,11 @@ Importing the package registers its datasets, backbone, meta architecture, ROI h
 head with Detectron2's registries.
 """
 
+from . import (
+    data,  # noqa: F401  (registers builtin datasets)
+    evaluation,  # noqa: F401
+    modeling,  # noqa: F401  (registers models)
+)
 from .config import add_selsa_config  # noqa: F401
-from . import data  # noqa: F401  (registers builtin datasets)
-from . import modeling  # noqa: F401  (registers models)
-from . import evaluation  # noqa: F401
 
 __version__ = "0.1.0"

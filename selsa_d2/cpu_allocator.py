@@ -19,7 +19,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-from typing import Optional
 
 __all__ = [
     "retain_freed_cpu_memory",
@@ -57,8 +56,8 @@ class _Mallinfo2(ctypes.Structure):
     ]
 
 
-@functools.lru_cache(maxsize=None)
-def _libc() -> Optional[ctypes.CDLL]:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     """This process's glibc, or None (another C library, or none found)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -117,7 +116,7 @@ def retain_freed_cpu_memory_from_config(cfg) -> bool:
     return True
 
 
-def malloc_bytes_in_use() -> Optional[int]:
+def malloc_bytes_in_use() -> int | None:
     """Bytes glibc malloc has handed out and not yet got back (heap + mmap'd blocks, all arenas),
     whatever it keeps resident; None without glibc's ``mallinfo2``."""
     libc = _libc()

@@ -3,7 +3,7 @@
 import itertools
 import logging
 import sys
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class VideoPredictor:
     A single-frame model (e.g. ``GeneralizedRCNN``) is run on every frame independently.
     """
 
-    def __init__(self, cfg, mode: Optional[str] = None):
+    def __init__(self, cfg, mode: str | None = None):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
@@ -110,7 +110,7 @@ class VideoPredictor:
             )
         return TestReferenceSampler("offline", v.TEST_SAMPLER, v.TEST_NUM_REFS, v.TEST_FRAME_STRIDE)
 
-    def prepare(self, frame: np.ndarray, video_id, frame_id: int, video_length: int) -> Dict:
+    def prepare(self, frame: np.ndarray, video_id, frame_id: int, video_length: int) -> dict:
         """One BGR frame -> the model input dict (test mapper format, no ``ref_frames``)."""
         check_frame(frame, frame_id)
         if self.input_format == "RGB":
@@ -129,13 +129,13 @@ class VideoPredictor:
             "video_length": video_length,
         }
 
-    def _run(self, inp: Dict) -> Instances:
+    def _run(self, inp: dict) -> Instances:
         with torch.no_grad():
             return self.model([inp])[0]["instances"].to("cpu")
 
     def predict_video(
-        self, frames: Sequence[np.ndarray], mode: Optional[str] = None
-    ) -> List[Instances]:
+        self, frames: Sequence[np.ndarray], mode: str | None = None
+    ) -> list[Instances]:
         """Detections of every frame of one video (BGR frames in order)."""
         if not isinstance(frames, Sequence):
             frames = list(frames)
@@ -148,9 +148,9 @@ class VideoPredictor:
         sampler = self.reference_sampler(mode or self.mode)
         self.engine.ref_sampler = sampler
         self.engine.reset()
-        prepared: Dict[int, Dict] = {}  # frames converted so far and still to be used
+        prepared: dict[int, dict] = {}  # frames converted so far and still to be used
 
-        def get(i: int) -> Dict:
+        def get(i: int) -> dict:
             if i not in prepared:
                 prepared[i] = self.prepare(frames[i], video_id, i, length)
             return prepared[i]
@@ -173,6 +173,6 @@ class VideoPredictor:
         for t, frame in enumerate(frames):
             yield self._run(self.prepare(frame, video_id, t, _UNKNOWN_LENGTH))
 
-    def __call__(self, image: np.ndarray) -> Dict:
+    def __call__(self, image: np.ndarray) -> dict:
         """One BGR image (a one-frame video), like ``DefaultPredictor``: ``{"instances": ...}``."""
         return {"instances": self.predict_video([image])[0]}

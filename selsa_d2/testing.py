@@ -5,7 +5,7 @@ Nothing here is needed to train or run a model; it builds inputs and weights for
 not download anything.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0):
             m.bias.copy_(0.1 * torch.randn(n, generator=g))
 
 
-def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> List[str]:
+def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> list[str]:
     """Copy every parameter/buffer of ``src`` that ``dst`` has with the same name and shape
     (e.g. a SELSA model's backbone, RPN, fc1/fc2 and predictor into a single-frame Faster R-CNN,
     so that both see identical proposals). Returns the names of ``dst`` that were not copied."""
@@ -94,7 +94,7 @@ class SyntheticVideo:
             ]
         return img.clamp_(0, 255).to(torch.uint8)
 
-    def bgr_frames(self, num_frames: int) -> List[np.ndarray]:
+    def bgr_frames(self, num_frames: int) -> list[np.ndarray]:
         """The first ``num_frames`` frames as BGR uint8 arrays [H, W, 3] (as ``cv2.imread``)."""
         if self.smooth:
             return [
@@ -120,21 +120,21 @@ class SyntheticVideo:
 
 def synthetic_video(
     num_frames: int = 10, height: int = 80, width: int = 112, seed: int = 0
-) -> List[np.ndarray]:
+) -> list[np.ndarray]:
     """The tests' small BGR frames [H, W, 3]: per-pixel noise with two moving rectangles."""
     return SyntheticVideo(height, width, seed, smooth=False).bgr_frames(num_frames)
 
 
 # ---------------------------------------------------------------------- model inputs
 def frame_input(
-    image: Union[np.ndarray, torch.Tensor],
+    image: np.ndarray | torch.Tensor,
     video_id,
     frame_id: int,
     video_length: int,
     fmt: str = "RGB",
-    height: Optional[int] = None,
-    width: Optional[int] = None,
-) -> Dict:
+    height: int | None = None,
+    width: int | None = None,
+) -> dict:
     """Test-mapper-format input of one frame, without ``ref_frames``, no resize.
 
     ``image``: a BGR array [H, W, 3] (converted to ``fmt``) or a tensor [3, H, W] already in the
@@ -154,7 +154,7 @@ def frame_input(
     }
 
 
-def with_references(get_input: Callable[[int], Dict], t: int, length: int, sampler) -> Dict:
+def with_references(get_input: Callable[[int], dict], t: int, length: int, sampler) -> dict:
     """Key frame ``t``'s input (a copy of ``get_input(t)``) with the future references the
     sampler names (``sampler.frames_to_supply(t, length)``) as ``ref_frames``: what
     :class:`~selsa_d2.modeling.VideoInferenceEngine` expects with each key frame."""
@@ -163,7 +163,7 @@ def with_references(get_input: Callable[[int], Dict], t: int, length: int, sampl
     return d
 
 
-def video_inputs(frames: Sequence[np.ndarray], sampler, video_id=0, fmt: str = "RGB") -> List[Dict]:
+def video_inputs(frames: Sequence[np.ndarray], sampler, video_id=0, fmt: str = "RGB") -> list[dict]:
     """Per key frame of BGR ``frames``, its input with its future references (see
     :func:`with_references`)."""
     n = len(frames)

@@ -5,7 +5,6 @@ written here (see the constants). Classes are the 30 ImageNet VID WordNet ids.
 """
 
 import os
-from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -21,12 +20,12 @@ DET_1 = "train/ILSVRC2014_train_0000/ILSVRC2014_train_00000001"
 DET_2 = "train/ILSVRC2013_train/n02691156/n02691156_1"
 
 
-def obj(name, box, trackid: Optional[int] = None, occluded=0, generated=0) -> dict:
+def obj(name, box, trackid: int | None = None, occluded=0, generated=0) -> dict:
     return dict(name=name, box=box, trackid=trackid, occluded=occluded, generated=generated)
 
 
 # video -> per-frame list of objects (plus optional degradations)
-VID_FRAMES: Dict[str, List[dict]] = {
+VID_FRAMES: dict[str, list[dict]] = {
     TRAIN_A: [
         {
             "objects": [
@@ -100,10 +99,10 @@ def make_ilsvrc_fixture(root: str) -> str:
     seed = 0
     for video, frames in VID_FRAMES.items():
         for i, fr in enumerate(frames):
-            write_jpeg(os.path.join(root, "Data", "VID", video, "%06d.JPEG" % i), seed)
+            write_jpeg(os.path.join(root, "Data", "VID", video, f"{i:06d}.JPEG"), seed)
             seed += 1
             write_text(
-                os.path.join(root, "Annotations", "VID", video, "%06d.xml" % i),
+                os.path.join(root, "Annotations", "VID", video, f"{i:06d}.xml"),
                 xml_text(fr["objects"], degradations=fr.get("degradations")),
             )
     for rel, objects in DET_OBJECTS.items():

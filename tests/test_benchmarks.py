@@ -222,10 +222,10 @@ def test_mmtracking_policy_detects_like_the_cached_engine():
     """The benchmark's mmtracking policy recomputes per key frame what the engine caches: same
     detections, more backbone passes than frames only by the references computed ahead."""
     import torch
+    from tiny_model import build_tiny_model, results_close
 
     from selsa_d2.data.sampling import TestReferenceSampler as RefSampler
     from selsa_d2.testing import synthetic_video, video_inputs
-    from tiny_model import build_tiny_model, results_close
 
     frames = synthetic_video(6, 64, 96, seed=3)
     sampler = RefSampler("offline", "adaptive_stride", num_refs=3)

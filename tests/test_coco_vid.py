@@ -6,6 +6,8 @@ import os
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from fixtures_ilsvrc import DET_1, TRAIN_A, VAL_A, make_ilsvrc_fixture, write_text
+from repo_scripts import load_script
 
 from selsa_d2.data import (
     get_frame_index,
@@ -16,9 +18,6 @@ from selsa_d2.data import (
 )
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid_frames
-
-from repo_scripts import load_script
-from fixtures_ilsvrc import DET_1, TRAIN_A, VAL_A, make_ilsvrc_fixture, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
@@ -404,7 +403,7 @@ def test_registration_is_lazy_and_missing_files_are_clear(tmp_path, names):
     with pytest.raises(FileNotFoundError, match="raw/Lists/VID_val_videos.txt"):
         get_frame_index("_t_missing_raw")
     with pytest.raises(FileNotFoundError, match="raw/classes.txt"):
-        MetadataCatalog.get("_t_missing_raw").thing_classes
+        _ = MetadataCatalog.get("_t_missing_raw").thing_classes
     assert MetadataCatalog.get("_t_missing_raw").evaluator_type == "vid"
 
 

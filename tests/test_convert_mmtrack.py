@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo_scripts import load_script
 import torch
 import torch.nn.functional as F
+from repo_scripts import load_script
 
 from selsa_d2.checkpoint.mmtrack import (
     check_arch_against_cfg,
@@ -473,8 +473,9 @@ def test_cli_roundtrip(tmp_path, capsys):
 # ------------------------------------------------------------------ the converted checkpoint in our model
 def _model_available():
     try:
-        import selsa_d2.modeling  # noqa: F401
         from detectron2.modeling import META_ARCH_REGISTRY
+
+        import selsa_d2.modeling  # noqa: F401
 
         META_ARCH_REGISTRY.get("SelsaRCNN")
         return True

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec

@@ -22,6 +22,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
+from fixtures_ilsvrc import BEAR, CAR, obj, write_jpeg, write_text, xml_text
+from tiny_model import results_close, synthetic_video, tiny_selsa_cfg, torch_threads
 
 from selsa_d2.data import (
     VideoDatasetMapper,
@@ -34,8 +36,6 @@ from selsa_d2.data.sampling import (
     TestReferenceSampler as RefSampler,
 )  # alias: pytest would collect "Test*"
 from selsa_d2.predictor import VideoPredictor
-from fixtures_ilsvrc import BEAR, CAR, obj, write_jpeg, write_text, xml_text
-from tiny_model import results_close, synthetic_video, tiny_selsa_cfg, torch_threads
 
 W, H = 64, 48
 VIDEO = "val/vid_a"
@@ -82,10 +82,10 @@ class RawVid:
         self.write_list()
 
     def img(self, video=VIDEO, i=0):
-        return os.path.join(self.root, "Data", "VID", video, "%06d.JPEG" % i)
+        return os.path.join(self.root, "Data", "VID", video, f"{i:06d}.JPEG")
 
     def xml(self, video=VIDEO, i=0):
-        return os.path.join(self.root, "Annotations", "VID", video, "%06d.xml" % i)
+        return os.path.join(self.root, "Annotations", "VID", video, f"{i:06d}.xml")
 
     def list_file(self):
         return os.path.join(self.root, "Lists", "VID_val_videos.txt")

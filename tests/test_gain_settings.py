@@ -5,10 +5,6 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.events import EventStorage
-
-from selsa_d2.data.sampling import (
-    TestReferenceSampler as RefSampler,
-)  # alias: pytest would collect "Test*"
 from tiny_model import (
     build_tiny_model,
     frame_input,
@@ -19,6 +15,10 @@ from tiny_model import (
     training_inputs,
     video_inputs,
 )
+
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
 
 SINGLE_FRAME = dict(
     MODEL__META_ARCHITECTURE="GeneralizedRCNN",

@@ -7,15 +7,6 @@ import shutil
 
 import pytest
 from detectron2.structures import BoxMode
-
-from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
-from selsa_d2.data.ilsvrc import (
-    load_ilsvrc_det,
-    load_ilsvrc_vid,
-    load_ilsvrc_vid_frames,
-    parse_vid_list,
-)
-
 from fixtures_ilsvrc import (
     DET_1,
     DET_2,
@@ -29,6 +20,14 @@ from fixtures_ilsvrc import (
     xml_text,
 )
 from repo_scripts import load_script
+
+from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
+from selsa_d2.data.ilsvrc import (
+    load_ilsvrc_det,
+    load_ilsvrc_vid,
+    load_ilsvrc_vid_frames,
+    parse_vid_list,
+)
 
 C = IMAGENET_VID_WNIDS.index
 
@@ -260,7 +259,7 @@ def test_custom_classes(root):
 
 
 def _xml_path(root, video, i):
-    return os.path.join(root, "Annotations", "VID", video, "%06d.xml" % i)
+    return os.path.join(root, "Annotations", "VID", video, f"{i:06d}.xml")
 
 
 def test_xml_without_size_names_file(root):
@@ -351,6 +350,7 @@ def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
     import torch
     from detectron2.data import DatasetCatalog
     from detectron2.structures import Boxes, Instances
+
     from selsa_d2.data import (
         get_frame_index,
         load_coco_vid_frames,

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList
 from detectron2.utils.events import EventStorage
+from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads, training_inputs
 
 from selsa_d2.modeling import (
     ReferenceMemory,
@@ -18,7 +19,6 @@ from selsa_d2.modeling import (
     SelsaRCNN,
     SelsaROIHeads,
 )
-from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads, training_inputs
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -21,20 +21,17 @@ import uuid
 
 import numpy as np
 import pytest
-from repo_scripts import load_script
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.solver import build_lr_scheduler
+from repo_scripts import load_script
+from tiny_model import REPO_ROOT, tiny_selsa_cfg, torch_threads
 
 from selsa_d2.config import add_selsa_config
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
-from selsa_d2.data.sampling import (
-    TestReferenceSampler as RefSampler,
-)  # alias: pytest would collect "Test*"
 from selsa_d2.predictor import VideoPredictor
-from tiny_model import REPO_ROOT, tiny_selsa_cfg, torch_threads
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "datasets"))
 from make_synthetic_vid import generate  # noqa: E402
@@ -163,7 +160,7 @@ def test_kill_and_resume(synthetic_root, tmp_path):
 
     # A kill while the *next* checkpoint was being written leaves a truncated file that
     # last_checkpoint does not name yet: resuming must not touch it.
-    partial = out_dir / ("model_%07d.pth" % (killed_at + CHECKPOINT_PERIOD))
+    partial = out_dir / f"model_{killed_at + CHECKPOINT_PERIOD:07d}.pth"
     partial.write_bytes(b"PK\x03\x04 truncated")
 
     res = subprocess.run(

@@ -6,9 +6,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.structures import Boxes, Instances
+from tiny_model import tiny_selsa_cfg
 
 from selsa_d2.modeling import MaxIoUAssignerRPN, MaxIoUMatcher
-from tiny_model import tiny_selsa_cfg
 
 RPN_THRESHOLDS, RPN_LABELS = [0.3, 0.7], [0, -1, 1]
 

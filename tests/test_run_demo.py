@@ -207,8 +207,8 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
     import pytest
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, MetadataCatalog
-
     from fixtures_ilsvrc import make_ilsvrc_fixture
+
     from selsa_d2.config import add_selsa_config
     from selsa_d2.data import register_datasets_from_config, unregister_vid_dataset
 

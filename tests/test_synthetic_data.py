@@ -90,7 +90,7 @@ def test_layout_is_exactly_raw_ilsvrc(small_dataset):
     assert msv.video_relpath("val", 7) == "val/ILSVRC2015_val_00000007"
     lines = (root / "classes.txt").read_text().splitlines()
     assert lines == [f"{c.wnid} {c.name}" for c in msv.CLASS_CATALOG]
-    assert all(l.split()[0].startswith("syn") and len(l.split()) == 2 for l in lines)
+    assert all(line.split()[0].startswith("syn") and len(line.split()) == 2 for line in lines)
     for rel in _video_dirs(root, "train", n_train)[:1]:
         img = cv2.imread(str(root / "Data/VID" / rel / "000000.JPEG"))
         assert img.shape == (64, 96, 3)
@@ -112,7 +112,7 @@ def test_same_seed_identical_bytes_different_seed_differs(tmp_path, small_datase
 
 def test_annotations_parse_and_are_consistent(small_dataset):
     root = small_dataset
-    wnids = {l.split()[0] for l in (root / "classes.txt").read_text().splitlines()}
+    wnids = {line.split()[0] for line in (root / "classes.txt").read_text().splitlines()}
     frames, p = SMALL["frames"], SMALL["degraded_fraction"]
     total_deg = total = 0
     for split, n in (("train", SMALL["num_train_videos"]), ("val", SMALL["num_val_videos"])):
@@ -164,7 +164,7 @@ def test_degradation_records_over_a_larger_draw():
             assert {"motion_blur", "defocus"} & set(s.kinds) and "desaturate" in s.kinds
         fractions.append(flags.mean())
         if any("occlusion" in s.kinds for s in spec.stretches):
-            for f, (_, anns, degr) in enumerate(msv.render_video(spec, classes, degrade=False)):
+            for _, anns, degr in msv.render_video(spec, classes, degrade=False):
                 if "occlusion" in degr:
                     occl_flags += [a["occluded"] for a in anns]
     assert np.allclose(fractions, 0.4)
@@ -176,7 +176,9 @@ def test_degradation_records_over_a_larger_draw():
 def test_list_files_match_frames_on_disk(small_dataset, tmp_path):
     root = small_dataset
     frames = SMALL["frames"]
-    train = [l.split(" ") for l in (root / "Lists/VID_train_15frames.txt").read_text().splitlines()]
+    train = [
+        line.split(" ") for line in (root / "Lists/VID_train_15frames.txt").read_text().splitlines()
+    ]
     by_video = {}
     for video, one, idx, num in train:
         assert one == "1" and int(num) == frames
@@ -186,7 +188,7 @@ def test_list_files_match_frames_on_disk(small_dataset, tmp_path):
     assert sorted(by_video) == _video_dirs(root, "train", SMALL["num_train_videos"])
     # Fewer frames than 15: every frame is listed once.
     assert all(v == list(range(frames)) for v in by_video.values())
-    val = [l.split(" ") for l in (root / "Lists/VID_val_videos.txt").read_text().splitlines()]
+    val = [line.split(" ") for line in (root / "Lists/VID_val_videos.txt").read_text().splitlines()]
     assert [v[0] for v in val] == _video_dirs(root, "val", SMALL["num_val_videos"])
     assert [int(v[1]) for v in val] == [1 + i * frames for i in range(len(val))]
     assert all(v[2] == "0" and int(v[3]) == frames for v in val)
@@ -199,7 +201,7 @@ def test_list_files_match_frames_on_disk(small_dataset, tmp_path):
         tmp_path / "long", num_train_videos=1, num_val_videos=0, frames=40, size=(64, 48), seed=0
     )
     lines = (out / "Lists/VID_train_15frames.txt").read_text().splitlines()
-    idx = [int(l.split()[2]) for l in lines]
+    idx = [int(line.split()[2]) for line in lines]
     assert len(idx) == 15 and idx == sorted(set(idx)) and idx[0] >= 0 and idx[-1] < 40
     assert np.diff(idx).max() - np.diff(idx).min() <= 1
     assert (out / "Lists/VID_val_videos.txt").read_text() == ""

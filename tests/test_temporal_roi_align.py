@@ -11,10 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.utils.events import EventStorage
-from torchvision.ops import roi_align
-
-from selsa_d2.data.sampling import TestReferenceSampler
-from selsa_d2.modeling import SelsaTRoIROIHeads, TemporalRoIAlign
 from tiny_model import (
     build_tiny_model,
     results_close,
@@ -24,6 +20,10 @@ from tiny_model import (
     training_inputs,
     video_inputs,
 )
+from torchvision.ops import roi_align
+
+from selsa_d2.data.sampling import TestReferenceSampler
+from selsa_d2.modeling import SelsaTRoIROIHeads, TemporalRoIAlign
 
 TROI_OVERRIDES = dict(MODEL__ROI_HEADS__NAME="SelsaTRoIROIHeads", MODEL__ROI_BOX_HEAD__NUM_FC=3)
 
@@ -260,9 +260,9 @@ def test_config_builds_the_registered_module():
 def test_synthetic_troi_config_builds():
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
+    from tiny_model import REPO_ROOT
 
     from selsa_d2.config import add_selsa_config
-    from tiny_model import REPO_ROOT
 
     cfg = get_cfg()
     add_selsa_config(cfg)

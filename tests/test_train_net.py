@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo_scripts import load_script
 import torch
+from repo_scripts import load_script
 
 from selsa_d2 import cpu_allocator
 

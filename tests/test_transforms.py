@@ -61,8 +61,9 @@ def test_build_video_augmentation_styles():
 
 
 def test_video_predictor_uses_the_configured_resize(tmp_path):
-    from selsa_d2.predictor import VideoPredictor
     from tiny_model import tiny_selsa_cfg
+
+    from selsa_d2.predictor import VideoPredictor
 
     cfg = tiny_selsa_cfg(
         INPUT__RESIZE_STYLE="mmcv",

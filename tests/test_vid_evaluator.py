@@ -6,16 +6,15 @@ import json
 import math
 import uuid
 
+import detectron2.utils.comm as comm
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
-import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from selsa_d2.config import add_selsa_config
 from selsa_d2.evaluation import VIDEvaluator, merge_predictions

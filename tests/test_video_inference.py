@@ -2,11 +2,6 @@
 
 import pytest
 import torch
-
-from selsa_d2.data.sampling import (
-    TestReferenceSampler as RefSampler,
-)  # alias: pytest would collect "Test*"
-from selsa_d2.predictor import VideoPredictor
 from tiny_model import (
     build_tiny_model,
     frame_input,
@@ -16,6 +11,11 @@ from tiny_model import (
     torch_threads,
     video_inputs,
 )
+
+from selsa_d2.data.sampling import (
+    TestReferenceSampler as RefSampler,
+)  # alias: pytest would collect "Test*"
+from selsa_d2.predictor import VideoPredictor
 
 
 @pytest.fixture(autouse=True, scope="module")

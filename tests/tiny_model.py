@@ -6,7 +6,6 @@ few proposals and ~64-128 px images: a forward pass takes milliseconds on a CPU.
 
 import contextlib
 import os
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -56,7 +55,7 @@ def training_inputs(
     width: int = 112,
     seed: int = 0,
     num_classes: int = 3,
-) -> List[dict]:
+) -> list[dict]:
     """Training batch: key dicts with gt ``instances`` and ``ref_frames`` (other frames)."""
     frames = synthetic_video(num_keys * (num_refs + 1), height, width, seed)
     rng = np.random.RandomState(seed)
@@ -81,7 +80,7 @@ def training_inputs(
     return batch
 
 
-def results_close(a: Instances, b: Instances, atol: float = 1e-4) -> Optional[str]:
+def results_close(a: Instances, b: Instances, atol: float = 1e-4) -> str | None:
     """None if two detection results match (same count, boxes/scores/classes within atol)."""
     if len(a) != len(b):
         return f"{len(a)} vs {len(b)} detections"

@@ -17,8 +17,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_demo  # noqa: E402  (tools/ is not a package)
@@ -44,7 +44,7 @@ METRICS = (
 )
 
 
-def _get(summary: dict, path: Sequence[str]) -> Optional[float]:
+def _get(summary: dict, path: Sequence[str]) -> float | None:
     node = summary
     for key in path:
         if not isinstance(node, dict) or key not in node:
@@ -53,7 +53,7 @@ def _get(summary: dict, path: Sequence[str]) -> Optional[float]:
     return node
 
 
-def checks(summary: dict) -> Dict[str, Optional[bool]]:
+def checks(summary: dict) -> dict[str, bool | None]:
     """The issue's robustness criteria for one run (None when a metric is missing)."""
     g = summary.get("gain_from_references", {})
     d = summary.get("selsa_vs_single_frame", {})
@@ -70,7 +70,7 @@ def checks(summary: dict) -> Dict[str, Optional[bool]]:
     }
 
 
-def aggregate(runs: Dict[str, Dict[int, dict]]) -> dict:
+def aggregate(runs: dict[str, dict[int, dict]]) -> dict:
     """``runs[variant][seed]`` = a run's summary -> per variant: per metric {mean, min, max, n,
     values}, per criterion how many runs met it, and the seeds done."""
     out = {}
@@ -127,8 +127,8 @@ def run_study(
     budget: run_demo.Budget,
     opts: Sequence[str] = (),
     device: str = "cpu",
-    run_one: Optional[Callable[[run_demo.Comparison], dict]] = None,
-    generate: Optional[Callable[[Path, str], None]] = None,
+    run_one: Callable[[run_demo.Comparison], dict] | None = None,
+    generate: Callable[[Path, str], None] | None = None,
 ) -> dict:
     """Run (or reuse) every variant x seed comparison; write and return the aggregate.
 
@@ -144,7 +144,7 @@ def run_study(
             generator.generate(dataset_dir, **generator.VARIANTS[variant])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs: Dict[str, Dict[int, dict]] = {}
+    runs: dict[str, dict[int, dict]] = {}
     for variant in variants:
         dataset_dir = data_root / variant / run_demo.DATASET_DIRNAME
         generate(dataset_dir, variant)

@@ -6,8 +6,8 @@ frames: those where the two models' classes differ first, see :func:`pick_stills
 Each row is captioned with the frame's degradations and its ground-truth classes.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,9 +33,9 @@ def _load_cfg(config: str, weights: Path, device: str, opts: Sequence[str]):
     return cfg
 
 
-def _most_degraded_video(dataset_name: str) -> List[dict]:
+def _most_degraded_video(dataset_name: str) -> list[dict]:
     """Frame dicts (in order) of the video with the most degraded frames."""
-    videos: Dict[int, List[dict]] = {}
+    videos: dict[int, list[dict]] = {}
     for d in DatasetCatalog.get(dataset_name):
         videos.setdefault(d["video_id"], []).append(d)
     frames = max(
@@ -85,12 +85,12 @@ def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> 
     return panel
 
 
-def _classes(instances) -> Tuple[int, ...]:
+def _classes(instances) -> tuple[int, ...]:
     """Sorted classes detected with score >= SCORE_THRESHOLD (what the renders draw)."""
     return tuple(sorted(set(instances.pred_classes[instances.scores >= SCORE_THRESHOLD].tolist())))
 
 
-def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
+def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> list[int]:
     """The still's rule: the degraded frames on which the two models' drawn classes differ, up to
     ``num`` spread evenly over the video; if fewer differ, the remaining places go to other
     degraded frames (evenly spread); with no degraded frame, any frames."""
@@ -99,7 +99,7 @@ def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
     )
     differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
 
-    def spread(ids: List[int], k: int) -> List[int]:
+    def spread(ids: list[int], k: int) -> list[int]:
         if k <= 0 or not ids:
             return []
         return sorted({ids[int(round(j))] for j in np.linspace(0, len(ids) - 1, min(k, len(ids)))})
@@ -110,12 +110,12 @@ def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> List[int]:
 
 
 def render_comparison(
-    models: Dict[str, Tuple[str, str, Path]],
+    models: dict[str, tuple[str, str, Path]],
     out_dir: Path,
     device: str = "cpu",
     opts: Sequence[str] = (),
     num_stills: int = 3,
-) -> List[Path]:
+) -> list[Path]:
     """``models``: key -> (label, config file, weights); the first is drawn left, the second right."""
     (left_label, left_cfg, left_w), (right_label, right_cfg, right_w) = list(models.values())[:2]
     cfg_left = _load_cfg(left_cfg, left_w, device, opts)

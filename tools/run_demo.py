@@ -26,9 +26,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE_FRAME_CONFIG = "configs/synthetic/faster_rcnn_tiny.yaml"
@@ -78,7 +78,7 @@ class Budget:
 CONTINUATION_OPTS = ("MODEL.BACKBONE.FREEZE_AT", 4, "MODEL.SELSA.ZERO_INIT_RESIDUAL", False)
 
 
-def schedule_opts(iters: int) -> List[str]:
+def schedule_opts(iters: int) -> list[str]:
     """A full step schedule of ``iters`` iterations: warm-up, decay at 75 % and 92 % (the tiny
     configs' 600-iteration shape, scaled)."""
     if iters < 1:
@@ -113,7 +113,7 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
 
 
-def _run(cmd, env, log: Optional[Path] = None) -> None:
+def _run(cmd, env, log: Path | None = None) -> None:
     cmd = [str(c) for c in cmd]
     print("$ " + " ".join(cmd), flush=True)
     if log is None:
@@ -169,7 +169,7 @@ class CocoVidPair:
     train_json: Path
     val_json: Path
     image_root: Path
-    _num_classes: Optional[int] = field(default=None, init=False, repr=False, compare=False)
+    _num_classes: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def num_classes(self) -> int:
         """The json's category count, checked once: both files exist and have the same categories,
@@ -197,7 +197,7 @@ class CocoVidPair:
             self._num_classes = len(classes["--train-json"][0])
         return self._num_classes
 
-    def opts(self) -> List[str]:
+    def opts(self) -> list[str]:
         """Config options that register the pair and train / evaluate on it."""
         triples = (
             (JSON_TRAIN_NAME, str(self.train_json), str(self.image_root)),
@@ -223,25 +223,25 @@ class Comparison:
     COCO-VID json pair."""
 
     out_dir: Path
-    dataset_dir: Optional[Path]
+    dataset_dir: Path | None
     budget: Budget
     seed: int = 0
     device: str = "cpu"
     opts: Sequence[str] = ()
-    log: Optional[Path] = None  # None: train_net.py output goes to the console
-    coco_vid: Optional[CocoVidPair] = None
+    log: Path | None = None  # None: train_net.py output goes to the console
+    coco_vid: CocoVidPair | None = None
 
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.coco_vid is None):
             raise ValueError("Comparison needs exactly one of dataset_dir and coco_vid")
 
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.dataset_dir is not None:
             env["DETECTRON2_DATASETS"] = str(datasets_root_for(self.dataset_dir, self.out_dir))
         return env
 
-    def common_opts(self) -> List:
+    def common_opts(self) -> list:
         if self.coco_vid is not None:
             dataset = [
                 "MODEL.ROI_HEADS.NUM_CLASSES",
@@ -264,7 +264,7 @@ class Comparison:
         return str(self.dataset_dir)
 
 
-def train(c: Comparison, key: str, config: str, iters: int, init: Optional[Path]) -> Path:
+def train(c: Comparison, key: str, config: str, iters: int, init: Path | None) -> Path:
     """Train (or resume) one stage into ``c.out_dir/key``; return its final checkpoint."""
     model_dir = c.out_dir / key
     final = model_dir / "model_final.pth"
@@ -351,11 +351,11 @@ def run_comparison(c: Comparison, progress=banner) -> dict:
 
 
 # ------------------------------------------------------------------------------------- results
-def _vid(results: dict, key: str, metric: str) -> Optional[float]:
+def _vid(results: dict, key: str, metric: str) -> float | None:
     return results.get(key, {}).get("vid", {}).get(metric)
 
 
-def _diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
@@ -374,21 +374,21 @@ def gains(results: dict) -> dict:
     }
 
 
-def summarize(results: dict, c: Optional[Comparison] = None) -> dict:
+def summarize(results: dict, c: Comparison | None = None) -> dict:
     summary = {"models": results, **gains(results)}
     if c is not None:
         summary["run"] = {"seed": c.seed, "dataset": c.dataset_record(), **asdict(c.budget)}
     return summary
 
 
-def _table(header: List[str], rows: List[List[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
-def _fmt(value: Optional[float], signed: bool = False) -> str:
+def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.1f}" if signed else f"{value:.1f}"

@@ -1,5 +1,12 @@
 """Checkpoints: converters (mmtracking SELSA models, torchvision ImageNet backbones) and loading."""
 
+from .loading import (  # noqa: F401
+    WeightsCheckpointer,
+    WeightsError,
+    check_weights_file,
+    load_inference_weights,
+    read_checkpoint_file,
+)
 from .mmtrack import (  # noqa: F401
     check_arch_against_cfg,
     convert_mmtrack_checkpoint,
@@ -10,10 +17,3 @@ from .mmtrack import (  # noqa: F401
     mmtrack_inference_mismatches,
 )
 from .torchvision import convert_torchvision_checkpoint, convert_torchvision_state_dict  # noqa: F401
-from .loading import (  # noqa: F401
-    WeightsCheckpointer,
-    WeightsError,
-    check_weights_file,
-    load_inference_weights,
-    read_checkpoint_file,
-)

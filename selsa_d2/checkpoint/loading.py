@@ -22,8 +22,8 @@ aggregators), but for inference it silently runs a partly random model. Hence:
 import logging
 import os
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -81,7 +81,7 @@ def read_checkpoint_file(path: str, what: str = "checkpoint") -> Any:
 
 def summarize_keys(keys: Iterable[str], limit: int = 8) -> str:
     """One line grouping state-dict keys by module: ``"a.b.{bias, weight}, c.weight (+3 modules)"``."""
-    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    groups: OrderedDict[str, list[str]] = OrderedDict()
     for k in sorted(keys):
         module, _, leaf = k.rpartition(".")
         groups.setdefault(module, []).append(leaf)
@@ -105,17 +105,17 @@ class WeightsCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir: str = "", *, what: str = "MODEL.WEIGHTS", **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.what = what
-        self.uninitialised_keys: List[str] = []
-        self.shape_mismatches: List[tuple] = []
+        self.uninitialised_keys: list[str] = []
+        self.shape_mismatches: list[tuple] = []
         self._path = ""
 
-    def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+    def load(self, path: str, *args, **kwargs) -> dict[str, Any]:
         self.uninitialised_keys, self.shape_mismatches, self._path = [], [], path
         if path:
             check_weights_file(path, self.what)
         return super().load(path, *args, **kwargs)
 
-    def _load_file(self, filename: str) -> Dict[str, Any]:
+    def _load_file(self, filename: str) -> dict[str, Any]:
         try:
             checkpoint = super()._load_file(filename)
         except (
@@ -163,7 +163,7 @@ class WeightsCheckpointer(DetectionCheckpointer):
         return incompatible
 
 
-def _without_loaded_aliases(model: torch.nn.Module, missing: Iterable[str]) -> List[str]:
+def _without_loaded_aliases(model: torch.nn.Module, missing: Iterable[str]) -> list[str]:
     """``missing`` minus keys whose tensor was loaded under another name (shared modules)."""
     missing = set(missing)
     names_of_tensor = defaultdict(set)
@@ -180,7 +180,7 @@ def load_inference_weights(
     allow_missing: bool = False,
     save_dir: str = "",
     resume: bool = False,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Load trained weights for inference; every parameter and buffer must come from the file.
 
     Args:

@@ -25,10 +25,9 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 import torch
-
 from detectron2.utils.file_io import PathManager
 
 from .loading import read_checkpoint_file
@@ -136,7 +135,7 @@ def _count_indexed(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({m.group(1) for k in sd for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m})
 
 
-def expected_mmtrack_shapes(arch: ResNetArch) -> "OrderedDict[str, Tuple[int, ...]]":
+def expected_mmtrack_shapes(arch: ResNetArch) -> "OrderedDict[str, tuple[int, ...]]":
     """Every key (with shape) an mmtracking SELSA (or SELSA + TRoI) state dict of ``arch`` holds."""
     out = OrderedDict()
     p = _PREFIX + "backbone."
@@ -183,7 +182,7 @@ def expected_mmtrack_shapes(arch: ResNetArch) -> "OrderedDict[str, Tuple[int, ..
     return out
 
 
-def mmdet_to_d2_anchor_permutation(num_sizes: int, num_ratios: int) -> List[int]:
+def mmdet_to_d2_anchor_permutation(num_sizes: int, num_ratios: int) -> list[int]:
     """``perm[j]`` = mmdet anchor index of Detectron2 anchor ``j`` (same location).
 
     Detectron2: ``j = size_idx * R + ratio_idx``; mmdet (scale_major): ``i = ratio_idx * S + size_idx``.
@@ -252,7 +251,7 @@ _RULES = [
 _RULES = [(re.compile(pat + r"$"), rep, group) for pat, rep, group in _RULES]
 
 
-def _map_key(key: str) -> Tuple[Optional[str], str]:
+def _map_key(key: str) -> tuple[str | None, str]:
     """mmtracking key -> (our key or None for dropped, summary group). Raises on unknown keys."""
     if key.endswith(".num_batches_tracked"):
         return None, "dropped num_batches_tracked"
@@ -274,7 +273,7 @@ def convert_mmtrack_state_dict(
     sd: Mapping[str, torch.Tensor],
     num_anchor_sizes: int = DEFAULT_NUM_ANCHOR_SIZES,
     num_anchor_ratios: int = DEFAULT_NUM_ANCHOR_RATIOS,
-) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, int], ResNetArch]:
+) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, int], ResNetArch]:
     """Convert an mmtracking SELSA or SELSA + Temporal RoI Align ``state_dict`` to ours.
 
     Args:
@@ -319,8 +318,8 @@ def convert_mmtrack_state_dict(
             )
 
     perm = torch.as_tensor(mmdet_to_d2_anchor_permutation(num_anchor_sizes, num_anchor_ratios))
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    summary: Dict[str, int] = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    summary: dict[str, int] = OrderedDict()
     for k, v in sd.items():
         new_k, group = _map_key(k)
         summary[group] = summary.get(group, 0) + 1
@@ -467,7 +466,7 @@ _MMTRACK_TROI_INFERENCE = [
 ]
 
 
-def mmtrack_inference_mismatches(cfg) -> List[str]:
+def mmtrack_inference_mismatches(cfg) -> list[str]:
     """Config values that make inference differ from mmtracking's SELSA (or, for
     ``SelsaTRoIROIHeads`` configs, SELSA + Temporal RoI Align) test settings."""
     out = []
@@ -486,7 +485,7 @@ def mmtrack_inference_mismatches(cfg) -> List[str]:
     return out
 
 
-def load_mmtrack_state_dict(path: str) -> Tuple["OrderedDict[str, torch.Tensor]", dict]:
+def load_mmtrack_state_dict(path: str) -> tuple["OrderedDict[str, torch.Tensor]", dict]:
     """Read an mmtracking checkpoint; returns (state_dict, meta). Accepts a bare state dict too.
 
     An unusable file (missing, a directory, not a checkpoint) is a ``WeightsError`` (ValueError)."""
@@ -516,7 +515,7 @@ def _check_output_path(in_path: str, out_path: str) -> None:
         )
 
 
-def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> Dict[str, int]:
+def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> dict[str, int]:
     """Convert ``in_path`` (mmtracking .pth) and ``torch.save`` a Detectron2 checkpoint to ``out_path``.
 
     With ``cfg`` the architecture is checked against it (ValueError on a contradiction) and

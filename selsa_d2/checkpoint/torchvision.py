@@ -18,11 +18,10 @@ import logging
 import pickle
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Tuple
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-
 from detectron2.utils.file_io import PathManager
 
 logger = logging.getLogger(__name__)
@@ -43,14 +42,14 @@ _RULES = [(re.compile(p + "$"), r, g) for p, r, g in _RULES]
 
 def convert_torchvision_state_dict(
     sd: Mapping[str, torch.Tensor],
-) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, int]]:
+) -> tuple["OrderedDict[str, np.ndarray]", dict[str, int]]:
     """torchvision ResNet state dict -> (Detectron2 backbone state dict of numpy arrays, summary).
 
     Raises KeyError naming the first key that is neither mapped nor a dropped ``fc.*`` /
     ``num_batches_tracked`` entry, and when ``conv1.weight`` (the stem) is absent.
     """
-    out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    summary: Dict[str, int] = OrderedDict()
+    out: OrderedDict[str, np.ndarray] = OrderedDict()
+    summary: dict[str, int] = OrderedDict()
     for k, v in sd.items():
         if k.endswith("num_batches_tracked") or k.startswith("fc."):
             group = "dropped " + ("num_batches_tracked" if k.endswith("tracked") else "fc")
@@ -72,7 +71,7 @@ def convert_torchvision_state_dict(
     return out, summary
 
 
-def convert_torchvision_checkpoint(in_path: str, out_path: str) -> Dict[str, int]:
+def convert_torchvision_checkpoint(in_path: str, out_path: str) -> dict[str, int]:
     """Read a torchvision ``.pth`` (bare state dict, or under "state_dict"/"model"), write a d2 ``.pkl``."""
     if not PathManager.exists(in_path):
         raise FileNotFoundError(f"torchvision checkpoint not found: {in_path}")

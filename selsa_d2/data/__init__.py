@@ -30,5 +30,5 @@ from .sampling import TestReferenceSampler, sample_train_refs
 register_all_builtin()
 
 # --- mapper and loaders ---
-from .video_mapper import VideoDatasetMapper  # noqa: E402
 from .build import build_video_test_loader, build_video_train_loader  # noqa: E402
+from .video_mapper import VideoDatasetMapper  # noqa: E402

@@ -18,7 +18,7 @@ Both first register the config's own COCO-VID datasets (``DATASETS.COCO_VID``).
 
 import itertools
 import logging
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -137,7 +137,7 @@ class VideoInferenceSampler(Sampler):
     """
 
     def __init__(
-        self, video_ids: Sequence[int], rank: Optional[int] = None, world_size: Optional[int] = None
+        self, video_ids: Sequence[int], rank: int | None = None, world_size: int | None = None
     ):
         """
         Args:
@@ -150,7 +150,7 @@ class VideoInferenceSampler(Sampler):
         self._local_indices = self._get_local_indices(video_ids, self._world_size, self._rank)
 
     @staticmethod
-    def _get_local_indices(video_ids: Sequence[int], world_size: int, rank: int) -> List[int]:
+    def _get_local_indices(video_ids: Sequence[int], world_size: int, rank: int) -> list[int]:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         runs = []  # (start, end) of each video's items

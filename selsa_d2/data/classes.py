@@ -5,8 +5,6 @@ A class list is a pair ``(names, ids)`` of equal-length lists: readable names (D
 position in the list is the contiguous 0-based ``category_id`` of the dataset dicts.
 """
 
-from typing import List, Tuple
-
 from detectron2.utils.file_io import PathManager
 
 from .reader_utils import read_text_lines
@@ -45,11 +43,11 @@ _VID_CLASSES = (
     ("n02391049", "zebra"),
 )
 
-IMAGENET_VID_WNIDS: List[str] = [w for w, _ in _VID_CLASSES]
-IMAGENET_VID_CLASSES: List[str] = [n for _, n in _VID_CLASSES]
+IMAGENET_VID_WNIDS: list[str] = [w for w, _ in _VID_CLASSES]
+IMAGENET_VID_CLASSES: list[str] = [n for _, n in _VID_CLASSES]
 
 
-def read_classes_file(path: str) -> Tuple[List[str], List[str]]:
+def read_classes_file(path: str) -> tuple[list[str], list[str]]:
     """Read a class file: one ``<id> <name>`` per line (a line with only ``<id>`` uses it as name).
 
     Blank lines and lines starting with ``#`` are ignored. The file is UTF-8 (a byte-order mark is
@@ -77,7 +75,7 @@ def read_classes_file(path: str) -> Tuple[List[str], List[str]]:
     return names, ids
 
 
-def check_class_list(names: List[str], ids: List[str]) -> None:
+def check_class_list(names: list[str], ids: list[str]) -> None:
     if len(names) != len(ids):
         raise ValueError(f"{len(names)} class names but {len(ids)} class ids: {names} / {ids}")
     if not ids:

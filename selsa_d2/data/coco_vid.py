@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections import Counter, OrderedDict, defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
@@ -75,7 +75,7 @@ def _load_json(json_file: str) -> dict:
     return data
 
 
-def _check_categories(categories: List[dict], json_file: str) -> None:
+def _check_categories(categories: list[dict], json_file: str) -> None:
     for i, c in enumerate(categories):
         missing = [k for k in ("id", "name") if k not in c]
         if missing:
@@ -90,12 +90,12 @@ def _check_categories(categories: List[dict], json_file: str) -> None:
         raise ValueError(f"{json_file}: category id {dup} appears more than once")
 
 
-def _categories(data: dict) -> Tuple[List[str], List[str]]:
+def _categories(data: dict) -> tuple[list[str], list[str]]:
     cats = sorted(data["categories"], key=lambda c: c["id"])
     return [str(c["name"]) for c in cats], [str(c.get("encode_name") or c["name"]) for c in cats]
 
 
-def read_coco_vid_categories(json_file: str) -> Tuple[List[str], List[str]]:
+def read_coco_vid_categories(json_file: str) -> tuple[list[str], list[str]]:
     """``(names, ids)`` of a json's categories ordered by category id (ids: ``encode_name`` or name)."""
     return _categories(_load_json(json_file))
 
@@ -114,7 +114,7 @@ def _instance_id(ann: dict, default: int, where: str) -> int:
     return value
 
 
-def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> Dict[int, Optional[int]]:
+def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> dict[int, int | None]:
     matcher = ClassMatcher(names, ids)
     out = {}
     for c in data["categories"]:
@@ -123,7 +123,7 @@ def _category_map(data: dict, names: Sequence[str], ids: Sequence[str]) -> Dict[
     return out
 
 
-def _image_size(img: dict, json_file: str) -> Tuple[int, int]:
+def _image_size(img: dict, json_file: str) -> tuple[int, int]:
     """``(width, height)`` of a json image entry, checked (the file and image id named on error)."""
     missing = [k for k in ("file_name", "width", "height") if k not in img]
     if missing:
@@ -143,10 +143,10 @@ def load_coco_vid_frames(
     json_file: str,
     image_root: str,
     *,
-    class_names: Optional[Sequence[str]] = None,
-    wnids: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
+    wnids: Sequence[str] | None = None,
     dataset_name: str = "",
-) -> Tuple[List[dict], List[Tuple[int, int]]]:
+) -> tuple[list[dict], list[tuple[int, int]]]:
     """Read every image of a COCO-VID json.
 
     Args:
@@ -198,8 +198,8 @@ def load_coco_vid_frames(
         )
 
     stats = ReadStats()
-    frames: List[dict] = []
-    flagged: List[Tuple[int, int]] = []
+    frames: list[dict] = []
+    flagged: list[tuple[int, int]] = []
     for video_id, imgs in order.items():
         if not imgs:
             logger.warning("%s: video %s has no images; ignored", json_file, video_id)
@@ -280,11 +280,11 @@ def load_coco_vid_json(
     json_file: str,
     image_root: str,
     *,
-    class_names: Optional[Sequence[str]] = None,
-    wnids: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
+    wnids: Sequence[str] | None = None,
     dataset_name: str = "",
     key_frames_only: bool = True,
-) -> List[dict]:
+) -> list[dict]:
     """Key frames of a COCO-VID json: images with ``is_vid_train_frame`` true when
     ``key_frames_only`` and any image is flagged; otherwise every image."""
     frames, flagged = load_coco_vid_frames(
@@ -294,8 +294,8 @@ def load_coco_vid_json(
 
 
 def select_key_frames(
-    frames: List[dict], keys: Optional[List[Tuple[int, int]]], source: str
-) -> List[dict]:
+    frames: list[dict], keys: list[tuple[int, int]] | None, source: str
+) -> list[dict]:
     """Frames named by ``keys`` (None: all). An empty ``keys`` (a file that flags no
     ``is_vid_train_frame``, like mmtracking's val json) also means all, with a log line."""
     if keys is None:
@@ -319,7 +319,7 @@ def frames_to_coco_vid(
     class_names: Sequence[str],
     wnids: Sequence[str],
     image_root: str,
-    key_frames: Optional[Sequence[Tuple[int, int]]] = None,
+    key_frames: Sequence[tuple[int, int]] | None = None,
     as_video: bool = True,
 ) -> dict:
     """Build a COCO-VID dict from frame dicts (all frames of each video, grouped by video).
@@ -341,7 +341,7 @@ def frames_to_coco_vid(
         "images": [],
         "annotations": [],
     }
-    videos: "OrderedDict[int, dict]" = OrderedDict()
+    videos: OrderedDict[int, dict] = OrderedDict()
     for f in frames:
         rel = os.path.relpath(f["file_name"], image_root)
         if rel.startswith(".."):

@@ -17,7 +17,7 @@ registered and raises ``FileNotFoundError`` naming the expected path when it is 
 import copy
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
@@ -26,8 +26,8 @@ from detectron2.utils.file_io import PathManager
 from .classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, check_class_list, read_classes_file
 from .coco_vid import load_coco_vid_frames, read_coco_vid_categories, select_key_frames
 from .frame_index import get_frame_index, register_frame_index, unregister_frame_index
-from .reader_utils import local_abspath
 from .ilsvrc import default_list_file, load_ilsvrc_det, load_ilsvrc_vid_frames
+from .reader_utils import local_abspath
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +39,17 @@ __all__ = [
     "BUILTIN_VID_DATASETS",
 ]
 
-_CLASS_SOURCES: Dict[str, Callable[[], Tuple[List[str], List[str]]]] = {}
+_CLASS_SOURCES: dict[str, Callable[[], tuple[list[str], list[str]]]] = {}
 
 
 class _ClassSpec:
     """A dataset's class list, resolved on first use and cached."""
 
-    def __init__(self, resolve: Callable[[], Tuple[Sequence[str], Sequence[str]]]):
+    def __init__(self, resolve: Callable[[], tuple[Sequence[str], Sequence[str]]]):
         self._resolve = resolve
-        self._value: Optional[Tuple[List[str], List[str]]] = None
+        self._value: tuple[list[str], list[str]] | None = None
 
-    def __call__(self) -> Tuple[List[str], List[str]]:
+    def __call__(self) -> tuple[list[str], list[str]]:
         if self._value is None:
             names, ids = self._resolve()
             names, ids = list(names), list(ids)
@@ -83,20 +83,20 @@ class _VidSource:
     def __init__(
         self,
         name: str,
-        read: Callable[[], Tuple[List[dict], Optional[List[Tuple[int, int]]]]],
+        read: Callable[[], tuple[list[dict], list[tuple[int, int]] | None]],
         source: str,
     ):
         self.name, self._read, self._source = name, read, source
-        self._keys: Optional[List[Tuple[int, int]]] = None
+        self._keys: list[tuple[int, int]] | None = None
 
-    def all_frames(self) -> List[dict]:
+    def all_frames(self) -> list[dict]:
         frames, keys = self._read()
         self._keys = [
             (f["video_id"], f["frame_id"]) for f in select_key_frames(frames, keys, self._source)
         ]
         return frames
 
-    def key_frames(self) -> List[dict]:
+    def key_frames(self) -> list[dict]:
         index = get_frame_index(self.name)  # reads the dataset unless this process already did
         if self._keys is None:  # the index was built some other way; read again for the keys
             self.all_frames()
@@ -106,7 +106,7 @@ class _VidSource:
 
 def _resolve_classes(
     class_names, wnids, classes_file, json_file
-) -> Tuple[_ClassSpec, Optional[Tuple[List[str], List[str]]]]:
+) -> tuple[_ClassSpec, tuple[list[str], list[str]] | None]:
     if class_names is not None or wnids is not None:
         names = list(class_names if class_names is not None else wnids)
         ids = list(wnids if wnids is not None else class_names)
@@ -131,14 +131,14 @@ def _require_file(dataset: str, what: str, path: str, hint: str) -> None:
 def register_vid_dataset(
     name: str,
     *,
-    image_root: Optional[str] = None,
-    json_file: Optional[str] = None,
-    raw_root: Optional[str] = None,
-    split: Optional[str] = None,
-    list_file: Optional[str] = None,
-    class_names: Optional[Sequence[str]] = None,
-    wnids: Optional[Sequence[str]] = None,
-    classes_file: Optional[str] = None,
+    image_root: str | None = None,
+    json_file: str | None = None,
+    raw_root: str | None = None,
+    split: str | None = None,
+    list_file: str | None = None,
+    class_names: Sequence[str] | None = None,
+    wnids: Sequence[str] | None = None,
+    classes_file: str | None = None,
     key_frames_only: bool = True,
     layout: str = "vid",
 ) -> None:
@@ -259,7 +259,7 @@ def unregister_vid_dataset(name: str) -> None:
     _CLASS_SOURCES.pop(name, None)
 
 
-def register_datasets_from_config(cfg) -> List[str]:
+def register_datasets_from_config(cfg) -> list[str]:
     """Register the COCO-VID datasets of ``cfg.DATASETS.COCO_VID`` (``(name, json_file, image_root)``
     triples; see ``add_selsa_config``) with :func:`register_vid_dataset`; returns their names.
 
@@ -318,7 +318,7 @@ BUILTIN_VID_DATASETS = {
 }
 
 
-def register_all_builtin(root: Optional[str] = None) -> None:
+def register_all_builtin(root: str | None = None) -> None:
     """Register the builtin datasets under ``root`` (default ``$DETECTRON2_DATASETS`` or ``datasets``).
 
     ImageNet datasets use the 30 VID classes; synthetic ones the ``classes.txt`` of their root.

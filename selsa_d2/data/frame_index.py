@@ -7,23 +7,23 @@ per process, from a loader registered next to the dataset.
 """
 
 import logging
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-_LOADERS: Dict[str, Callable[[], List[dict]]] = {}
-_INDEXES: Dict[str, "VideoFrameIndex"] = {}
+_LOADERS: dict[str, Callable[[], list[dict]]] = {}
+_INDEXES: dict[str, "VideoFrameIndex"] = {}
 
 
 class VideoFrameIndex:
     """All frames of a dataset's videos: ``index.frame(video_id, frame_id) -> frame dict``."""
 
-    def __init__(self, frames: List[dict], name: str = "<unnamed>"):
+    def __init__(self, frames: list[dict], name: str = "<unnamed>"):
         self.name = name
-        videos: Dict[int, Dict[int, dict]] = {}
+        videos: dict[int, dict[int, dict]] = {}
         for f in frames:
             videos.setdefault(f["video_id"], {})[f["frame_id"]] = f
-        self._videos: Dict[int, List[dict]] = {}
+        self._videos: dict[int, list[dict]] = {}
         for vid, by_id in videos.items():
             ordered = [by_id[k] for k in sorted(by_id)]
             if [f["frame_id"] for f in ordered] != list(range(len(ordered))):
@@ -36,13 +36,13 @@ class VideoFrameIndex:
     def __len__(self) -> int:
         return len(self._videos)
 
-    def video_ids(self) -> List[int]:
+    def video_ids(self) -> list[int]:
         return list(self._videos)
 
     def video_length(self, video_id: int) -> int:
         return len(self._frames_of(video_id))
 
-    def frames(self, video_id: int) -> List[dict]:
+    def frames(self, video_id: int) -> list[dict]:
         """Every frame dict of the video, ordered by frame id."""
         return self._frames_of(video_id)
 
@@ -54,14 +54,14 @@ class VideoFrameIndex:
             )
         return frames[frame_id]
 
-    def _frames_of(self, video_id: int) -> List[dict]:
+    def _frames_of(self, video_id: int) -> list[dict]:
         try:
             return self._videos[video_id]
         except KeyError:
             raise KeyError(f"Dataset {self.name!r} has no video with id {video_id}") from None
 
 
-def register_frame_index(name: str, loader: Callable[[], List[dict]]) -> None:
+def register_frame_index(name: str, loader: Callable[[], list[dict]]) -> None:
     """Register ``loader() -> list of all frame dicts`` as the frame index of dataset ``name``."""
     if name in _LOADERS:
         raise KeyError(f"A frame index for dataset {name!r} is already registered")

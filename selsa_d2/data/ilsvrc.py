@@ -35,7 +35,7 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
@@ -66,7 +66,7 @@ def default_list_file(split: str, layout: str = "vid") -> str:
     return VID_TRAIN_LIST if split == "train" else VID_VAL_LIST
 
 
-def _text(elem, tag: str) -> Optional[str]:
+def _text(elem, tag: str) -> str | None:
     t = elem.findtext(tag)
     return None if t is None else t.strip()
 
@@ -182,7 +182,7 @@ def parse_vid_list(
         raise FileNotFoundError(f"List file {list_file} does not exist")
     if list_frame_base not in (0, 1):
         raise ValueError(f"list_frame_base must be 0 or 1, got {list_frame_base!r}")
-    videos: "OrderedDict[str, dict]" = OrderedDict()
+    videos: OrderedDict[str, dict] = OrderedDict()
     frame_zero_lines = []
     for lineno, line in read_text_lines(list_file):
         parts = line.split()
@@ -244,7 +244,7 @@ def _check_video_dir(directory: str, ext: str, num_frames: int, where: str, vide
     if not PathManager.isdir(directory):
         raise FileNotFoundError(f"{where}: video {video}: directory {directory} does not exist")
     present = {n for n in PathManager.ls(directory) if n.endswith(ext)}
-    expected = {"%06d%s" % (i, ext) for i in range(num_frames)}
+    expected = {f"{i:06d}{ext}" for i in range(num_frames)}
     if present != expected:
         missing = sorted(expected - present)
         extra = sorted(present - expected)
@@ -261,12 +261,12 @@ def load_ilsvrc_vid_frames(
     class_names: Sequence[str],
     wnids: Sequence[str],
     *,
-    list_file: Optional[str] = None,
-    key_frames_listed: Optional[bool] = None,
+    list_file: str | None = None,
+    key_frames_listed: bool | None = None,
     list_frame_base: int = 0,
     dataset_name: str = "",
     progress: bool = False,
-) -> Tuple[List[dict], List[Tuple[int, int]]]:
+) -> tuple[list[dict], list[tuple[int, int]]]:
     """Read every frame of the videos named by a VID list.
 
     Args:
@@ -288,8 +288,8 @@ def load_ilsvrc_vid_frames(
         key_frames_listed = split == "train"
     videos = parse_vid_list(list_file, key_frames_listed, list_frame_base)
     matcher, stats = ClassMatcher(class_names, wnids), ReadStats()
-    frames: List[dict] = []
-    keys: List[Tuple[int, int]] = []
+    frames: list[dict] = []
+    keys: list[tuple[int, int]] = []
     items = list(videos.items())
     if progress:
         from tqdm import tqdm
@@ -302,10 +302,10 @@ def load_ilsvrc_vid_frames(
         _check_video_dir(img_dir, ".JPEG", n, info["line"], video)
         _check_video_dir(ann_dir, ".xml", n, info["line"], video)
         for frame_id in range(n):
-            ann = parse_ilsvrc_xml(os.path.join(ann_dir, "%06d.xml" % frame_id), matcher, stats)
+            ann = parse_ilsvrc_xml(os.path.join(ann_dir, f"{frame_id:06d}.xml"), matcher, stats)
             frames.append(
                 {
-                    "file_name": os.path.join(img_dir, "%06d.JPEG" % frame_id),
+                    "file_name": os.path.join(img_dir, f"{frame_id:06d}.JPEG"),
                     "height": ann["height"],
                     "width": ann["width"],
                     "image_id": len(frames) + 1,
@@ -337,10 +337,10 @@ def load_ilsvrc_vid(
     class_names: Sequence[str],
     wnids: Sequence[str],
     *,
-    list_file: Optional[str] = None,
+    list_file: str | None = None,
     key_frames_only: bool = True,
     dataset_name: str = "",
-) -> List[dict]:
+) -> list[dict]:
     """Key frames (or all frames) of a raw VID split; see :func:`load_ilsvrc_vid_frames`."""
     frames, keys = load_ilsvrc_vid_frames(
         root, split, class_names, wnids, list_file=list_file, dataset_name=dataset_name
@@ -351,7 +351,7 @@ def load_ilsvrc_vid(
     return [f for f in frames if (f["video_id"], f["frame_id"]) in keyset]
 
 
-def parse_det_list(list_file: str) -> List[Tuple[str, str]]:
+def parse_det_list(list_file: str) -> list[tuple[str, str]]:
     """Parse a DET list (``"train/<path> <n>"`` lines; a ``.JPEG`` suffix is dropped).
 
     Returns:
@@ -360,8 +360,8 @@ def parse_det_list(list_file: str) -> List[Tuple[str, str]]:
     """
     if not PathManager.exists(list_file):
         raise FileNotFoundError(f"List file {list_file} does not exist")
-    items: List[Tuple[str, str]] = []
-    seen: Dict[str, int] = {}
+    items: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
     for lineno, line in read_text_lines(list_file):
         parts = line.split()
         if not parts:
@@ -388,10 +388,10 @@ def load_ilsvrc_det(
     class_names: Sequence[str],
     wnids: Sequence[str],
     *,
-    list_file: Optional[str] = None,
+    list_file: str | None = None,
     dataset_name: str = "",
     progress: bool = False,
-) -> List[dict]:
+) -> list[dict]:
     """Read the DET images of a list (``"train/<path> <n>"`` lines), each as a one-frame video.
 
     ``image_id`` and ``video_id`` are both the 1-based position in the list (blank lines not
@@ -409,7 +409,7 @@ def load_ilsvrc_det(
 
         items = tqdm(items, desc=f"{dataset_name or 'DET'} images", unit="img")
     frames = []
-    parsed: Dict[str, dict] = {}  # a repeated image is read (and its skips counted) once
+    parsed: dict[str, dict] = {}  # a repeated image is read (and its skips counted) once
     for i, (rel, where) in enumerate(items, 1):
         image = os.path.join(root, "Data", "DET", rel + ".JPEG")
         if rel in parsed:

@@ -3,7 +3,7 @@
 import logging
 import os
 from collections import Counter
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 from detectron2.utils.file_io import PathManager
 
@@ -17,7 +17,7 @@ def local_abspath(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def read_text_lines(path: str) -> Iterator[Tuple[int, str]]:
+def read_text_lines(path: str) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` of a UTF-8 text file (class files, list files), without line ends.
 
     A leading byte-order mark (as Windows editors write) is dropped ("utf-8-sig"), so it does not
@@ -42,14 +42,14 @@ class ClassMatcher:
 
     def __init__(self, names: Sequence[str], ids: Sequence[str]):
         self.names, self.ids = list(names), list(ids)
-        self._lookup: Dict[str, int] = {}
+        self._lookup: dict[str, int] = {}
         # Names are accepted too (custom datasets may write either), but never shadow an id.
         for i, n in enumerate(self.names):
             self._lookup.setdefault(n, i)
         for i, c in enumerate(self.ids):
             self._lookup[c] = i
 
-    def __call__(self, label: Optional[str]) -> Optional[int]:
+    def __call__(self, label: str | None) -> int | None:
         if label is None:
             return None
         return self._lookup.get(label.strip())
@@ -64,7 +64,7 @@ class ReadStats:
         self.clipped = 0
         self.outside = 0
         self.empty_frames = 0
-        self.examples: Dict[str, List[str]] = {"clipped": [], "outside": []}
+        self.examples: dict[str, list[str]] = {"clipped": [], "outside": []}
 
     def note(self, kind: str, where: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -109,7 +109,7 @@ class ReadStats:
 
 def sanitize_box(
     raw: Sequence, width: int, height: int, where: str, stats: ReadStats
-) -> Optional[List[float]]:
+) -> list[float] | None:
     """Validate an XYXY box and clip it to the image.
 
     Returns ``[x1, y1, x2, y2]`` floats, or None (with a log line / count) when the object is

@@ -8,8 +8,6 @@ every frame is computed once and the cache stays bounded by the number of refere
 Frame ids are 0-based positions in the video; ``video_length`` is the number of frames.
 """
 
-from typing import List, Optional
-
 import numpy as np
 
 TRAIN_METHODS = ("bilateral_uniform", "uniform")
@@ -17,7 +15,7 @@ TEST_MODES = ("offline", "online")
 OFFLINE_METHODS = ("adaptive_stride", "fixed_window")
 
 
-def _draw(candidates: List[int], num: int, rng) -> List[int]:
+def _draw(candidates: list[int], num: int, rng) -> list[int]:
     """``min(num, len(candidates))`` distinct ids from ``candidates`` (as ``random.sample``)."""
     num = min(num, len(candidates))
     if num <= 0:
@@ -32,8 +30,8 @@ def sample_train_refs(
     num_refs: int = 2,
     frame_range: int = 9,
     method: str = "bilateral_uniform",
-    rng: Optional[np.random.RandomState] = None,
-) -> List[int]:
+    rng: np.random.RandomState | None = None,
+) -> list[int]:
     """Reference frame ids for a training key frame, as mmtracking's ``ref_img_sampling``
     (``mmtrack/datasets/coco_video_dataset.py``).
 
@@ -113,7 +111,7 @@ class TestReferenceSampler:
     def __repr__(self):
         return f"TestReferenceSampler(mode={self.mode}, method={self.method}, num_refs={self.num_refs}, stride={self.stride})"
 
-    def refs(self, frame_id: int, video_length: int) -> List[int]:
+    def refs(self, frame_id: int, video_length: int) -> list[int]:
         """Reference frame ids of key frame ``frame_id`` (may repeat ids or contain the key)."""
         n, s, L = self.num_refs, self.stride, video_length
         if n == 0:
@@ -129,7 +127,7 @@ class TestReferenceSampler:
         offsets = list(range(-half, 0)) + list(range(1, n - half + 1))
         return [min(max(frame_id + s * k, 0), L - 1) for k in offsets]
 
-    def frames_to_supply(self, frame_id: int, video_length: int) -> List[int]:
+    def frames_to_supply(self, frame_id: int, video_length: int) -> list[int]:
         """Future frames (``> frame_id``) whose inputs must come with key frame ``frame_id``:
         the references of this key frame that lie ahead and were not already references of the
         previous key frame (those were supplied earlier and are still cached)."""

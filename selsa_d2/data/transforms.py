@@ -6,8 +6,6 @@ and it resizes uint8 images with PIL, whose bilinear filter antialiases when dow
 mmcv uses cv2's ``INTER_LINEAR``. ``INPUT.RESIZE_STYLE: "mmcv"`` selects the variant below.
 """
 
-from typing import List
-
 import cv2
 import numpy as np
 from detectron2.data import detection_utils as utils
@@ -43,7 +41,7 @@ class MMCVResizeShortestEdge(T.ResizeShortestEdge):
         return CV2ResizeTransform(h, w, int(h * scale + 0.5), int(w * scale + 0.5))
 
 
-def build_video_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+def build_video_augmentation(cfg, is_train: bool) -> list[T.Augmentation]:
     """Detectron2's resize + flip augmentation, with the resize following INPUT.RESIZE_STYLE."""
     style = cfg.INPUT.RESIZE_STYLE
     if style not in RESIZE_STYLES:

@@ -7,7 +7,6 @@ frames of a sample stay geometrically consistent, as SELSA / mmtracking training
 
 import copy
 import logging
-from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -53,12 +52,12 @@ class VideoDatasetMapper:
         self,
         is_train: bool,
         *,
-        augmentations: List[Union[T.Augmentation, T.Transform]],
+        augmentations: list[T.Augmentation | T.Transform],
         image_format: str,
         train_num_refs: int = 2,
         train_frame_range: int = 9,
         train_sampler: str = "bilateral_uniform",
-        test_ref_sampler: Optional[TestReferenceSampler] = None,
+        test_ref_sampler: TestReferenceSampler | None = None,
         keep_test_annotations: bool = False,
     ):
         """
@@ -140,7 +139,7 @@ class VideoDatasetMapper:
             raise ValueError(f"Frame file {file_name} ({_where(frame)}): {e}") from e
         return image
 
-    def _ref_ids(self, d: dict) -> List[int]:
+    def _ref_ids(self, d: dict) -> list[int]:
         frame_id = int(d.get("frame_id", 0))
         length = int(d.get("video_length", 1))
         if self.is_train:
@@ -197,7 +196,7 @@ class VideoDatasetMapper:
         # key and references on exactly the same code path.
         out = self._to_output(d, key_image, transforms, keep_annos)
 
-        images: Dict[int, np.ndarray] = {int(d.get("frame_id", 0)): key_image}
+        images: dict[int, np.ndarray] = {int(d.get("frame_id", 0)): key_image}
         ref_outputs = []
         for ref_id in self._ref_ids(d):
             ref = self._ref_frame(d, ref_id)

@@ -8,14 +8,10 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
-
-import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-from tabulate import tabulate
+from collections.abc import Sequence
 
 import detectron2.utils.comm as comm
+import numpy as np
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
@@ -23,6 +19,9 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
 
 from . import vid_metrics
 
@@ -33,7 +32,7 @@ logger = logging.getLogger(__name__)
 COCO_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
-def merge_predictions(shards: Sequence[List[dict]]) -> List[dict]:
+def merge_predictions(shards: Sequence[list[dict]]) -> list[dict]:
     """Merge the per-process prediction lists of :meth:`VIDEvaluator.process` into one, ordered by
     image id. The same image predicted twice (by two processes, or without ``reset()``) is an error."""
     merged = {}
@@ -47,7 +46,7 @@ def merge_predictions(shards: Sequence[List[dict]]) -> List[dict]:
 
 def gt_frames_from_dicts(
     dataset_dicts: Sequence[dict], dataset_name: str = "<unnamed>"
-) -> List[dict]:
+) -> list[dict]:
     """Dataset dicts (one per frame) -> :mod:`vid_metrics` gt frames (xyxy boxes, contiguous classes)."""
     frames, seen = [], set()
     for d in dataset_dicts:
@@ -73,7 +72,7 @@ def gt_frames_from_dicts(
     return frames
 
 
-def coco_category_ids(metadata) -> List[int]:
+def coco_category_ids(metadata) -> list[int]:
     """COCO category id of each contiguous class: the dataset's own id where the metadata has
     ``thing_dataset_id_to_contiguous_id`` (COCO-style json datasets), else ``contiguous + 1``
     (COCO ids start at 1; for the 30 ImageNet VID classes in their usual order this equals the ids of
@@ -150,7 +149,7 @@ class VIDEvaluator(DatasetEvaluator):
                 f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata"
             )
         self._class_names = list(self._metadata.thing_classes)
-        self._predictions: List[dict] = []
+        self._predictions: list[dict] = []
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir=None, distributed: bool = True):
@@ -163,7 +162,7 @@ class VIDEvaluator(DatasetEvaluator):
         }
 
     @property
-    def output_dir(self) -> Optional[str]:
+    def output_dir(self) -> str | None:
         """Folder the metrics and detections are written to (None: nothing is written)."""
         return self._output_dir
 
@@ -201,7 +200,7 @@ class VIDEvaluator(DatasetEvaluator):
         predictions = merge_predictions(shards)
         return self.evaluate_predictions(predictions)
 
-    def evaluate_predictions(self, predictions: List[dict]) -> Dict[str, Dict[str, float]]:
+    def evaluate_predictions(self, predictions: list[dict]) -> dict[str, dict[str, float]]:
         """Metrics of already-merged predictions (single process)."""
         dataset_dicts = DatasetCatalog.get(self._dataset_name)
         gt_frames = gt_frames_from_dicts(dataset_dicts, self._dataset_name)
@@ -249,7 +248,7 @@ class VIDEvaluator(DatasetEvaluator):
             logger.info(f"Saved metrics to {path}")
         return copy.deepcopy(results)
 
-    def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> Dict[str, float]:
+    def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> dict[str, float]:
         num_classes = len(self._class_names)
         conv = self._box_convention
         aps, mean_ap = vid_metrics.vid_eval(gt_frames, dets, num_classes, box_convention=conv)
@@ -288,7 +287,7 @@ class VIDEvaluator(DatasetEvaluator):
         results.update((f"AP-{name}", float(ap)) for name, ap in per_class)
         return results
 
-    def _coco_results(self, predictions, cat_ids) -> List[dict]:
+    def _coco_results(self, predictions, cat_ids) -> list[dict]:
         out = []
         for p in predictions:
             xywh = BoxMode.convert(
@@ -305,7 +304,7 @@ class VIDEvaluator(DatasetEvaluator):
                 )
         return out
 
-    def _coco_metrics(self, coco_results, cat_ids) -> Dict[str, float]:
+    def _coco_metrics(self, coco_results, cat_ids) -> dict[str, float]:
         coco_gt = self._coco_gt(cat_ids)
         if not coco_results:
             logger.warning("VIDEvaluator: no detections; COCO box metrics are NaN.")

@@ -50,7 +50,7 @@ Protocol (ImageNet VID, as in the ILSVRC devkit and FGFA's ``imagenet_vid_eval_m
   test would treat them. These fractional weights are FGFA's rule, kept so numbers compare.
 """
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -73,14 +73,14 @@ __all__ = [
 ]
 
 # FGFA's motion ranges (closed intervals).
-SPEED_GROUPS: Dict[str, Tuple[float, float]] = {
+SPEED_GROUPS: dict[str, tuple[float, float]] = {
     "slow": (0.9, 1.0),
     "medium": (0.7, 0.9),
     "fast": (0.0, 0.7),
 }
 
 # Pixels added to a coordinate difference to get a box's extent (module docstring).
-BOX_CONVENTIONS: Dict[str, float] = {"devkit": 1.0, "continuous": 0.0}
+BOX_CONVENTIONS: dict[str, float] = {"devkit": 1.0, "continuous": 0.0}
 
 
 def pixel_offset(box_convention: str) -> float:
@@ -184,7 +184,7 @@ def accumulate_tp_fp(
     gt_frames: Sequence[Mapping],
     detections: Mapping[int, Mapping],
     num_classes: int,
-    gt_ignore: Optional[Sequence[np.ndarray]] = None,
+    gt_ignore: Sequence[np.ndarray] | None = None,
     empty_frame_fp_weight: float = 1.0,
     iou_threshold: float = 0.5,
     box_convention: str = "devkit",
@@ -304,7 +304,7 @@ def vid_eval(
     num_classes: int,
     iou_threshold: float = 0.5,
     box_convention: str = "devkit",
-) -> Tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float]:
     """ImageNet VID AP: returns (per-class AP float[num_classes] with NaN for absent classes, mAP)."""
     acc = accumulate_tp_fp(
         gt_frames,
@@ -319,13 +319,13 @@ def vid_eval(
 
 def compute_motion_ious(
     gt_frames: Sequence[Mapping], frame_range: int = 10, box_convention: str = "devkit"
-) -> List[np.ndarray]:
+) -> list[np.ndarray]:
     """FGFA motion IoU of every gt box: list aligned with ``gt_frames`` of float[G] (NaN: no neighbour).
 
     Instances are identified by ``(video_id, instance_id)``; gts with instance id < 0 get NaN. Only
     frames present in ``gt_frames`` are used (give every frame of the videos).
     """
-    tracks: Dict[Tuple[int, int], List[Tuple[int, int, int]]] = {}
+    tracks: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
     out = []
     for f_idx, frame in enumerate(gt_frames):
         inst = np.asarray(frame.get("instance_ids", []), dtype=np.int64).reshape(-1)
@@ -364,7 +364,7 @@ def compute_motion_ious(
     return out
 
 
-def speed_group_ignore(motion_ious: Sequence[np.ndarray], group: str) -> List[np.ndarray]:
+def speed_group_ignore(motion_ious: Sequence[np.ndarray], group: str) -> list[np.ndarray]:
     """Ignore masks for one speed group: True where a gt's motion IoU is outside the group's range."""
     lo, hi = SPEED_GROUPS[group]
     with np.errstate(invalid="ignore"):
@@ -397,11 +397,11 @@ def vid_eval_by_speed(
     gt_frames: Sequence[Mapping],
     detections: Mapping[int, Mapping],
     num_classes: int,
-    motion_ious: Optional[Sequence[np.ndarray]] = None,
+    motion_ious: Sequence[np.ndarray] | None = None,
     frame_range: int = 10,
     iou_threshold: float = 0.5,
     box_convention: str = "devkit",
-) -> Dict[str, Tuple[np.ndarray, float]]:
+) -> dict[str, tuple[np.ndarray, float]]:
     """Per speed group ``{"slow"|"medium"|"fast": (per-class AP, mAP)}`` under FGFA's ignore rule.
 
     ``motion_ious``: as :func:`compute_motion_ious` returns (computed with ``frame_range`` and the

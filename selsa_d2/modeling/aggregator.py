@@ -1,7 +1,7 @@
 """SELSA's multi-head attention over proposal features (mmtracking's ``SelsaAggregator``)."""
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ class SelsaAggregator(nn.Module):
         self.ref_fc = nn.Linear(in_channels, in_channels)
         self.fc = nn.Linear(in_channels, in_channels)
 
-    def project_reference(self, ref_x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def project_reference(self, ref_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ref_x [M, C] -> (keys [M, C], values [M, C])."""
         return self.ref_fc_embed(ref_x), self.ref_fc(ref_x)
 
@@ -88,8 +88,8 @@ class SelsaAggregator(nn.Module):
         x: torch.Tensor,
         ref_key: torch.Tensor,
         ref_value: torch.Tensor,
-        num_x: Optional[Sequence[int]] = None,
-        num_ref: Optional[Sequence[int]] = None,
+        num_x: Sequence[int] | None = None,
+        num_ref: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Per-image attention for a batch of key images, each with its own references.
 
@@ -106,7 +106,7 @@ class SelsaAggregator(nn.Module):
             raise ValueError(
                 f"attend_grouped: need one reference count per key image, got {num_ref} for {num_x}"
             )
-        outs: List[torch.Tensor] = []
+        outs: list[torch.Tensor] = []
         for xi, ki, vi in zip(
             x.split(list(num_x)), ref_key.split(list(num_ref)), ref_value.split(list(num_ref))
         ):

@@ -1,7 +1,6 @@
 """ResNet (DC5 or truncated at res4) + 3x3 conv/ReLU neck: one stride-16 feature map."""
 
 import logging
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -49,11 +48,11 @@ class SelsaDC5Backbone(Backbone):
     def size_divisibility(self) -> int:
         return self._out_shape.stride
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x [N, 3, H, W] (H, W multiples of 16) -> {out_feature: [N, C, H/16, W/16]}."""
         return {self.out_feature: self.neck(self.bottom_up(x)[self.in_feature])}
 
-    def output_shape(self) -> Dict[str, ShapeSpec]:
+    def output_shape(self) -> dict[str, ShapeSpec]:
         return {self.out_feature: self._out_shape}
 
 

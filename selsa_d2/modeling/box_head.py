@@ -1,6 +1,6 @@
 """SELSA box head: shared FC layers with attention over reference proposals after each."""
 
-from typing import Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ class ReferenceMemory:
     """
 
     def __init__(
-        self, layers: Sequence[Tuple[torch.Tensor, torch.Tensor]], num_rows: Optional[int] = None
+        self, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], num_rows: int | None = None
     ):
         self._storage = [(k, v) for k, v in layers]
         if not self._storage:
@@ -40,7 +40,7 @@ class ReferenceMemory:
             )
 
     @property
-    def layers(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer ``(keys, values)`` [M, FC_DIM] (views of the storage)."""
         n = self.num_rows
         return [(k[:n], v[:n]) for k, v in self._storage]
@@ -48,18 +48,18 @@ class ReferenceMemory:
     def __len__(self) -> int:
         return self.num_rows
 
-    def __getitem__(self, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self._storage[layer]
         return k[: self.num_rows], v[: self.num_rows]
 
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return iter(self.layers)
 
     @property
     def spare_rows(self) -> int:
         return self._storage[0][0].shape[0] - self.num_rows
 
-    def split(self, counts: Sequence[int]) -> List["ReferenceMemory"]:
+    def split(self, counts: Sequence[int]) -> list["ReferenceMemory"]:
         """Rows split into consecutive groups of ``counts`` (views)."""
         per_layer = [(k.split(list(counts)), v.split(list(counts))) for k, v in self.layers]
         return [
@@ -118,7 +118,7 @@ class SelsaBoxHead(nn.Module):
 
     @configurable
     def __init__(
-        self, input_shape: ShapeSpec, *, fc_dims: List[int], num_attention_blocks: int = 16
+        self, input_shape: ShapeSpec, *, fc_dims: list[int], num_attention_blocks: int = 16
     ):
         """
         Args:
@@ -134,7 +134,7 @@ class SelsaBoxHead(nn.Module):
         in_dim = int(
             np.prod([input_shape.channels, input_shape.height or 1, input_shape.width or 1])
         )
-        self.fcs: List[nn.Linear] = []
+        self.fcs: list[nn.Linear] = []
         for k, fc_dim in enumerate(fc_dims):
             fc = nn.Linear(in_dim, fc_dim)
             weight_init.c2_xavier_fill(fc)
@@ -161,9 +161,9 @@ class SelsaBoxHead(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        ref_x: Optional[torch.Tensor] = None,
-        num_x: Optional[Sequence[int]] = None,
-        num_ref: Optional[Sequence[int]] = None,
+        ref_x: torch.Tensor | None = None,
+        num_x: Sequence[int] | None = None,
+        num_ref: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -185,7 +185,7 @@ class SelsaBoxHead(nn.Module):
         memory = self._memory_from_first_layer(first[n:])
         return self.attend_references(first[:n], memory, num_x, num_ref)
 
-    def frame_features(self, pooled: torch.Tensor) -> Tuple[torch.Tensor, ReferenceMemory]:
+    def frame_features(self, pooled: torch.Tensor) -> tuple[torch.Tensor, ReferenceMemory]:
         """Pooled proposal features [P, C, 7, 7] (or [P, C*49]) of a frame (or of several, row
         after row) -> (key input [P, FC_DIM]: layer 0's pre-ReLU output, the proposals'
         :class:`ReferenceMemory`).
@@ -209,8 +209,8 @@ class SelsaBoxHead(nn.Module):
         self,
         key_input: torch.Tensor,
         memory: ReferenceMemory,
-        num_x: Optional[Sequence[int]] = None,
-        num_ref: Optional[Sequence[int]] = None,
+        num_x: Sequence[int] | None = None,
+        num_ref: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Key input [N, FC_DIM] (layer 0's pre-ReLU output) + the references' memory
         -> box features [N, FC_DIM]. ``num_x``/``num_ref``: per key image, its rows of

@@ -1,7 +1,6 @@
 """``FrameFeatures``: what one video frame contributes to SELSA inference, as key and as reference."""
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.structures import Instances
@@ -25,11 +24,11 @@ class FrameFeatures:
         proposals from its references' maps; ``None`` otherwise.
     """
 
-    image_size: Tuple[int, int]
+    image_size: tuple[int, int]
     proposals: Instances
     key_input: torch.Tensor
     memory: ReferenceMemory
-    feature_maps: Optional[Dict[str, torch.Tensor]] = None
+    feature_maps: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         """Number of proposals."""

@@ -2,7 +2,7 @@
 
 import contextlib
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import configurable
@@ -94,7 +94,7 @@ class SelsaRCNN(GeneralizedRCNN):
             zero_init_aggregator_outputs(ret["roi_heads"].box_head)
         return ret
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(self, batched_inputs: list[dict]):
         """Training: dict of losses. Eval: same as :meth:`inference`."""
         if not self.training:
             return self.inference(batched_inputs)
@@ -128,8 +128,8 @@ class SelsaRCNN(GeneralizedRCNN):
         return losses
 
     def _reference_proposals(
-        self, images: ImageList, features: Dict[str, torch.Tensor], start: int
-    ) -> List[Instances]:
+        self, images: ImageList, features: dict[str, torch.Tensor], start: int
+    ) -> list[Instances]:
         """RPN test-time proposals (pre/post-NMS top-k of TEST) of images ``start:``; no grad."""
         if start >= len(images):
             return []
@@ -140,7 +140,7 @@ class SelsaRCNN(GeneralizedRCNN):
         return proposals
 
     # ------------------------------------------------------------------ per-frame inference API
-    def preprocess_frame(self, frame: Dict) -> torch.Tensor:
+    def preprocess_frame(self, frame: dict) -> torch.Tensor:
         """A test-mapper dict's ``image`` [3, H, W] -> normalized image [3, H, W] on the model's
         device (no padding)."""
         return (
@@ -148,8 +148,8 @@ class SelsaRCNN(GeneralizedRCNN):
         ) / self.pixel_std
 
     def compute_feature_maps(
-        self, frame: Union[Dict, torch.Tensor]
-    ) -> Tuple[ImageList, Dict[str, torch.Tensor]]:
+        self, frame: dict | torch.Tensor
+    ) -> tuple[ImageList, dict[str, torch.Tensor]]:
         """Backbone (+ neck) of one frame (a test-mapper dict or a normalized image [3, H, W]) ->
         (its padded one-image ``ImageList``, feature maps name -> [1, C, H', W'])."""
         image = self.preprocess_frame(frame) if isinstance(frame, dict) else frame
@@ -163,7 +163,7 @@ class SelsaRCNN(GeneralizedRCNN):
     def frame_features_from_maps(
         self,
         images: ImageList,
-        feature_maps: Dict[str, torch.Tensor],
+        feature_maps: dict[str, torch.Tensor],
         keep_feature_maps: bool = False,
     ) -> FrameFeatures:
         """One frame's RPN proposals (test settings), RoIAlign, shared FC layers and reference
@@ -188,7 +188,7 @@ class SelsaRCNN(GeneralizedRCNN):
         )
 
     def compute_frame_features(
-        self, frame: Union[Dict, torch.Tensor], keep_feature_maps: bool = False
+        self, frame: dict | torch.Tensor, keep_feature_maps: bool = False
     ) -> FrameFeatures:
         """Everything a frame contributes as key frame and as reference, computed once (one
         frame at a time, so that results never depend on what else is in a batch).
@@ -223,8 +223,8 @@ class SelsaRCNN(GeneralizedRCNN):
     def detect_key_frame(
         self,
         key: FrameFeatures,
-        references: Union[ReferenceMemory, Sequence[FrameFeatures]],
-        reference_frames: Optional[Sequence[FrameFeatures]] = None,
+        references: ReferenceMemory | Sequence[FrameFeatures],
+        reference_frames: Sequence[FrameFeatures] | None = None,
     ) -> Instances:
         """Detections of a key frame, its proposals attending to ``references`` (a
         :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
@@ -246,7 +246,7 @@ class SelsaRCNN(GeneralizedRCNN):
         return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
 
     @staticmethod
-    def postprocess_detections(instances: Instances, frame: Dict) -> Dict[str, Instances]:
+    def postprocess_detections(instances: Instances, frame: dict) -> dict[str, Instances]:
         """Detections at the network input size -> ``{"instances": ...}`` rescaled to the
         frame's ``height``/``width`` (default: no rescale), as Detectron2's models return."""
         height = frame.get("height", instances.image_size[0])
@@ -255,8 +255,8 @@ class SelsaRCNN(GeneralizedRCNN):
 
     def inference(
         self,
-        batched_inputs: List[Dict],
-        detected_instances: Optional[List[Instances]] = None,
+        batched_inputs: list[dict],
+        detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
     ):
         """Video inference of the frames in ``batched_inputs`` (in order), see

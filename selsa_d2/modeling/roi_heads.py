@@ -1,6 +1,6 @@
 """SELSA ROI heads: key proposals attend to reference proposals in the box head."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import configurable
@@ -37,12 +37,12 @@ class SelsaROIHeads(StandardROIHeads):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-        ref_proposals: Optional[List[Instances]] = None,
-        num_refs: Optional[Sequence[int]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+        ref_proposals: list[Instances] | None = None,
+        num_refs: Sequence[int] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """
         Args:
             images: unused (Detectron2 interface).
@@ -108,8 +108,8 @@ class SelsaROIHeads(StandardROIHeads):
 
     # ------------------------------------------------------------------ per-frame video path
     def frame_features(
-        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
-    ) -> List[Tuple[torch.Tensor, ReferenceMemory]]:
+        self, features: dict[str, torch.Tensor], proposals: list[Instances]
+    ) -> list[tuple[torch.Tensor, ReferenceMemory]]:
         """Per image of ``features``: (key input [P_i, FC_DIM], :class:`ReferenceMemory` of its
         P_i proposals), from one RoIAlign over all images. See :meth:`SelsaBoxHead.frame_features`."""
         feats = [features[f] for f in self.box_in_features]

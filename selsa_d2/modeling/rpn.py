@@ -15,7 +15,7 @@ differs in three ways, which :class:`MaxIoUAssignerRPN` removes:
    outside ones, so a gt whose best anchor crosses the border loses its low-quality match.
 """
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
@@ -40,7 +40,7 @@ class MaxIoUMatcher(Matcher):
     """
 
     def __init__(
-        self, thresholds: List[float], labels: List[int], low_quality_min_iou: float = 0.0
+        self, thresholds: list[float], labels: list[int], low_quality_min_iou: float = 0.0
     ):
         """
         Args:
@@ -53,7 +53,7 @@ class MaxIoUMatcher(Matcher):
             raise ValueError(f"low_quality_min_iou must lie in [0, 1], got {low_quality_min_iou}")
         self.low_quality_min_iou = low_quality_min_iou
 
-    def __call__(self, match_quality_matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, match_quality_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             match_quality_matrix: [M gts, N predictions] IoU, all >= 0.
@@ -110,8 +110,8 @@ class MaxIoUAssignerRPN(RPN):
     @torch.jit.unused
     @torch.no_grad()
     def label_and_sample_anchors(
-        self, anchors: List[Boxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        self, anchors: list[Boxes], gt_instances: list[Instances]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Same contract as ``RPN.label_and_sample_anchors``: per image, labels int8 [R] in
         {-1, 0, 1} after sampling and the matched gt boxes [R, 4] (R anchors of all levels)."""
         anchors = Boxes.cat(anchors)

@@ -32,7 +32,7 @@ Differences from mmtracking, none on well-formed inputs:
 """
 
 import math
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,7 @@ class TemporalRoIAlign(nn.Module):
         }
 
     # ------------------------------------------------------------------ reference maps
-    def reference_map(self, feature: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+    def reference_map(self, feature: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """One image's feature [C, H, W] of a padded batch -> [C, ceil(h/s), ceil(w/s)]: the map of
         the image padded to a multiple of the stride only (what mmtracking searches, one image per
         GPU), not the batch padding."""
@@ -137,7 +137,7 @@ class TemporalRoIAlign(nn.Module):
         )
 
     @staticmethod
-    def _search_memory(ref_map: torch.Tensor, channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _search_memory(ref_map: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A map [C, H, W] -> (unit keys [C, HW], values [HW, C])."""
         c = ref_map.shape[0]
         if c != channels:
@@ -150,7 +150,7 @@ class TemporalRoIAlign(nn.Module):
         return F.normalize(values, dim=1).t(), values
 
     def _most_similar(
-        self, roi_feats: torch.Tensor, memories: Sequence[Tuple[torch.Tensor, torch.Tensor]]
+        self, roi_feats: torch.Tensor, memories: Sequence[tuple[torch.Tensor, torch.Tensor]]
     ) -> torch.Tensor:
         n, c, h, w = roi_feats.shape
         queries = F.normalize(roi_feats.permute(0, 2, 3, 1).reshape(n * h * w, c), dim=1)  # [Q, C]
@@ -168,7 +168,7 @@ class TemporalRoIAlign(nn.Module):
         hw, c = values.shape
         k = min(self.num_most_similar_points, hw)
         rows = max(1, self.chunk_size // hw)
-        out: List[torch.Tensor] = []
+        out: list[torch.Tensor] = []
         for q in queries.split(rows):
             sim, idx = (q @ keys).topk(k, dim=1)  # [q, K]
             picked = values.index_select(0, idx.reshape(-1)).view(-1, k, c)  # [q, K, C]

@@ -1,6 +1,6 @@
 """SELSA ROI heads whose key-frame RoI features go through Temporal RoI Align first."""
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import configurable
@@ -45,9 +45,9 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
     def key_roi_features(
         self,
         key_pooled: torch.Tensor,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        ref_proposals: List[Instances],
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        ref_proposals: list[Instances],
         num_refs: Sequence[int],
     ) -> torch.Tensor:
         """Per key image, its pooled RoIs [n_i, C, 7, 7] through Temporal RoI Align against the
@@ -71,7 +71,7 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         return True
 
     def frame_feature_map(
-        self, features: Dict[str, torch.Tensor], image_size: Tuple[int, int]
+        self, features: dict[str, torch.Tensor], image_size: tuple[int, int]
     ) -> torch.Tensor:
         """A one-image batch's features -> its map [C, H, W] for the search."""
         return self.temporal_roi_align.reference_map(

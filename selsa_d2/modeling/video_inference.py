@@ -18,7 +18,7 @@ holds more than ``sampler.max_cached_frames()`` frames, whatever the video lengt
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -74,14 +74,14 @@ class VideoInferenceEngine:
     def reset(self):
         """Forget the current video (cache, reference buffer, frame order)."""
         self._video_id = _NO_VIDEO
-        self._video_length: Optional[int] = None
-        self._last_frame_id: Optional[int] = None
+        self._video_length: int | None = None
+        self._last_frame_id: int | None = None
         # frame_id -> FrameFeatures (cached path) or (normalized image [3, H, W]) (uncached path)
-        self._cache: Dict[int, object] = {}
+        self._cache: dict[int, object] = {}
         # the references' concatenated memory, kept while the reference set stays the same
-        self._buffer_ids: Optional[Tuple[int, ...]] = None
-        self._buffer: Optional[ReferenceMemory] = None
-        self.last_reference_ids: List[int] = []
+        self._buffer_ids: tuple[int, ...] | None = None
+        self._buffer: ReferenceMemory | None = None
+        self.last_reference_ids: list[int] = []
 
     def reset_stats(self):
         self.peak_cache_size = 0
@@ -92,10 +92,10 @@ class VideoInferenceEngine:
         """Frames currently cached."""
         return len(self._cache)
 
-    def cached_frame_ids(self) -> List[int]:
+    def cached_frame_ids(self) -> list[int]:
         return sorted(self._cache)
 
-    def cached_state(self) -> List[object]:
+    def cached_state(self) -> list[object]:
         """What the engine holds between frames (for memory accounting): the cached frames
         (``FrameFeatures``, or normalized images without feature caching) and the references'
         concatenated memory."""
@@ -202,8 +202,8 @@ class VideoInferenceEngine:
 
     # ------------------------------------------------------------------ references
     def _key_and_memory(
-        self, frame_id: int, ref_ids: List[int]
-    ) -> Tuple[FrameFeatures, ReferenceMemory, List[FrameFeatures]]:
+        self, frame_id: int, ref_ids: list[int]
+    ) -> tuple[FrameFeatures, ReferenceMemory, list[FrameFeatures]]:
         """The key frame's features, its references' memory and its reference frames in order
         (the key frame last with ``key_frame_as_ref``; Temporal RoI Align searches their maps)."""
         if self.cache_features:
