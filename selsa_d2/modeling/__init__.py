@@ -5,7 +5,8 @@ from .backbone import SelsaDC5Backbone, build_selsa_dc5_backbone
 from .box_head import ReferenceMemory, SelsaBoxHead
 from .frame_features import FrameFeatures
 from .meta_arch import SelsaRCNN, eval_mode
-from .roi_heads import SelsaROIHeads
+from .norm import FrozenStatsBatchNorm2d
+from .roi_heads import MaxIoUAssignerROIHeads, SelsaROIHeads
 from .rpn import MaxIoUAssignerRPN, MaxIoUMatcher
 from .temporal_roi_align import (
     TEMPORAL_ROI_ALIGN_REGISTRY,
@@ -22,6 +23,8 @@ __all__ = [
     "SelsaBoxHead",
     "ReferenceMemory",
     "SelsaROIHeads",
+    "MaxIoUAssignerROIHeads",
+    "FrozenStatsBatchNorm2d",
     "MaxIoUAssignerRPN",
     "MaxIoUMatcher",
     "SelsaTRoIROIHeads",

@@ -5,9 +5,11 @@ import logging
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet
 from fvcore.nn import weight_init
 from torch import nn
+
+from .norm import build_resnet_with_norm
 
 __all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone", "zero_init_residual_branches"]
 
@@ -81,7 +83,7 @@ def zero_init_residual_branches(resnet: ResNet) -> int:
             ):
                 raise ValueError(
                     "MODEL.SELSA.ZERO_INIT_RESIDUAL needs trainable norms in the residual branches "
-                    f"(MODEL.RESNETS.NORM 'BN', 'SyncBN' or 'GN'; got {type(norm).__name__}): a frozen zero "
+                    f"(MODEL.RESNETS.NORM 'BN', 'SyncBN', 'GN' or 'FrozenStatsBN'; got {type(norm).__name__}): a frozen zero "
                     "weight would switch the branch off for good"
                 )
             nn.init.zeros_(norm.weight)
@@ -96,13 +98,15 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     DC5 models (R-50/101/X-101, feature "res5") need ``MODEL.RESNETS.RES5_DILATION 2`` (res5 at
     stride 16, dilation 2 in every block) and, to match mmtracking, ``STRIDE_IN_1X1 False``.
     Tiny models use R-18 truncated at "res4" (already stride 16).
+    ``MODEL.RESNETS.NORM`` also accepts the names of :data:`selsa_d2.modeling.norm.RESNET_NORMS`
+    (``FrozenStatsBN``: mmdet's ``norm_eval=True`` with trained BN weight and bias).
     ``MODEL.SELSA.ZERO_INIT_RESIDUAL``: see :func:`zero_init_residual_branches`.
     """
     in_feature = cfg.MODEL.SELSA.BACKBONE_OUT_FEATURE
     resnet_cfg = cfg.clone()
     resnet_cfg.defrost()
     resnet_cfg.MODEL.RESNETS.OUT_FEATURES = [in_feature]
-    bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
+    bottom_up = build_resnet_with_norm(resnet_cfg, input_shape)
     if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
         n = zero_init_residual_branches(bottom_up)
         logger.info(
