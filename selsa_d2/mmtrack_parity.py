@@ -130,6 +130,7 @@ class ParityReference:
             self.mmtrack_keys = [(k, s) for k, s in json.loads(str(z["mmtrack_keys"]))]
             self.weights_fingerprint = z["weights_fingerprint"]
         self.folder = folder
+        self._converted = None
 
     def load(self, input_set: str, dtype: str) -> dict:
         path = os.path.join(self.folder, f"{input_set}_{dtype}.npz")
@@ -138,6 +139,20 @@ class ParityReference:
 
     def mmtrack_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
         return mmtrack_random_state_dict(self.mmtrack_keys, self.settings["weights_seed"])
+
+    def converted_state_dict(self) -> tuple["OrderedDict[str, torch.Tensor]", dict]:
+        """(the weights converted for selsa-d2, {our name: mmtrack name}); made once, after
+        checking the regenerated weights against the reference's fingerprint."""
+        if self._converted is None:
+            sd = self.mmtrack_state_dict()
+            if not np.allclose(weights_fingerprint(sd), self.weights_fingerprint, rtol=1e-6):
+                raise ValueError(
+                    f"{self.folder}: the regenerated weights differ from the reference's"
+                )
+            converted, _, _ = convert_mmtrack_state_dict(sd)
+            mm_names = [k for k in sd if not k.endswith(".num_batches_tracked")]
+            self._converted = converted, dict(zip(converted, mm_names))
+        return self._converted
 
 
 def parity_config(cfg, reference: ParityReference, input_set: str):
@@ -186,15 +201,28 @@ def _default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def build_parity_model(cfg, reference: ParityReference, dtype: str) -> tuple[torch.nn.Module, dict]:
+def _with_mmdet_rcnn_avg_factor(losses_fn):
+    """``FastRCNNOutputLayers.losses`` divided as mmdet's ``BBoxHead.loss``: by the number N of
+    sampled RoIs plus float32 eps (``weight_reduce_loss``), where Detectron2 divides by N."""
+
+    def losses(predictions, proposals):
+        out = losses_fn(predictions, proposals)
+        n = sum(len(p) for p in proposals)
+        scale = n / (n + float(torch.finfo(torch.float32).eps))
+        return {k: v * scale if k in ("loss_cls", "loss_box_reg") else v for k, v in out.items()}
+
+    return losses
+
+
+def build_parity_model(
+    cfg, reference: ParityReference, dtype: str, rcnn_loss_eps: bool = False
+) -> tuple[torch.nn.Module, dict]:
     """The model of ``cfg`` with the reference's weights (converted), in ``dtype``, train mode.
-    Returns (model, {Detectron2 parameter name: mmtrack name})."""
-    sd = reference.mmtrack_state_dict()
-    if not np.allclose(weights_fingerprint(sd), reference.weights_fingerprint, rtol=1e-6):
-        raise ValueError("the regenerated weights differ from the reference's")
-    converted, _, _ = convert_mmtrack_state_dict(sd)
-    mm_names = [k for k in sd if not k.endswith(".num_batches_tracked")]
-    names = dict(zip(converted, mm_names))
+    Returns (model, {Detectron2 parameter name: mmtrack name}).
+
+    ``rcnn_loss_eps``: also add mmdet's float32 eps to the R-CNN losses' divisor (a relative
+    eps / N ~ 2e-9 that the model does not reproduce), for comparisons over many steps."""
+    converted, names = reference.converted_state_dict()
     model = build_model(cfg)
     incompatible = model.load_state_dict(converted, strict=False)
     missing = set(incompatible.missing_keys) - {"pixel_mean", "pixel_std"}
@@ -202,11 +230,18 @@ def build_parity_model(cfg, reference: ParityReference, dtype: str) -> tuple[tor
         raise ValueError(f"weights do not fit: {sorted(missing)} {incompatible.unexpected_keys}")
     if dtype == "float64":
         model.double()
+        # the normalisation constants from the config's decimals, not from float32 buffers
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(cfg.MODEL, name.upper())
+            getattr(model, name).copy_(torch.tensor(value, dtype=torch.float64).view(-1, 1, 1))
         _float64_cell_anchors(
             model.proposal_generator.anchor_generator,
             cfg.MODEL.ANCHOR_GENERATOR.SIZES,
             cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
         )
+    if rcnn_loss_eps:
+        predictor = model.roi_heads.box_predictor
+        predictor.losses = _with_mmdet_rcnn_avg_factor(predictor.losses)
     model.train()
     return model, names
 
@@ -267,16 +302,30 @@ def _batched_nms_float32(boxes, scores, idxs, iou_threshold):
     return box_ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)
 
 
+_bce_with_logits = torch.nn.functional.binary_cross_entropy_with_logits
+
+
+def _bce_with_logits_target_as_input(input, target, *args, **kwargs):
+    # Detectron2's RPN passes a float32 target; with a float64 input torch returns float32
+    return _bce_with_logits(input, target.to(input.dtype), *args, **kwargs)
+
+
 @contextlib.contextmanager
 def float64_boxes():
-    """Within: Detectron2's ``Boxes`` keep a floating dtype and ``Box2BoxTransform`` decodes in
-    the deltas' dtype (both cast to float32 otherwise), so that a float64 model computes its
-    anchors, proposals and targets in float64 as the float64 reference does; the RPN's NMS
-    decides in float32 as mmcv's does."""
+    """Within: Detectron2's ``Boxes`` keep a floating dtype, ``Box2BoxTransform`` decodes in
+    the deltas' dtype and the RPN's objectness loss is computed in the logits' dtype (all three
+    are float32 otherwise), so that a float64 model computes its anchors, proposals, targets
+    and losses in float64 as the float64 reference does; the RPN's NMS decides in float32 as
+    mmcv's does."""
     with (
         mock.patch.object(Boxes, "__init__", _boxes_init_keep_float),
         mock.patch.object(Box2BoxTransform, "apply_deltas", _apply_deltas_in_input_dtype),
         mock.patch.object(proposal_utils, "batched_nms", _batched_nms_float32),
+        mock.patch.object(
+            torch.nn.functional,
+            "binary_cross_entropy_with_logits",
+            _bce_with_logits_target_as_input,
+        ),
     ):
         yield
 
@@ -434,6 +483,17 @@ def relative_difference(ours, ref) -> float:
     return float(np.linalg.norm((a - b).ravel()) / max(np.linalg.norm(b.ravel()), 1e-300))
 
 
+# Norms below this fraction of the global norm are rounding noise of a zero: the attention's
+# key-embedding biases (``ref_fc_embed.bias``) add one constant per key row to its similarities,
+# which the softmax ignores, so their true gradient is 0 and both sides compute ~1e-17.
+NOISE_FLOOR = 1e-9
+
+
+def _norm_difference(ours: float, ref: float, total: float) -> float:
+    """|ours - ref| / ref, with ref floored at NOISE_FLOOR x the global norm ``total``."""
+    return abs(ours - ref) / max(abs(ref), NOISE_FLOOR * total)
+
+
 def compare_step(ours: dict, ref: dict) -> "OrderedDict[str, float]":
     """Relative differences of one training step: each loss, the total, per parameter group the
     largest over its parameters of the gradient norm's, the global gradient norm, and each
@@ -451,10 +511,10 @@ def compare_step(ours: dict, ref: dict) -> "OrderedDict[str, float]":
             f"{sorted(set(ours['grads']) - set(ref_names))}"
         )
     norms = {n: float(g.double().norm()) for n, g in ours["grads"].items()}
+    total = math.sqrt(sum(v * v for v in norms.values()))
     for n, ref_norm in zip(ref_names, ref["grad_norm"]):
         key = f"grad {parameter_group(n)}"
-        out[key] = max(out.get(key, 0.0), relative_difference(norms[n], ref_norm))
-    total = math.sqrt(sum(v * v for v in norms.values()))
+        out[key] = max(out.get(key, 0.0), _norm_difference(norms[n], ref_norm, total))
     out["grad global norm"] = relative_difference(total, ref["total_grad_norm"])
     for k in ref:
         if k.startswith("grad/"):
@@ -480,10 +540,11 @@ def compare_steps(ours: dict, ref: dict) -> "OrderedDict[str, float]":
             f"{sorted(set(ref_names) - set(ours['deltas']))}, only ours "
             f"{sorted(set(ours['deltas']) - set(ref_names))}"
         )
+    total = float(np.linalg.norm(ref["k_delta_norm"]))
     for n, ref_norm in zip(ref_names, ref["k_delta_norm"]):
         key = f"change {parameter_group(n)}"
         ours_norm = float(ours["deltas"][n].double().norm())
-        out[key] = max(out.get(key, 0.0), relative_difference(ours_norm, ref_norm))
+        out[key] = max(out.get(key, 0.0), _norm_difference(ours_norm, ref_norm, total))
     for k in ref:
         if k.startswith("delta/"):
             name = k[len("delta/") :]

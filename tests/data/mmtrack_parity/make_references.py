@@ -60,7 +60,7 @@ SETTINGS = dict(
     weight_decay=1e-4,
     warmup_iters=4,
     warmup_ratio=1.0 / 3,
-    lr_step=7,
+    lr_step=6,
     grad_clip=35.0,
 )
 # make_frames' objects: (kind, cx0, cy0, vx, vy, half width, half height)
