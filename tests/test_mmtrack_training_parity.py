@@ -117,4 +117,10 @@ def test_optimizer_steps_match_mmtracking():
     # zero gradients of the key-embedding biases (rounding noise, floored: <= 4e-10)
     assert_close(mp.compare_step(ours["first_step"], ref), rtol=1e-9)
     np.testing.assert_allclose(ours["lr"], ref["k_lr"], rtol=1e-12)
-    assert_close(mp.compare_steps(ours, ref))
+    diffs = mp.compare_steps(ours, ref)
+    # the parameters after K steps: RTOL; the trajectory (each step's losses and pre-clip
+    # gradient norm, the latter the most sensitive) carries the amplified rounding noise, up to
+    # 2e-8 on the last step's gradient norm (measured), so 1e-7 there
+    trajectory = {k: diffs.pop(k) for k in ("steps losses", "steps grad norm")}
+    assert_close(trajectory, rtol=1e-7)
+    assert_close(diffs)
