@@ -7,14 +7,14 @@ from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
 
 from selsa_d2.data import register_vid_dataset, unregister_vid_dataset
+from selsa_d2.synthetic import generate
 
 analyze_attention = load_script("tools/analyze_attention.py", "selsa_analyze_attention")
-generator = load_script("datasets/make_synthetic_vid.py")
 
 
 @pytest.mark.parametrize("troi", [False, True], ids=["selsa", "selsa_troi"])
 def test_attention_masses_partition_the_references(tmp_path, troi):
-    root = generator.generate(
+    root = generate(
         tmp_path / "synthetic_vid", num_train_videos=1, num_val_videos=2, frames=6, seed=5
     )
     name = "test_analyze_attention_val"

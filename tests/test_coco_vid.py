@@ -18,6 +18,7 @@ from selsa_d2.data import (
 )
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid_frames
+from selsa_d2.synthetic import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
@@ -503,22 +504,8 @@ def test_builtins_registered():
 
 def test_converter_on_synthetic_layout(tmp_path):
     """The converter and the registration work on make_synthetic_vid.py output (its own classes)."""
-    gen = _load_script("make_synthetic_vid")
     out = str(tmp_path / "synthetic_vid")
-    gen.main(
-        [
-            "--out",
-            out,
-            "--num-train-videos",
-            "1",
-            "--num-val-videos",
-            "1",
-            "--frames",
-            "6",
-            "--size",
-            "96x64",
-        ]
-    )
+    generate(out, num_train_videos=1, num_val_videos=1, frames=6, size=(96, 64))
     ann = str(tmp_path / "ann")
     assert (
         _load_script("prepare_imagenet_vid").main(["--root", out, "--out", ann, "--no-progress"])
@@ -538,23 +525,9 @@ def test_converter_on_synthetic_layout(tmp_path):
 
 def test_converter_list_frame_base_matches_mmtracking(tmp_path):
     """--list-frame-base 1 marks the frame before each listed number, as mmtracking's converter."""
-    gen = _load_script("make_synthetic_vid")
     out = str(tmp_path / "synthetic_vid")
     # 30 frames: the listed key frames are 1, 3, ..., 29 (none is 0, which a 1-based list cannot name)
-    gen.main(
-        [
-            "--out",
-            out,
-            "--num-train-videos",
-            "1",
-            "--num-val-videos",
-            "1",
-            "--frames",
-            "30",
-            "--size",
-            "96x64",
-        ]
-    )
+    generate(out, num_train_videos=1, num_val_videos=1, frames=30, size=(96, 64))
     prepare = _load_script("prepare_imagenet_vid")
     image_root = os.path.join(out, "Data", "VID")
     key_frames = {}
