@@ -48,7 +48,6 @@ from collections.abc import Sequence as SequenceABC
 import cv2
 import numpy as np
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
@@ -57,12 +56,10 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsError
 from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
-from selsa_d2.data import register_datasets_from_config
 from selsa_d2.data.sampling import TestReferenceSampler
-from selsa_d2.engine import fall_back_to_cpu
+from selsa_d2.engine import setup_selsa_cfg
 from selsa_d2.predictor import VideoPredictor
 
 logger = logging.getLogger("selsa_d2.demo")
@@ -141,22 +138,17 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_selsa_config(cfg)
     if not PathManager.isfile(args.config_file):
         raise DemoInputError(f"config file not found: {args.config_file}")
-    cfg.merge_from_file(args.config_file)
     opts = list(args.trailing_opts or []) + list(args.opts or [])
     if len(opts) % 2:
         raise DemoInputError(f"config options must be KEY VALUE pairs, got {opts}")
-    cfg.merge_from_list(opts)
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
+    threshold = args.confidence_threshold
+    opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", threshold]
+    opts += ["MODEL.RETINANET.SCORE_THRESH_TEST", threshold]
     if args.mode is not None:
-        cfg.INPUT.VIDEO.TEST_MODE = args.mode
-    fall_back_to_cpu(cfg)
-    cfg.freeze()
-    return cfg
+        opts += ["INPUT.VIDEO.TEST_MODE", args.mode]
+    return setup_selsa_cfg(args.config_file, opts)  # DATASETS.COCO_VID registered too
 
 
 # --------------------------------------------------------------------------- frame sources
@@ -392,9 +384,6 @@ def build_metadata(cfg) -> Metadata:
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if dataset is not None:
         try:
-            register_datasets_from_config(
-                cfg
-            )  # DATASETS.COCO_VID, if the config names its own json
             names = MetadataCatalog.get(dataset).get("thing_classes", None)
         except Exception as e:  # e.g. the dataset's class file is not on this machine
             logger.warning(

@@ -419,12 +419,10 @@ def test_register_relative_root(root, names, monkeypatch):
 
 
 def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path):
-    """DATASETS.COCO_VID: the loaders register the config's json datasets, then load them."""
-    from detectron2.config import get_cfg
-
-    from selsa_d2.config import add_selsa_config
+    """DATASETS.COCO_VID: setting up the config registers its json datasets; the loaders load them."""
     from selsa_d2.data import build_video_test_loader, register_datasets_from_config
     from selsa_d2.data.build import get_video_train_dataset_and_sampler
+    from selsa_d2.engine import setup_selsa_cfg
 
     names += ["_t_cfg_train", "_t_cfg_val"]
     image_root = os.path.join(root, "Data", "VID")
@@ -437,17 +435,19 @@ def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path
         "  TRAIN: [_t_cfg_train]\nINPUT:\n  MIN_SIZE_TEST: 24\nDATALOADER:\n  NUM_WORKERS: 0\n"
         "  FILTER_EMPTY_ANNOTATIONS: False\nVERSION: 2\n"
     )
-    cfg = add_selsa_config(get_cfg())
-    cfg.merge_from_file(str(yaml_file))
-    cfg.merge_from_list(
+    assert "_t_cfg_val" not in DatasetCatalog.list()
+    setup_selsa_cfg(str(yaml_file))  # the YAML's nested list
+    assert "_t_cfg_train" in DatasetCatalog.list() and "_t_cfg_val" not in DatasetCatalog.list()
+    cfg = setup_selsa_cfg(
+        str(yaml_file),
         [
             "DATASETS.COCO_VID",
-            repr(tuple(cfg.DATASETS.COCO_VID) + (("_t_cfg_val", val_json, image_root),)),
+            repr((("_t_cfg_train", train_json, image_root), ("_t_cfg_val", val_json, image_root))),
             "DATASETS.TEST",
             "('_t_cfg_val',)",
-        ]
+        ],
     )  # and as a command-line override (run_demo.py)
-    assert "_t_cfg_val" not in DatasetCatalog.list()
+    assert {"_t_cfg_train", "_t_cfg_val"} <= set(DatasetCatalog.list())
 
     items = list(build_video_test_loader(cfg, "_t_cfg_val"))
     assert [(b[0]["video_id"], b[0]["frame_id"]) for b in items] == [(1, 0), (1, 1), (1, 2)]
@@ -464,6 +464,7 @@ def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path
         "_t_cfg_val",
     ]  # again: nothing changes
     clash = cfg.clone()
+    clash.defrost()
     clash.DATASETS.COCO_VID = (("_t_cfg_val", train_json, image_root),)
     with pytest.raises(ValueError, match="'_t_cfg_val' is already registered with other files"):
         register_datasets_from_config(clash)

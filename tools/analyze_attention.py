@@ -17,14 +17,13 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 
-from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import load_inference_weights
 from selsa_d2.data import TestReferenceSampler, build_video_test_loader
+from selsa_d2.engine import setup_selsa_cfg
 
 KINDS = ("same class, clean frame", "same class, degraded frame", "other class", "background")
 
@@ -100,10 +99,11 @@ def main(argv=None):
     parser.add_argument("--dataset", help="default: DATASETS.TEST[0]")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    add_selsa_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0])
+    cfg = setup_selsa_cfg(
+        args.config_file,
+        args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0],
+        freeze=False,
+    )
     result = analyze(cfg, args.dataset or cfg.DATASETS.TEST[0])
     print("attention mass of aggregator 0 (uniform attention in brackets)")
     print("| key frame | " + " | ".join(KINDS) + " |")
