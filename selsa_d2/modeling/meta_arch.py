@@ -235,15 +235,22 @@ class SelsaRCNN(GeneralizedRCNN):
         key: FrameFeatures,
         references: ReferenceMemory | Sequence[FrameFeatures],
         reference_frames: Sequence[FrameFeatures] | None = None,
+        key_as_reference: bool = False,
     ) -> Instances:
         """Detections of a key frame, its proposals attending to ``references`` (a
-        :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
-        frame as a reference, as mmtracking). Returns ``Instances`` at the network input size
-        (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`."""
+        :class:`ReferenceMemory`, or frames to concatenate, possibly none). Returns ``Instances``
+        at the network input size (``pred_boxes``, ``scores``, ``pred_classes``); see
+        :meth:`postprocess_detections`.
+
+        ``key_as_reference``: the key frame's own proposals are its last reference, as mmtracking
+        (the same as passing ``key`` last among the frames; into a ``ReferenceMemory`` with spare
+        rows they are written in place, see :meth:`ReferenceMemory.append`).
+        """
         if isinstance(references, ReferenceMemory):
             memory = references
         else:
-            memory = self.reference_memory(references)
+            references = list(references)
+            memory = self.reference_memory(references) if references else None
             reference_frames = references if reference_frames is None else reference_frames
         if reference_frames is None:
             if self.roi_heads.reads_reference_maps:
@@ -252,6 +259,11 @@ class SelsaRCNN(GeneralizedRCNN):
                     "detect_key_frame(..., reference_frames=[...]) with a ReferenceMemory"
                 )
             reference_frames = []
+        if key_as_reference:
+            memory = key.memory if memory is None else memory.append(key.memory)
+            reference_frames = [*reference_frames, key]
+        elif memory is None:
+            memory = ReferenceMemory(key.memory.layers, num_rows=0)
         key_input = self.key_frame_input(key, reference_frames)
         return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
 
