@@ -524,8 +524,7 @@ def main(argv=None) -> int:
         banner("8/8 rendering single-frame vs SELSA on a validation video")
         if c.dataset_dir is not None:
             os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
-        sys.path.insert(0, str(REPO / "tools"))
-        from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
+        from render_demo import render_comparison  # sibling script; imports torch
 
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
