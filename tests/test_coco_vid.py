@@ -7,7 +7,7 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from fixtures_ilsvrc import DET_1, TRAIN_A, VAL_A, make_ilsvrc_fixture, write_text
-from repo_scripts import load_script
+from repo_scripts import run_script
 
 from selsa_d2.data import (
     get_frame_index,
@@ -24,10 +24,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
 
 
-def _load_script(name):
-    return load_script(f"datasets/{name}.py")
-
-
 @pytest.fixture
 def root(tmp_path):
     return make_ilsvrc_fixture(str(tmp_path / "ILSVRC"))
@@ -37,7 +33,9 @@ def root(tmp_path):
 def converted(root, tmp_path):
     out = str(tmp_path / "ann")
     assert (
-        _load_script("prepare_imagenet_vid").main(["--root", root, "--out", out, "--no-progress"])
+        run_script(
+            "datasets/prepare_imagenet_vid.py", "--root", root, "--out", out, "--no-progress"
+        ).returncode
         == 0
     )
     return out
@@ -509,7 +507,9 @@ def test_converter_on_synthetic_layout(tmp_path):
     generate(out, num_train_videos=1, num_val_videos=1, frames=6, size=(96, 64))
     ann = str(tmp_path / "ann")
     assert (
-        _load_script("prepare_imagenet_vid").main(["--root", out, "--out", ann, "--no-progress"])
+        run_script(
+            "datasets/prepare_imagenet_vid.py", "--root", out, "--out", ann, "--no-progress"
+        ).returncode
         == 0
     )
     names, ids = read_classes_file(os.path.join(out, "classes.txt"))
@@ -529,25 +529,16 @@ def test_converter_list_frame_base_matches_mmtracking(tmp_path):
     out = str(tmp_path / "synthetic_vid")
     # 30 frames: the listed key frames are 1, 3, ..., 29 (none is 0, which a 1-based list cannot name)
     generate(out, num_train_videos=1, num_val_videos=1, frames=30, size=(96, 64))
-    prepare = _load_script("prepare_imagenet_vid")
     image_root = os.path.join(out, "Data", "VID")
     key_frames = {}
     for base in (0, 1):
         ann = str(tmp_path / f"ann{base}")
         assert (
-            prepare.main(
-                [
-                    "--root",
-                    out,
-                    "--out",
-                    ann,
-                    "--no-progress",
-                    "--splits",
-                    "train",
-                    "--list-frame-base",
-                    str(base),
-                ]
-            )
+            run_script(
+                "datasets/prepare_imagenet_vid.py",
+                *("--root", out, "--out", ann, "--no-progress", "--splits", "train"),
+                *("--list-frame-base", base),
+            ).returncode
             == 0
         )
         frames, flagged = load_coco_vid_frames(
