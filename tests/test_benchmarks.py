@@ -2,17 +2,18 @@
 of the same run (structure and arithmetic; timings themselves are not asserted)."""
 
 import json
-import os
-import sys
 
 import pytest
-from tiny_model import REPO_ROOT, torch_threads
+from repo_scripts import load_script
+from tiny_model import torch_threads
 
 from selsa_d2 import cpu_allocator
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-import bench_inference  # noqa: E402
-import bench_train  # noqa: E402
+# The benchmark scripts import their siblings (common, bench_inference) by name, as the script's
+# folder is on sys.path when they run; loaded under those names here, they find each other.
+load_script("benchmarks/common.py")
+bench_inference = load_script("benchmarks/bench_inference.py")
+bench_train = load_script("benchmarks/bench_train.py")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -194,7 +195,7 @@ def test_presets_fill_only_unset_options():
 
 
 def test_check_amp_matching_and_tiny_run():
-    import check_amp
+    check_amp = load_script("benchmarks/check_amp.py")
     import torch
     from detectron2.structures import Boxes, Instances
 

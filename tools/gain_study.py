@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_demo  # noqa: E402  (tools/ is not a package)
+import run_demo  # tools/run_demo.py: run as a script, its folder is on sys.path
 
 REPO = run_demo.REPO
 # (row label, summary path): what the table reports, AP in % / AP points.
