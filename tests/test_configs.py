@@ -1,5 +1,5 @@
-"""The shipped ImageNet VID configs keep mmtracking's SELSA recipe: every row of the README's
-"Matching mmtracking" table (inference and training halves), for the three SELSA configs and
+"""The shipped ImageNet VID configs keep mmtracking's SELSA recipe: every row of the tables in
+docs/matching_mmtracking.md (inference and training halves), for the three SELSA configs and
 the single-frame baseline. A config change that breaks parity fails here."""
 
 import math
