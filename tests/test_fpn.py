@@ -2,6 +2,7 @@
 from a single-frame Faster R-CNN-FPN checkpoint in Detectron2's model-zoo format, VideoPredictor,
 and Temporal RoI Align's refusal of multi-level features."""
 
+import os
 import pickle
 
 import pytest
@@ -10,6 +11,7 @@ from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.modeling.backbone import FPN
 from detectron2.utils.events import EventStorage
 from tiny_model import (
+    REPO_ROOT,
     frame_input,
     randomize_frozen_bn,
     results_close,
@@ -219,3 +221,66 @@ def test_temporal_roi_align_refuses_fpn():
         ValueError, match=r"one feature map per frame.*\['p2', 'p3', 'p4', 'p5'\].*FPN"
     ):
         build_model(cfg)
+
+
+# ---------------------------------------------------------------- the ImageNet VID configs
+def _value(cfg, dotted: str):
+    for name in dotted.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "name, zoo",
+    [
+        ("selsa_R_50_FPN_7e_imagenetvid.yaml", "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+        ("selsa_R_101_FPN_7e_imagenetvid.yaml", "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"),
+    ],
+)
+def test_fpn_config_is_detectron2_zoo_detector_plus_aggregators(name, zoo):
+    """The model-zoo Faster R-CNN-FPN's state dict is SELSA-FPN's minus the aggregators (the class
+    layers differ in size only: 80 COCO vs 30 VID classes); same test-time settings that decide
+    its detections; schedule and references as the DC5 recipe."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    from selsa_d2.config import add_selsa_config
+
+    def load(path):
+        cfg = get_cfg()
+        add_selsa_config(cfg)
+        cfg.merge_from_file(path)
+        cfg.MODEL.DEVICE = "cpu"
+        return cfg
+
+    selsa_cfg = load(os.path.join(REPO_ROOT, "configs", name))
+    zoo_cfg = load(model_zoo.get_config_file(zoo))
+    dc5_cfg = load(os.path.join(REPO_ROOT, "configs", name.replace("FPN", "DC5")))
+    for key in (
+        "MODEL.PIXEL_MEAN",
+        "MODEL.PIXEL_STD",
+        "INPUT.FORMAT",
+        "MODEL.RESNETS.STRIDE_IN_1X1",
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        "MODEL.ANCHOR_GENERATOR.OFFSET",
+        "MODEL.RPN.IN_FEATURES",
+        "MODEL.RPN.PRE_NMS_TOPK_TEST",
+        "MODEL.RPN.NMS_THRESH",
+        "MODEL.ROI_HEADS.IN_FEATURES",
+        "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
+        "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS",
+        "MODEL.WEIGHTS",
+    ):
+        assert _value(selsa_cfg, key) == _value(zoo_cfg, key), key
+    for key in ("SOLVER", "DATASETS", "INPUT.VIDEO", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST"):
+        assert _value(selsa_cfg, key) == _value(dc5_cfg, key), key
+    selsa = build_model(selsa_cfg).state_dict()
+    detector = build_model(zoo_cfg).state_dict()
+    aggregators = {k for k in selsa if ".aggregators." in k}
+    assert len(aggregators) == 16 and set(selsa) - aggregators == set(detector)
+    class_layers = {k for k in detector if "box_predictor." in k}
+    for k in set(detector) - class_layers:
+        assert selsa[k].shape == detector[k].shape, k
+    assert selsa["roi_heads.box_predictor.cls_score.weight"].shape == (31, 1024)
+    assert detector["roi_heads.box_predictor.cls_score.weight"].shape == (81, 1024)

@@ -84,3 +84,13 @@ def test_single_frame_fpn_continued_as_selsa_fpn(data_root, tmp_path):
         results = json.load(f)
     assert {"mAP", "mAP_degraded", "mAP_clean"} <= set(results["vid"])
     assert results["timing"]["frames"] == 2 * 8  # every validation frame through the model once
+
+
+def test_run_demo_fpn_option_picks_the_fpn_configs():
+    run_demo = load_script("tools/run_demo.py")
+    assert run_demo.comparison_from_args(run_demo.parse_args([])).configs == (
+        run_demo.SINGLE_FRAME_CONFIG,
+        run_demo.SELSA_CONFIG,
+    )
+    configs = run_demo.comparison_from_args(run_demo.parse_args(["--fpn"])).configs
+    assert configs == (FASTER_RCNN_FPN_CFG, SELSA_FPN_CFG)
