@@ -284,3 +284,10 @@ def test_fpn_config_is_detectron2_zoo_detector_plus_aggregators(name, zoo):
         assert selsa[k].shape == detector[k].shape, k
     assert selsa["roi_heads.box_predictor.cls_score.weight"].shape == (31, 1024)
     assert detector["roi_heads.box_predictor.cls_score.weight"].shape == (81, 1024)
+
+
+def test_fpn_backbone_honours_zero_init_residual():
+    cfg = tiny_fpn_cfg(MODEL__RESNETS__NORM="BN", MODEL__SELSA__ZERO_INIT_RESIDUAL=True)
+    bottom_up = build_model(cfg).backbone.bottom_up
+    last_norms = [block.conv3.norm.weight for stage in bottom_up.stages for block in stage]
+    assert len(last_norms) == 16 and all(bool((w == 0).all()) for w in last_norms)

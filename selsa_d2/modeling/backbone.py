@@ -5,11 +5,23 @@ import logging
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    ResNet,
+    build_resnet_backbone,
+)
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 from fvcore.nn import weight_init
 from torch import nn
 
-__all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone", "zero_init_residual_branches"]
+__all__ = [
+    "SelsaDC5Backbone",
+    "build_selsa_dc5_backbone",
+    "build_selsa_resnet_fpn_backbone",
+    "zero_init_residual_branches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +130,18 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     return SelsaDC5Backbone(
         bottom_up, in_feature, cfg.MODEL.SELSA.NECK_CHANNELS, cfg.MODEL.SELSA.NECK_OUT_FEATURE
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_selsa_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """Detectron2's ``build_resnet_fpn_backbone`` (same modules and parameter names, so its
+    checkpoints load unchanged) that also honours ``MODEL.SELSA.ZERO_INIT_RESIDUAL`` (see
+    :func:`zero_init_residual_branches`), which Detectron2's builder knows nothing of."""
+    fpn = build_resnet_fpn_backbone(cfg, input_shape)
+    if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
+        n = zero_init_residual_branches(fpn.bottom_up)
+        logger.info(
+            "Zero-initialised the last norm of %d residual branches (MODEL.SELSA.ZERO_INIT_RESIDUAL)",
+            n,
+        )
+    return fpn
