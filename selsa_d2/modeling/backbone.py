@@ -4,6 +4,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import get_cfg
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import (
     BACKBONE_REGISTRY,
@@ -20,6 +21,7 @@ __all__ = [
     "SelsaDC5Backbone",
     "build_selsa_dc5_backbone",
     "build_selsa_resnet_fpn_backbone",
+    "build_resnet",
     "zero_init_residual_branches",
 ]
 
@@ -145,3 +147,35 @@ def build_selsa_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
             n,
         )
     return fpn
+
+
+def build_resnet(
+    depth: int,
+    out_features: list[str],
+    *,
+    norm: str = "FrozenBN",
+    stride_in_1x1: bool = True,
+    res5_dilation: int = 1,
+    freeze_at: int = 2,
+    stem_out_channels: int = 64,
+    res2_out_channels: int = 256,
+    width_per_group: int = 64,
+    num_groups: int = 1,
+    zero_init_residual: bool = False,
+    in_channels: int = 3,
+) -> ResNet:
+    """Detectron2's ``build_resnet_backbone`` from explicit arguments (the ``MODEL.RESNETS.*``
+    keys of the same names, ``MODEL.BACKBONE.FREEZE_AT``, ``MODEL.SELSA.ZERO_INIT_RESIDUAL``), for
+    LazyConfig files: ``ResNet.make_default_stages`` knows no res5 dilation (DC5) or narrow
+    widths, and this builds exactly the network a YAML config with these values builds."""
+    cfg = get_cfg()
+    r = cfg.MODEL.RESNETS
+    r.DEPTH, r.OUT_FEATURES, r.NORM = depth, list(out_features), norm
+    r.STRIDE_IN_1X1, r.RES5_DILATION = stride_in_1x1, res5_dilation
+    r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS = stem_out_channels, res2_out_channels
+    r.WIDTH_PER_GROUP, r.NUM_GROUPS = width_per_group, num_groups
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
+    resnet = build_resnet_backbone(cfg, ShapeSpec(channels=in_channels))
+    if zero_init_residual:
+        zero_init_residual_branches(resnet)
+    return resnet
