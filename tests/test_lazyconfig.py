@@ -311,7 +311,6 @@ def test_lazyconfig_train_net_trains_and_evaluates(synthetic_names, tmp_path):
         "model.roi_heads.box_head.box_head.fc_dims=[64,64]",
         "model.roi_heads.box_predictor.input_shape.channels=64",
         "model.test_ref_sampler.num_refs=3",
-        "dataloader.test.mapper.test_ref_sampler.num_refs=3",
     ]
     script = [sys.executable, "tools/lazyconfig_train_net.py", "--config-file"]
     config = PAIRS["tiny_fpn"][0]

@@ -9,7 +9,6 @@ from detectron2.data import build_detection_train_loader, get_detection_dataset_
 from omegaconf import OmegaConf
 
 from selsa_d2.data import VideoDatasetMapper, build_video_test_loader
-from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.data.transforms import MMCVResizeShortestEdge
 from selsa_d2.evaluation import VIDEvaluator
 
@@ -45,10 +44,8 @@ dataloader.test = L(build_video_test_loader)(
             L(MMCVResizeShortestEdge)(short_edge_length=600, max_size=1000, sample_style="choice")
         ],
         image_format="${...train.mapper.image_format}",
-        # the references the loader supplies: the model's (model.test_ref_sampler)
-        test_ref_sampler=L(TestReferenceSampler)(
-            mode="offline", method="adaptive_stride", num_refs=14, stride=1
-        ),
+        # the loader supplies the references the model's sampler names
+        test_ref_sampler="${model.test_ref_sampler}",
     ),
     num_workers=4,
 )
