@@ -139,7 +139,7 @@ def test_lazy_model_is_the_yaml_model(name):
             )
 
 
-@pytest.mark.parametrize("name", ["tiny_dc5", "tiny_fpn", "R50_FPN"])
+@pytest.mark.parametrize("name", list(PAIRS))
 def test_same_weights_same_detections_and_losses(name):
     lazy, yaml = _models(name)
     torch.manual_seed(2)
