@@ -219,6 +219,41 @@ def _summary(batch):
     ]
 
 
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_mappers_and_loader_settings_are_the_yaml_ones(name):
+    """Without the ImageNet data: the mappers (augmentations, image format, references) and the
+    loaders' datasets, batch size and workers."""
+    from selsa_d2.data import VideoDatasetMapper
+
+    lazy_path, yaml_path = PAIRS[name]
+    lazy_cfg, yaml_cfg = _lazy(lazy_path), _yaml(yaml_path)
+
+    def describe(mapper):
+        out = {k: repr(_plain(v)) for k, v in vars(mapper).items() if k != "augmentations"}
+        out["augmentations"] = [
+            (type(a).__name__, {k: _plain(v) for k, v in vars(a).items()})
+            for a in mapper.augmentations.augs
+        ]
+        return out
+
+    for is_train, node in ((True, lazy_cfg.dataloader.train), (False, lazy_cfg.dataloader.test)):
+        assert describe(instantiate(node.mapper)) == describe(
+            VideoDatasetMapper(yaml_cfg, is_train=is_train)
+        )
+    train = lazy_cfg.dataloader.train
+    assert list(train.dataset.names) == list(yaml_cfg.DATASETS.TRAIN)
+    assert train.dataset.filter_empty == yaml_cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    assert train.total_batch_size == yaml_cfg.SOLVER.IMS_PER_BATCH
+    assert (
+        train.num_workers == lazy_cfg.dataloader.test.num_workers == yaml_cfg.DATALOADER.NUM_WORKERS
+    )
+    assert [lazy_cfg.dataloader.test.dataset_name] == list(yaml_cfg.DATASETS.TEST)
+    assert lazy_cfg.dataloader.evaluator.motion_iou_range == yaml_cfg.TEST.VID.MOTION_IOU_RANGE
+    assert lazy_cfg.dataloader.evaluator.box_convention == yaml_cfg.TEST.VID.BOX_CONVENTION
+    assert lazy_cfg.train.checkpointer.period == yaml_cfg.SOLVER.CHECKPOINT_PERIOD
+    assert lazy_cfg.train.seed == yaml_cfg.SEED
+
+
 @pytest.mark.parametrize("name", ["tiny_dc5", "tiny_fpn"])
 def test_dataloaders_yield_the_same_samples(synthetic_names, name):
     synthetic_names, _ = synthetic_names

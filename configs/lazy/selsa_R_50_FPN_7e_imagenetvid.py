@@ -20,7 +20,7 @@ dataloader.train.mapper.augmentations[0] = L(T.ResizeShortestEdge)(
     short_edge_length=(600,), max_size=1000, sample_style="choice"
 )
 dataloader.test.mapper.augmentations = [
-    L(T.ResizeShortestEdge)(short_edge_length=600, max_size=1000)
+    L(T.ResizeShortestEdge)(short_edge_length=600, max_size=1000, sample_style="choice")
 ]
 dataloader.train.mapper.image_format = "BGR"
 

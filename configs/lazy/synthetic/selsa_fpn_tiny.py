@@ -37,7 +37,7 @@ dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),
 ]
 dataloader.test.mapper.augmentations = [
-    L(T.ResizeShortestEdge)(short_edge_length=160, max_size=256)
+    L(T.ResizeShortestEdge)(short_edge_length=160, max_size=256, sample_style="choice")
 ]
 dataloader.train.total_batch_size = 4
 dataloader.train.num_workers = dataloader.test.num_workers = 1
