@@ -12,6 +12,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.sampling import TestReferenceSampler
+from ..postprocessing.video import SeqNMSSettings
 from .box_head import ReferenceMemory
 from .frame_features import FrameFeatures
 from .init import zero_init_aggregator_outputs
@@ -72,9 +73,13 @@ class SelsaRCNN(GeneralizedRCNN):
         test_ref_sampler: TestReferenceSampler,
         cache_features: bool = True,
         key_frame_as_ref: bool = True,
+        candidate_score_thresh: float | None = None,
         **kwargs,
     ):
+        """``candidate_score_thresh``: also return each frame's pre-NMS candidates with a score
+        above it (``"candidates"``, for Seq-NMS; ``TEST.VID.SEQ_NMS``); None: don't."""
         super().__init__(**kwargs)
+        self.candidate_score_thresh = candidate_score_thresh
         if self.proposal_generator is None:
             raise ValueError("SelsaRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR.NAME)")
         # A plain attribute, not a submodule: it holds per-video state, no parameters.
@@ -90,6 +95,8 @@ class SelsaRCNN(GeneralizedRCNN):
         # Key frame only: the key frame's own proposals are its only references (see config.py).
         inference = cfg.MODEL.SELSA.INFERENCE
         ret["key_frame_as_ref"] = inference.KEY_FRAME_AS_REF or inference.KEY_FRAME_ONLY
+        seq_nms = SeqNMSSettings.from_config(cfg)  # checks the settings and the test mode
+        ret["candidate_score_thresh"] = seq_nms.params.score_thresh if seq_nms else None
         if cfg.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT:
             zero_init_aggregator_outputs(ret["roi_heads"].box_head)
         return ret
@@ -229,7 +236,9 @@ class SelsaRCNN(GeneralizedRCNN):
         """Detections of a key frame, its proposals attending to ``references`` (a
         :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
         frame as a reference, as mmtracking). Returns ``Instances`` at the network input size
-        (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`."""
+        (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`.
+        With :attr:`candidate_score_thresh` set (``TEST.VID.SEQ_NMS.ENABLED``): a dict
+        ``{"instances": those, "candidates": the per-class boxes before per-frame NMS}``."""
         if isinstance(references, ReferenceMemory):
             memory = references
         else:
@@ -243,15 +252,29 @@ class SelsaRCNN(GeneralizedRCNN):
                 )
             reference_frames = []
         key_input = self.key_frame_input(key, reference_frames)
-        return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
+        if self.candidate_score_thresh is None:
+            return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
+        instances, candidates = self.roi_heads.predict_with_memory(
+            key.proposals, key_input, memory, candidate_score_thresh=self.candidate_score_thresh
+        )
+        return {"instances": instances, "candidates": candidates}
 
     @staticmethod
-    def postprocess_detections(instances: Instances, frame: dict) -> dict[str, Instances]:
+    def postprocess_detections(
+        instances: Instances | dict[str, Instances], frame: dict
+    ) -> dict[str, Instances]:
         """Detections at the network input size -> ``{"instances": ...}`` rescaled to the
-        frame's ``height``/``width`` (default: no rescale), as Detectron2's models return."""
+        frame's ``height``/``width`` (default: no rescale), as Detectron2's models return; a dict
+        of :meth:`detect_key_frame` (with ``"candidates"``) has each entry rescaled."""
+        if isinstance(instances, dict):
+            return {k: SelsaRCNN._rescale(v, frame) for k, v in instances.items()}
+        return {"instances": SelsaRCNN._rescale(instances, frame)}
+
+    @staticmethod
+    def _rescale(instances: Instances, frame: dict) -> Instances:
         height = frame.get("height", instances.image_size[0])
         width = frame.get("width", instances.image_size[1])
-        return {"instances": detector_postprocess(instances, height, width)}
+        return detector_postprocess(instances, height, width)
 
     def inference(
         self,

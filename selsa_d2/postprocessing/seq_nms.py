@@ -101,7 +101,7 @@ def _overlap_matrices(
     valid: np.ndarray,
     link_iou: float,
     suppress_iou: float,
-    max_elements: int = 1 << 22,
+    max_elements: int = 1 << 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Padded boxes [F, B, 4] (``valid`` [F, B]: not padding) -> (links [F - 1, B, B]: IoU >=
     ``link_iou`` between a box of frame f and one of frame f + 1; suppress [F, B, B]: IoU >=
@@ -164,9 +164,9 @@ def seq_nms_class(
     neg_inf = -np.inf
 
     def forward(f: int) -> None:
-        if f == 0:
-            value[0] = start[0]
-            back[0] = -1
+        if f == 0 or not links[f - 1].any():
+            value[f] = start[f]
+            back[f] = -1
         else:
             cand = np.where(links[f - 1], value[f - 1][:, None] + score[f], neg_inf)
             best_prev = cand.argmax(axis=0)  # first maximum: FGFA's strict '>' in box order
