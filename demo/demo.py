@@ -154,6 +154,11 @@ def setup_cfg(args):
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     if args.mode is not None:
         cfg.INPUT.VIDEO.TEST_MODE = args.mode
+    if cfg.TEST.VID.SEQ_NMS.ENABLED and cfg.INPUT.VIDEO.TEST_MODE != "offline":
+        raise DemoInputError(
+            "TEST.VID.SEQ_NMS.ENABLED needs the whole video: use --mode offline (Seq-NMS links "
+            "each frame to later ones, which online mode has not read yet)"
+        )
     fall_back_to_cpu(cfg)
     cfg.freeze()
     return cfg

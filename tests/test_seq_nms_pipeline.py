@@ -99,7 +99,8 @@ def test_predictor_applies_seq_nms_offline_and_refuses_online():
 
 
 def _settings():
-    return SeqNMSSettings(SeqNMSParams(), nms_thresh=0.5, max_per_frame=100)
+    # what SeqNMSSettings.from_config gives for Detectron2's defaults (_eval_cfg)
+    return SeqNMSSettings(SeqNMSParams(), nms_thresh=0.5, max_per_frame=100, min_score=0.05)
 
 
 def _eval_cfg(seq_nms: bool):

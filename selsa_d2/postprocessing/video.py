@@ -31,12 +31,17 @@ __all__ = [
 
 
 class SeqNMSSettings:
-    """Seq-NMS parameters plus the per-frame NMS threshold and cap applied after it."""
+    """Seq-NMS parameters plus what is applied after it, as without it: the model's score
+    threshold (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, on the rescored scores), per-frame NMS
+    (``NMS_THRESH_TEST``) and cap (``TEST.DETECTIONS_PER_IMAGE``)."""
 
-    def __init__(self, params: SeqNMSParams, nms_thresh: float, max_per_frame: int):
+    def __init__(
+        self, params: SeqNMSParams, nms_thresh: float, max_per_frame: int, min_score: float = 0.0
+    ):
         self.params = params
         self.nms_thresh = float(nms_thresh)
         self.max_per_frame = int(max_per_frame)
+        self.min_score = float(min_score)
 
     @classmethod
     def from_config(cls, cfg) -> SeqNMSSettings | None:
@@ -48,12 +53,13 @@ class SeqNMSSettings:
             SeqNMSParams.from_config(cfg),
             cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             cfg.TEST.DETECTIONS_PER_IMAGE,
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         )
 
     def __repr__(self):
         return (
             f"SeqNMSSettings({self.params}, nms_thresh={self.nms_thresh}, "
-            f"max_per_frame={self.max_per_frame})"
+            f"max_per_frame={self.max_per_frame}, min_score={self.min_score})"
         )
 
 
@@ -113,7 +119,8 @@ def seq_nms_frames(
     classes: Sequence[np.ndarray],
     settings: SeqNMSSettings,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Seq-NMS over one video's frames (in order), then per-frame NMS and cap.
+    """Seq-NMS over one video's frames (in order), then the score threshold, per-frame NMS and
+    cap of ``settings``.
 
     Args:
         boxes, scores, classes: per frame [N_f, 4] xyxy, [N_f], [N_f] class indices.
@@ -123,6 +130,8 @@ def seq_nms_frames(
     rescored = seq_nms_video(boxes, scores, classes, settings.params)
     out = []
     for b, c, (idx, new) in zip(boxes, classes, rescored):
+        above = new > settings.min_score
+        idx, new = idx[above], new[above]
         b = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)[idx])
         c = torch.as_tensor(np.asarray(c, dtype=np.int64).reshape(-1)[idx])
         s = torch.as_tensor(new)
