@@ -415,7 +415,13 @@ def gains(results: dict) -> dict:
 def summarize(results: dict, c: Comparison | None = None) -> dict:
     summary = {"models": results, **gains(results)}
     if c is not None:
-        summary["run"] = {"seed": c.seed, "dataset": c.dataset_record(), **asdict(c.budget)}
+        summary["run"] = {
+            "seed": c.seed,
+            "dataset": c.dataset_record(),
+            **asdict(c.budget),
+            # results depend on the thread count (floating-point sums): recorded for comparisons
+            "threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
+        }
     return summary
 
 

@@ -103,7 +103,7 @@ def _timelines(
 ) -> np.ndarray:
     label_w, row_h, gap = 150, 12, 8
     longest = max(len(v) for v in videos)
-    width = label_w + longest * cell + 20
+    width = max(label_w + longest * cell + 20, 470)  # the header lines need ~460 px
     header = 118
     block = 16 + 6 + 2 * row_h + 3 + gap
     img = np.full((header + block * len(videos) + 10, width, 3), 255, np.uint8)
