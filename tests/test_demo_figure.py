@@ -11,7 +11,7 @@ from selsa_d2.evaluation.frame_outcomes import (
     differing_frames,
     frame_outcome,
 )
-from selsa_d2.visualization.demo_figure import VideoFrame, draw_demo_figure, pick_stills
+from selsa_d2.outcome_figure import VideoFrame, draw_demo_figure, pick_stills
 
 GT = np.array([[10, 10, 50, 50], [60, 60, 90, 90]], float)
 

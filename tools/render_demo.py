@@ -7,7 +7,7 @@
   wrong class / missed, degraded frames shaded, the counts of frames where one model is right and
   the other wrong, and stills of such frames both ways (:func:`render_outcome_figure`, from the
   saved ``vid_detections.json`` of each model's evaluation: no inference; the rule is in
-  ``selsa_d2/visualization/demo_figure.py`` and docs/demo.md).
+  ``selsa_d2/outcome_figure.py`` and docs/demo.md).
 """
 
 import json
@@ -17,29 +17,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
-from selsa_d2 import add_selsa_config
-from selsa_d2.data import register_datasets_from_config
+from selsa_d2.engine import setup_selsa_cfg
 from selsa_d2.evaluation.saved_detections import load_saved_detections
 from selsa_d2.evaluation.vid_evaluator import gt_frames_from_dicts
+from selsa_d2.outcome_figure import VideoFrame, draw_demo_figure
 from selsa_d2.predictor import VideoPredictor
-from selsa_d2.visualization.demo_figure import VideoFrame, draw_demo_figure
 
 SCORE_THRESHOLD = 0.5
 UPSCALE = 2  # the synthetic frames are small; draw on an enlarged copy so labels stay legible
 
 
 def _load_cfg(config: str, weights: Path, device: str, opts: Sequence[str]):
-    cfg = get_cfg()
-    add_selsa_config(cfg)
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(list(opts) + ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", device])
-    cfg.freeze()
-    register_datasets_from_config(cfg)
-    return cfg
+    return setup_selsa_cfg(
+        config, list(opts) + ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", device]
+    )
 
 
 def _most_degraded_video(dataset_name: str) -> list[dict]:

@@ -20,7 +20,6 @@ reused. Runs on the CPU by default and downloads nothing.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -105,16 +104,6 @@ def schedule_opts(iters: int) -> list[str]:
         "SOLVER.CHECKPOINT_PERIOD",
         max(50, iters // 4),
     ]
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
 
 
 def banner(text: str) -> None:
@@ -561,7 +550,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"run_demo.py: error: {e}") from None
     else:
         banner("1/9 synthetic video dataset")
-        _load_generator().generate(c.dataset_dir, **_load_generator().VARIANTS["demo"])
+        from selsa_d2 import synthetic  # (imports torch/detectron2: keep start-up fast)
+
+        synthetic.generate(c.dataset_dir, **synthetic.VARIANTS["demo"])
 
     steps = itertools.count(2)
     summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/9 {text}"))
@@ -577,8 +568,7 @@ def main(argv=None) -> int:
         banner("9/9 rendering single-frame vs SELSA: a validation video and the outcome figure")
         if c.dataset_dir is not None:
             os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
-        sys.path.insert(0, str(REPO / "tools"))
-        from render_demo import (  # noqa: E402  (imports torch/detectron2: keep start-up fast)
+        from render_demo import (  # sibling script; imports torch
             render_comparison,
             render_outcome_figure,
         )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..evaluation.frame_outcomes import (
+from .evaluation.frame_outcomes import (
     CORRECT,
     EMPTY,
     MISSED,

@@ -1,1 +1,0 @@
-"""Drawing for the demo (OpenCV)."""
