@@ -56,8 +56,7 @@ def test_model_candidates_give_the_usual_detections():
     assert seq.candidate_score_thresh == thresh and plain.candidate_score_thresh is None
     outs = []
     for model in (plain, seq):
-        model.video_engine.ref_sampler = sampler
-        model.video_engine.reset()
+        model.video_engine.configure(ref_sampler=sampler)
         outs.append(model.inference(video_inputs(frames, sampler, video_id=3)))
     predictor = plain.roi_heads.box_predictor
     total = 0
