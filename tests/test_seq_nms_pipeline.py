@@ -141,6 +141,12 @@ def test_evaluator_applies_seq_nms_per_video():
     expected = plain.evaluate_predictions(preds)
     assert got["vid"]["mAP"] == pytest.approx(expected["vid"]["mAP"])
     assert got["bbox"]["AP50"] == pytest.approx(expected["bbox"]["AP50"])
+    # frames without video fields are one-frame videos
+    ev.reset()
+    for inp, out in pairs[:3]:
+        image_only = {"image_id": inp["image_id"]}
+        ev.process([image_only], [{"candidates": out["instances"]}])
+    assert [p["image_id"] for p in ev._predictions] == [i["image_id"] for i, _ in pairs[:3]]
     ev.reset()
     with pytest.raises(ValueError, match="no 'candidates'"):
         ev.process([pairs[0][0]], [pairs[0][1]])

@@ -210,10 +210,12 @@ class VIDEvaluator(DatasetEvaluator):
                     "'candidates' (pre-NMS boxes); Seq-NMS needs a SelsaRCNN model built with it "
                     f"enabled (got the keys {sorted(out)})"
                 )
-            if self._video and self._video[-1][0]["video_id"] != inp.get("video_id", -1):
+            if self._video and self._video[-1][0]["video_id"] != inp.get("video_id"):
                 self._finish_video()
             meta = {k: inp.get(k, -1) for k in ("image_id", "video_id", "frame_id")}
             self._video.append((meta, out["candidates"].to("cpu")))
+            if "video_id" not in inp:  # a frame without a video is a one-frame video
+                self._finish_video()
 
     def _finish_video(self):
         """Seq-NMS over the buffered video, then per-frame NMS and cap."""
