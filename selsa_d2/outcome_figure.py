@@ -192,13 +192,10 @@ def _stills(
         left = _panel(f, 0, labels[0], class_names, score_thresh, scale)
         right_panel = _panel(f, 1, labels[1], class_names, score_thresh, scale)
         pair = np.hstack([left, np.full((left.shape[0], 6, 3), 255, np.uint8), right_panel])
-        caption = np.full((22, pair.shape[1], 3), 255, np.uint8)
-        _text(
-            caption,
-            f"video {rec.get('video_id')} frame {rec.get('frame_id')} ({deg}): {right} right, {wrong} not",
-            (4, 16),
-            0.45,
-        )
+        caption = np.full((38, pair.shape[1], 3), 255, np.uint8)
+        where = f"video {rec.get('video_id')} frame {rec.get('frame_id')} ({deg})"
+        _text(caption, where, (4, 15), 0.42)
+        _text(caption, f"{right} right, {wrong} not", (4, 32), 0.42)
         rows += [caption, pair, np.full((8, pair.shape[1], 3), 255, np.uint8)]
     if not rows:
         img = np.full((40, 420, 3), 255, np.uint8)
