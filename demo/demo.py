@@ -140,7 +140,13 @@ def setup_cfg(args):
     opts += ["MODEL.RETINANET.SCORE_THRESH_TEST", threshold]
     if args.mode is not None:
         opts += ["INPUT.VIDEO.TEST_MODE", args.mode]
-    return setup_selsa_cfg(args.config_file, opts)  # DATASETS.COCO_VID registered too
+    cfg = setup_selsa_cfg(args.config_file, opts)  # DATASETS.COCO_VID registered too
+    if cfg.TEST.VID.SEQ_NMS.ENABLED and cfg.INPUT.VIDEO.TEST_MODE != "offline":
+        raise DemoInputError(
+            "TEST.VID.SEQ_NMS.ENABLED needs the whole video: use --mode offline (Seq-NMS links "
+            "each frame to later ones, which online mode has not read yet)"
+        )
+    return cfg
 
 
 # ------------------------------------------------------------- frame sources and outputs
