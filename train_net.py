@@ -17,27 +17,24 @@ import weakref
 from collections import OrderedDict
 
 import detectron2.utils.comm as comm
-from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
-from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.data import (
     build_video_test_loader,
     build_video_train_loader,
-    register_datasets_from_config,
 )
 from selsa_d2.engine import (
+    AnyDeviceTrainer,
     FrameTimer,
     UnscaleGradientsForClipping,
-    ddp_on_any_device,
-    fall_back_to_cpu,
     finish_distributed,
+    setup_selsa_cfg,
 )
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.solver import build_selsa_optimizer
@@ -45,12 +42,11 @@ from selsa_d2.solver import build_selsa_optimizer
 logger = logging.getLogger("selsa_d2")
 
 
-class Trainer(DefaultTrainer):
+class Trainer(AnyDeviceTrainer):
     """DefaultTrainer with the video data pipeline, the VID evaluator and mmdet-style clipping."""
 
     def __init__(self, cfg):
-        with ddp_on_any_device():
-            super().__init__(cfg)
+        super().__init__(cfg)
         if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
             self._trainer.register_hooks([UnscaleGradientsForClipping()])
 
@@ -114,18 +110,12 @@ def _write_results(evaluator, results):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_selsa_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    fall_back_to_cpu(cfg)
-    cfg.freeze()
+    cfg = setup_selsa_cfg(args.config_file, args.opts)  # DATASETS.COCO_VID registered too
     default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers only; without this, this
     # script's and the package's INFO lines (logger "selsa_d2") went nowhere.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="selsa_d2")
     retain_freed_cpu_memory_from_config(cfg)
-    register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
     return cfg
 
 

@@ -80,8 +80,8 @@ def add_selsa_config(cfg):
     _C.DATASETS.TRAIN_SAMPLING_WEIGHTS = ()
     # COCO-VID json datasets the config itself declares, as (name, json_file, image_root) triples,
     # e.g. (("my_train", "ann/train.json", "frames/"), ("my_val", "ann/val.json", "frames/")).
-    # train_net.py and the video loaders register them (register_datasets_from_config) before
-    # DATASETS.TRAIN / TEST are read, so a json pair needs no code: name them in DATASETS.TRAIN /
+    # Every entry point registers them when it sets up its config (selsa_d2.engine.setup_selsa_cfg,
+    # which calls register_datasets_from_config), before DATASETS.TRAIN / TEST are read, so a json pair needs no code: name them in DATASETS.TRAIN /
     # TEST. Classes come from each json's categories; paths are as given (relative: to the cwd).
     _C.DATASETS.COCO_VID = ()
 
@@ -93,6 +93,22 @@ def add_selsa_config(cfg):
     # devkit and FGFA's imagenet_vid_eval.py; the published VID mAP) or "continuous" (x2 - x1, as
     # pycocotools). bbox/* (pycocotools) is always continuous.
     _C.TEST.VID.BOX_CONVENTION = "devkit"
+    # Seq-NMS (Han et al. 2016) as FGFA / the original SELSA code ship it (TEST.SEQ_NMS there;
+    # selsa_d2/postprocessing/seq_nms.py): per video and class, on the boxes with score >
+    # SCORE_THRESH before per-frame NMS, link boxes of consecutive frames with IoU >= LINK_IOU,
+    # rescore the best-scoring linked sequence ("mean" or "max" of its scores), remove the boxes
+    # with IoU >= SUPPRESS_IOU to it, repeat while a sequence scores >= MIN_SEQUENCE_SCORE and
+    # links remain; then the usual per-frame NMS and TEST.DETECTIONS_PER_IMAGE cap. Needs the
+    # whole video: offline evaluation, VideoPredictor.predict_video, demo/demo.py offline;
+    # INPUT.VIDEO.TEST_MODE "online" and streaming refuse it. Needs a SelsaRCNN model (it returns
+    # each frame's pre-NMS candidates when this is enabled).
+    _C.TEST.VID.SEQ_NMS = CN()
+    _C.TEST.VID.SEQ_NMS.ENABLED = False
+    _C.TEST.VID.SEQ_NMS.LINK_IOU = 0.5
+    _C.TEST.VID.SEQ_NMS.SUPPRESS_IOU = 0.3
+    _C.TEST.VID.SEQ_NMS.SCORE_THRESH = 1e-3
+    _C.TEST.VID.SEQ_NMS.MIN_SEQUENCE_SCORE = 1e-2
+    _C.TEST.VID.SEQ_NMS.RESCORE = "mean"
     # Inference (train_net.py --eval-only, demo/demo.py, VideoPredictor) refuses an empty
     # MODEL.WEIGHTS and weights that leave any parameter or buffer of the model uninitialised
     # (missing, or another shape). True runs such a (partly) random model with a warning: for

@@ -12,14 +12,14 @@
 4. evaluates both, plus the SELSA model in the "key frame only" setting (same weights, no
    reference frames: ``MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY``), and prints the comparison and
    the gain from references (overall / degraded / clean);
-5. renders an annotated video and a still of the frames where the two models disagree.
+5. scores both models' saved detections again after Seq-NMS (no inference: the "+ Seq-NMS" rows);
+6. renders an annotated video and the outcome figure (demo_figure.png, see docs/demo.md).
 
 Every step goes through ``train_net.py``; an interrupted run resumes and finished steps are
 reused. Runs on the CPU by default and downloads nothing.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -50,6 +50,13 @@ MODELS = (
     ("faster_rcnn", "Faster R-CNN (single frame)"),
     ("selsa", "SELSA"),
     ("selsa_key_frame_only", "SELSA, key frame only"),
+    ("faster_rcnn_seq_nms", "single frame + Seq-NMS"),
+    ("selsa_seq_nms", "SELSA + Seq-NMS"),
+)
+# (key, evaluated model, config): Seq-NMS rows, from that model's saved detections (no inference)
+SEQ_NMS_ROWS = (
+    ("faster_rcnn_seq_nms", "faster_rcnn", SINGLE_FRAME_CONFIG),
+    ("selsa_seq_nms", "selsa", SELSA_CONFIG),
 )
 TABLE_COLUMNS = (
     # (header, results section, key)
@@ -102,16 +109,6 @@ def schedule_opts(iters: int) -> list[str]:
         "SOLVER.CHECKPOINT_PERIOD",
         max(50, iters // 4),
     ]
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
 
 
 def banner(text: str) -> None:
@@ -325,6 +322,33 @@ def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequenc
         return json.load(f)
 
 
+def rescore_with_seq_nms(c: Comparison, key: str, source: str, config: str) -> dict:
+    """``tools/rescore_detections.py --seq-nms`` on ``source``'s saved detections (post-NMS,
+    capped: see docs/demo.md) into ``c.out_dir/key``; reuses a finished result."""
+    out = c.out_dir / key
+    metrics = out / "vid_metrics.json"
+    if not metrics.exists():
+        _run(
+            [
+                sys.executable,
+                "tools/rescore_detections.py",
+                "--config-file",
+                config,
+                "--detections",
+                c.out_dir / source / "inference" / "vid_detections.json",
+                "--seq-nms",
+                "--output-dir",
+                out,
+            ]
+            + c.common_opts(),
+            c.env(),
+            c.log,
+        )
+    with open(metrics) as f:
+        data = json.load(f)
+    return {"vid": data["vid"], "bbox": data["bbox"]}
+
+
 def run_comparison(c: Comparison, progress=banner) -> dict:
     """Shared single-frame stage, both continuations, three evaluations; returns the summary dict."""
     b = c.budget
@@ -354,6 +378,10 @@ def run_comparison(c: Comparison, progress=banner) -> dict:
         selsa,
         ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True],
     )
+    progress("Seq-NMS (TEST.VID.SEQ_NMS) on both models' saved detections, no inference")
+    configs = {SINGLE_FRAME_CONFIG: single_frame_config, SELSA_CONFIG: selsa_config}  # --fpn
+    for key, source, config in SEQ_NMS_ROWS:
+        results[key] = rescore_with_seq_nms(c, key, source, configs[config])
     return summarize(results, c)
 
 
@@ -389,6 +417,8 @@ def summarize(results: dict, c: Comparison | None = None) -> dict:
             "dataset": c.dataset_record(),
             "configs": list(c.configs),
             **asdict(c.budget),
+            # results depend on the thread count (floating-point sums): recorded for comparisons
+            "threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
         }
     return summary
 
@@ -527,19 +557,21 @@ def main(argv=None) -> int:
             if c.coco_vid is not None:
                 p = c.coco_vid
                 banner(
-                    f"1/8 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
+                    f"1/9 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
                     f"({p.num_classes()} classes)"
                 )
             else:
-                banner(f"1/8 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
+                banner(f"1/9 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"run_demo.py: error: {e}") from None
     else:
-        banner("1/8 synthetic video dataset")
-        _load_generator().generate(c.dataset_dir, **_load_generator().VARIANTS["demo"])
+        banner("1/9 synthetic video dataset")
+        from selsa_d2 import synthetic  # (imports torch/detectron2: keep start-up fast)
+
+        synthetic.generate(c.dataset_dir, **synthetic.VARIANTS["demo"])
 
     steps = itertools.count(2)
-    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/8 {text}"))
+    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/9 {text}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     table, gain_table = format_table(summary["models"]), format_gains(summary)
     with open(out_dir / "summary.json", "w") as f:
@@ -549,11 +581,13 @@ def main(argv=None) -> int:
 
     renders = []
     if not args.no_render:
-        banner("8/8 rendering single-frame vs SELSA on a validation video")
+        banner("9/9 rendering single-frame vs SELSA: a validation video and the outcome figure")
         if c.dataset_dir is not None:
             os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
-        sys.path.insert(0, str(REPO / "tools"))
-        from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
+        from render_demo import (  # sibling script; imports torch
+            render_comparison,
+            render_outcome_figure,
+        )
 
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
@@ -569,6 +603,15 @@ def main(argv=None) -> int:
             device=args.device,
             opts=opts,
         )
+        figure, _ = render_outcome_figure(
+            c.val_dataset(),
+            [
+                (label, out_dir / key / "inference" / "vid_detections.json")
+                for key, label in (("faster_rcnn", "single frame"), ("selsa", "SELSA"))
+            ],
+            out_dir / "demo_figure.png",
+        )
+        renders.append(figure)
 
     banner(
         f"Results on {c.val_dataset()} (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "

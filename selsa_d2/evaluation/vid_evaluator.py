@@ -16,13 +16,14 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import BoxMode
+from detectron2.structures import BoxMode, Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from ..postprocessing.video import SeqNMSSettings, seq_nms_instances
 from . import vid_metrics
 
 __all__ = ["VIDEvaluator", "merge_predictions", "gt_frames_from_dicts", "coco_category_ids"]
@@ -90,6 +91,19 @@ def coco_category_ids(metadata) -> list[int]:
     return list(range(1, num_classes + 1))
 
 
+def _prediction(inp: dict, instances: Instances) -> dict:
+    """One frame's detections as the evaluator keeps them (numpy, CPU)."""
+    inst = instances.to("cpu")
+    return {
+        "image_id": inp["image_id"],
+        "video_id": inp.get("video_id", -1),
+        "frame_id": inp.get("frame_id", -1),
+        "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
+        "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
+        "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
+    }
+
+
 def _nan_to_none(obj):
     if isinstance(obj, dict):
         return {k: _nan_to_none(v) for k, v in obj.items()}
@@ -127,6 +141,7 @@ class VIDEvaluator(DatasetEvaluator):
         distributed: bool = True,
         motion_iou_range: int = 10,
         box_convention: str = "devkit",
+        seq_nms: SeqNMSSettings | None = None,
     ):
         """
         Args:
@@ -136,6 +151,10 @@ class VIDEvaluator(DatasetEvaluator):
             motion_iou_range: frames on each side for the motion IoU of the speed groups.
             box_convention: ``"devkit"`` (pixel-inclusive, ``+1``) or ``"continuous"`` boxes for the
                 ``"vid"`` metrics; see :mod:`.vid_metrics`.
+            seq_nms: apply Seq-NMS per video (``TEST.VID.SEQ_NMS``): the model's outputs must
+                carry ``"candidates"`` (pre-NMS boxes, :class:`SelsaRCNN` with Seq-NMS enabled);
+                each video's frames must arrive together and in order, as the video test loader
+                gives them. None: evaluate ``"instances"`` as they are.
         """
         vid_metrics.pixel_offset(box_convention)  # unknown names fail here, before inference
         self._dataset_name = dataset_name
@@ -149,7 +168,9 @@ class VIDEvaluator(DatasetEvaluator):
                 f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata"
             )
         self._class_names = list(self._metadata.thing_classes)
+        self._seq_nms = seq_nms
         self._predictions: list[dict] = []
+        self._video: list[tuple[dict, Instances]] = []  # Seq-NMS: the current video's candidates
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir=None, distributed: bool = True):
@@ -159,6 +180,7 @@ class VIDEvaluator(DatasetEvaluator):
             "distributed": distributed,
             "motion_iou_range": cfg.TEST.VID.MOTION_IOU_RANGE,
             "box_convention": cfg.TEST.VID.BOX_CONVENTION,
+            "seq_nms": SeqNMSSettings.from_config(cfg),
         }
 
     @property
@@ -168,28 +190,49 @@ class VIDEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._predictions = []
+        self._video = []
 
     def process(self, inputs, outputs):
         """
         Args:
             inputs: list of per-frame dicts with "image_id" (and "video_id", "frame_id").
             outputs: list of dicts with "instances" (Instances: pred_boxes [D,4] xyxy in the input's
-                original size, scores [D], pred_classes [D]).
+                original size, scores [D], pred_classes [D]); with Seq-NMS also "candidates"
+                (the same fields, before per-frame NMS).
         """
         for inp, out in zip(inputs, outputs):
-            inst = out["instances"].to("cpu")
-            self._predictions.append(
-                {
-                    "image_id": inp["image_id"],
-                    "video_id": inp.get("video_id", -1),
-                    "frame_id": inp.get("frame_id", -1),
-                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
-                    "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
-                    "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
-                }
+            if self._seq_nms is None:
+                self._predictions.append(_prediction(inp, out["instances"]))
+                continue
+            if "candidates" not in out:
+                raise ValueError(
+                    "VIDEvaluator: TEST.VID.SEQ_NMS.ENABLED but the model's output has no "
+                    "'candidates' (pre-NMS boxes); Seq-NMS needs a SelsaRCNN model built with it "
+                    f"enabled (got the keys {sorted(out)})"
+                )
+            if self._video and self._video[-1][0]["video_id"] != inp.get("video_id"):
+                self._finish_video()
+            meta = {k: inp.get(k, -1) for k in ("image_id", "video_id", "frame_id")}
+            self._video.append((meta, out["candidates"].to("cpu")))
+            if "video_id" not in inp:  # a frame without a video is a one-frame video
+                self._finish_video()
+
+    def _finish_video(self):
+        """Seq-NMS over the buffered video, then per-frame NMS and cap."""
+        metas = [m for m, _ in self._video]
+        frame_ids = [m["frame_id"] for m in metas]
+        if frame_ids != sorted(frame_ids) or len(set(frame_ids)) != len(frame_ids):
+            raise ValueError(
+                f"VIDEvaluator: Seq-NMS needs the frames of video {metas[0]['video_id']} in "
+                f"increasing order, got frame ids {frame_ids[:10]}..."
             )
+        detections = seq_nms_instances([c for _, c in self._video], self._seq_nms)
+        self._predictions.extend(_prediction(m, d) for m, d in zip(metas, detections))
+        self._video = []
 
     def evaluate(self):
+        if self._video:
+            self._finish_video()
         if self._distributed:
             comm.synchronize()
             shards = comm.gather(self._predictions, dst=0)
