@@ -343,7 +343,7 @@ def test_lazyconfig_train_net_trains_and_evaluates(synthetic_names, tmp_path):
         "train.log_period=1",
         f"train.output_dir={tmp_path}",
         "model.backbone.out_channels=32",
-        "model.roi_heads.box_head.box_head.fc_dims=[64,64]",
+        "model.roi_heads.box_head.fc_dims=[64,64]",
         "model.roi_heads.box_predictor.input_shape.channels=64",
         "model.test_ref_sampler.num_refs=3",
     ]

@@ -4,7 +4,7 @@ import logging
 
 from torch import nn
 
-__all__ = ["zero_init_aggregator_outputs", "with_zero_init_aggregator_outputs"]
+__all__ = ["zero_init_aggregator_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,3 @@ def zero_init_aggregator_outputs(box_head: nn.Module) -> int:
         len(aggregators),
     )
     return len(aggregators)
-
-
-def with_zero_init_aggregator_outputs(box_head: nn.Module) -> nn.Module:
-    """``box_head`` after :func:`zero_init_aggregator_outputs`: a LazyConfig file's
-    ``MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT``, e.g.
-    ``model.roi_heads.box_head = L(with_zero_init_aggregator_outputs)(box_head=model.roi_heads.box_head)``."""
-    zero_init_aggregator_outputs(box_head)
-    return box_head

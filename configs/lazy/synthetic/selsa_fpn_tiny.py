@@ -5,8 +5,6 @@ dataset on the CPU. ``model.backbone`` can be swapped for any backbone with p2-p
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 
-from selsa_d2.modeling.init import with_zero_init_aggregator_outputs
-
 from ..common.data.video import dataloader
 from ..common.models.selsa_fpn import model
 from ..common.schedule_7e import lr_multiplier, optimizer, train
@@ -27,7 +25,8 @@ model.proposal_generator.update(
 model.roi_heads.update(num_classes=4, batch_size_per_image=64)
 model.roi_heads.box_head.update(fc_dims=[128, 128], num_attention_blocks=8)
 model.roi_heads.box_predictor.input_shape.channels = 128
-model.roi_heads.box_head = L(with_zero_init_aggregator_outputs)(box_head=model.roi_heads.box_head)
+# continued from a single-frame checkpoint, SELSA starts as exactly that detector
+model.zero_init_aggregator_output = True
 
 dataloader.train.dataset.names = ("synthetic_vid_train",)
 dataloader.test.dataset_name = "synthetic_vid_val"

@@ -5,8 +5,6 @@ dataset (datasets/make_synthetic_vid.py) on the CPU."""
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 
-from selsa_d2.modeling.init import with_zero_init_aggregator_outputs
-
 from ..common.data.video import dataloader
 from ..common.models.selsa_dc5 import model
 from ..common.schedule_7e import lr_multiplier, optimizer, train
@@ -33,7 +31,7 @@ model.roi_heads.update(num_classes=4, batch_size_per_image=64)
 model.roi_heads.box_head.update(fc_dims=[128, 128], num_attention_blocks=8)
 model.roi_heads.box_predictor.input_shape.channels = 128
 # continued from a single-frame checkpoint, SELSA starts as exactly that detector
-model.roi_heads.box_head = L(with_zero_init_aggregator_outputs)(box_head=model.roi_heads.box_head)
+model.zero_init_aggregator_output = True
 
 dataloader.train.dataset.names = ("synthetic_vid_train",)
 dataloader.test.dataset_name = "synthetic_vid_val"

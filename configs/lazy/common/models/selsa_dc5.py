@@ -87,6 +87,8 @@ model = L(SelsaRCNN)(
     ),
     cache_features=True,
     key_frame_as_ref=True,
+    # True: start as exactly the single-frame detector a checkpoint holds (MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT)
+    zero_init_aggregator_output=False,
     pixel_mean=[123.675, 116.28, 103.53],  # RGB, ImageNet mean/std (pytorch-style backbone)
     pixel_std=[58.395, 57.12, 57.375],
     input_format="RGB",

@@ -88,6 +88,8 @@ model = L(SelsaRCNN)(
     ),
     cache_features=True,
     key_frame_as_ref=True,
+    # True: start as exactly the single-frame detector a checkpoint holds (MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT)
+    zero_init_aggregator_output=False,
     pixel_mean=[103.530, 116.280, 123.675],  # BGR, Detectron2's MSRA weights
     pixel_std=[1.0, 1.0, 1.0],
     input_format="BGR",
