@@ -30,3 +30,20 @@ def build_selsa_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         type(optimizer), global_clipper=clipper
     )
     return optimizer
+
+
+class FullModelClippedSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` whose ``step`` first clips the norm of all gradients together to
+    ``max_norm`` (mmdet's ``grad_clip``; ``CLIP_TYPE: full_model``), as a class for LazyConfig
+    files: ``L(FullModelClippedSGD)(params=L(get_default_optimizer_params)(...), lr=..., max_norm=35.0)``
+    keeps Detectron2's ``optimizer.params.model`` convention. Same clipping as
+    :func:`build_selsa_optimizer`'s."""
+
+    def __init__(self, params, *, max_norm: float, norm_type: float = 2.0, **sgd_kwargs):
+        super().__init__(params, **sgd_kwargs)
+        self.max_norm, self.norm_type = float(max_norm), float(norm_type)
+
+    def step(self, closure=None):
+        all_params = [p for group in self.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(all_params, max_norm=self.max_norm, norm_type=self.norm_type)
+        return super().step(closure)

@@ -33,6 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SINGLE_FRAME_CONFIG = "configs/synthetic/faster_rcnn_tiny.yaml"
 SELSA_CONFIG = "configs/synthetic/selsa_tiny.yaml"
+# --fpn: the same comparison on Detectron2's FPN detector (single-frame config, SELSA config)
+FPN_CONFIGS = (
+    "configs/synthetic/faster_rcnn_fpn_tiny.yaml",
+    "configs/synthetic/selsa_fpn_tiny.yaml",
+)
 # The dataset names the synthetic configs use; train_net.py registers them under
 # $DETECTRON2_DATASETS/synthetic_vid (selsa_d2/data/datasets.py).
 DATASET_DIRNAME = "synthetic_vid"
@@ -227,6 +232,7 @@ class Comparison:
     opts: Sequence[str] = ()
     log: Path | None = None  # None: train_net.py output goes to the console
     coco_vid: CocoVidPair | None = None
+    configs: tuple[str, str] = (SINGLE_FRAME_CONFIG, SELSA_CONFIG)  # (single frame, SELSA)
 
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.coco_vid is None):
@@ -346,34 +352,36 @@ def rescore_with_seq_nms(c: Comparison, key: str, source: str, config: str) -> d
 def run_comparison(c: Comparison, progress=banner) -> dict:
     """Shared single-frame stage, both continuations, three evaluations; returns the summary dict."""
     b = c.budget
+    single_frame_config, selsa_config = c.configs
     progress(
-        f"shared start: single-frame detector, {b.shared_iters} iterations ({SINGLE_FRAME_CONFIG})"
+        f"shared start: single-frame detector, {b.shared_iters} iterations ({single_frame_config})"
     )
-    shared = train(c, "shared_start", SINGLE_FRAME_CONFIG, b.shared_iters, None)
+    shared = train(c, "shared_start", single_frame_config, b.shared_iters, None)
     progress(f"continuation 1/2: single-frame detector, {b.continue_iters} more iterations")
-    single = train(c, "faster_rcnn", SINGLE_FRAME_CONFIG, b.continue_iters, shared)
+    single = train(c, "faster_rcnn", single_frame_config, b.continue_iters, shared)
     progress(
-        f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({SELSA_CONFIG})"
+        f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({selsa_config})"
     )
-    selsa = train(c, "selsa", SELSA_CONFIG, b.continue_iters, shared)
+    selsa = train(c, "selsa", selsa_config, b.continue_iters, shared)
     results = {}
     progress("evaluation 1/3: single-frame detector")
-    results["faster_rcnn"] = evaluate(c, "faster_rcnn", SINGLE_FRAME_CONFIG, single)
+    results["faster_rcnn"] = evaluate(c, "faster_rcnn", single_frame_config, single)
     progress("evaluation 2/3: SELSA")
-    results["selsa"] = evaluate(c, "selsa", SELSA_CONFIG, selsa)
+    results["selsa"] = evaluate(c, "selsa", selsa_config, selsa)
     progress(
         "evaluation 3/3: SELSA, key frame only (same weights, MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY True)"
     )
     results["selsa_key_frame_only"] = evaluate(
         c,
         "selsa_key_frame_only",
-        SELSA_CONFIG,
+        selsa_config,
         selsa,
         ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True],
     )
     progress("Seq-NMS (TEST.VID.SEQ_NMS) on both models' saved detections, no inference")
+    configs = {SINGLE_FRAME_CONFIG: single_frame_config, SELSA_CONFIG: selsa_config}  # --fpn
     for key, source, config in SEQ_NMS_ROWS:
-        results[key] = rescore_with_seq_nms(c, key, source, config)
+        results[key] = rescore_with_seq_nms(c, key, source, configs[config])
     return summarize(results, c)
 
 
@@ -407,6 +415,7 @@ def summarize(results: dict, c: Comparison | None = None) -> dict:
         summary["run"] = {
             "seed": c.seed,
             "dataset": c.dataset_record(),
+            "configs": list(c.configs),
             **asdict(c.budget),
             # results depend on the thread count (floating-point sums): recorded for comparisons
             "threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
@@ -491,6 +500,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--continue-iters", type=int, default=Budget.continue_iters)
     parser.add_argument("--no-render", action="store_true", help="skip the video and still")
     parser.add_argument(
+        "--fpn",
+        action="store_true",
+        help=f"compare on Detectron2's FPN detector ({' and '.join(FPN_CONFIGS)})",
+    )
+    parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)"
     )
     args = parser.parse_args(argv)
@@ -517,6 +531,8 @@ def comparison_from_args(args: argparse.Namespace) -> Comparison:
     synthetic one under ``--data-root``, not generated here)."""
     budget = Budget(args.shared_iters, args.continue_iters)
     kwargs = dict(seed=args.seed, device=args.device, opts=args.opts)
+    if args.fpn:
+        kwargs["configs"] = FPN_CONFIGS
     out_dir = (REPO / args.out).resolve()
     absolute = lambda p: Path(p).expanduser().resolve()  # noqa: E731  (steps run in the repository)
     if args.train_json is not None:
@@ -578,10 +594,10 @@ def main(argv=None) -> int:
             {
                 "faster_rcnn": (
                     "Faster R-CNN (single frame)",
-                    SINGLE_FRAME_CONFIG,
+                    c.configs[0],
                     out_dir / "faster_rcnn" / "model_final.pth",
                 ),
-                "selsa": ("SELSA", SELSA_CONFIG, out_dir / "selsa" / "model_final.pth"),
+                "selsa": ("SELSA", c.configs[1], out_dir / "selsa" / "model_final.pth"),
             },
             out_dir,
             device=args.device,

@@ -36,6 +36,7 @@ __all__ = [
     "read_checkpoint_file",
     "load_inference_weights",
     "summarize_keys",
+    "describe_uninitialised",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,45 @@ class WeightsCheckpointer(DetectionCheckpointer):
             _without_loaded_aliases(self.model, incompatible.missing_keys)
         )
         self.shape_mismatches = list(incompatible.incorrect_shapes)
+        if self.uninitialised_keys:
+            report = describe_uninitialised(self.uninitialised_keys, self.shape_mismatches)
+            level = logging.WARNING if "other parameters" in report else logging.INFO
+            logger.log(
+                level, "%s %s: left at their initial values: %s", self.what, self._path, report
+            )
         return incompatible
+
+
+def describe_uninitialised(keys: Iterable[str], shape_mismatches: Iterable[tuple] = ()) -> str:
+    """One line saying what a load left uninitialised, in the terms of starting SELSA from a
+    single-frame detector: the SELSA aggregators (new: expected), the class layers when the file
+    was trained for another class count (``box_predictor`` keys of another shape: expected when
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` differs), and "other parameters" (anything else: a checkpoint
+    of another architecture)."""
+    keys = sorted(keys)
+    shapes = {k: (tuple(got), tuple(want)) for k, got, want in shape_mismatches}
+    aggregators = [k for k in keys if ".aggregators." in f".{k}"]
+    class_layers = [k for k in keys if k in shapes and "box_predictor." in k]
+    other = [k for k in keys if k not in aggregators and k not in class_layers]
+    parts = []
+    if aggregators:
+        parts.append(
+            f"the SELSA aggregators ({len(aggregators)} tensors, not in a single-frame detector; "
+            "MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT True makes the model start as that detector)"
+        )
+    if class_layers:
+        text = f"the class layers {summarize_keys(class_layers)}"
+        cls = next((k for k in class_layers if k.endswith("cls_score.weight")), None)
+        if cls is not None:  # [num_classes + 1, D]: the background is the last class
+            got, want = shapes[cls]
+            text += (
+                f" (the file's are for {got[0] - 1} classes, the model's for {want[0] - 1}: "
+                "MODEL.ROI_HEADS.NUM_CLASSES differs; they start random)"
+            )
+        parts.append(text)
+    if other:
+        parts.append(f"other parameters {summarize_keys(other)}")
+    return "; ".join(parts)
 
 
 def _without_loaded_aliases(model: torch.nn.Module, missing: Iterable[str]) -> list[str]:
