@@ -42,7 +42,12 @@ def _proposal_labels(frame_features, annotations) -> torch.Tensor:
 
 def analyze(cfg, dataset_name: str):
     model = build_model(cfg)
-    load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
+    load_inference_weights(
+        model,
+        cfg.MODEL.WEIGHTS,
+        allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+        allow_unused=cfg.TEST.ALLOW_UNUSED_WEIGHTS,
+    )
     model.eval()
     aggregator = model.roi_heads.box_head.aggregators[0]
     sampler = TestReferenceSampler.from_config(cfg)
