@@ -23,8 +23,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 
 from selsa_d2 import add_selsa_config
-from selsa_d2.checkpoint.loading import load_inference_weights
+from selsa_d2.checkpoint.loading import WeightsError, load_inference_weights
 from selsa_d2.data import TestReferenceSampler, build_video_test_loader
+from selsa_d2.run_guard import RunError, merge_config, validate_config
 
 KINDS = ("same class, clean frame", "same class, degraded frame", "other class", "background")
 
@@ -107,9 +108,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = get_cfg()
     add_selsa_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0])
-    result = analyze(cfg, args.dataset or cfg.DATASETS.TEST[0])
+    try:  # user errors (config, weights, dataset files) end in one line
+        opts = args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0]
+        merge_config(cfg, args.config_file, opts)
+        validate_config(cfg, training=False)
+        result = analyze(cfg, args.dataset or cfg.DATASETS.TEST[0])
+    except (WeightsError, RunError, FileNotFoundError) as e:
+        raise SystemExit(f"analyze_attention.py: error: {e}") from None
     print("attention mass of aggregator 0 (uniform attention in brackets)")
     print("| key frame | " + " | ".join(KINDS) + " |")
     print("|---" * (len(KINDS) + 1) + "|")
