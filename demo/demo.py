@@ -63,6 +63,7 @@ from selsa_d2.data import register_datasets_from_config
 from selsa_d2.data.image_io import read_frame
 from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.engine import fall_back_to_cpu
+from selsa_d2.evaluation.vid_evaluator import coco_category_ids
 from selsa_d2.file_io import (
     OutputError,
     atomic_open,
@@ -395,6 +396,7 @@ def build_metadata(cfg) -> Metadata:
     class, so a class keeps its colour over the whole video."""
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     names = None
+    ids = list(range(num_classes))  # JSON category_id: the class index, or the dataset's own id
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if dataset is not None:
         try:
@@ -402,6 +404,9 @@ def build_metadata(cfg) -> Metadata:
                 cfg
             )  # DATASETS.COCO_VID, if the config names its own json
             names = MetadataCatalog.get(dataset).get("thing_classes", None)
+            if names is not None and len(names) == num_classes:
+                if MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id", None):
+                    ids = coco_category_ids(MetadataCatalog.get(dataset))  # e.g. a json's 3/7/11
         except Exception as e:  # e.g. the dataset's class file is not on this machine
             logger.warning(
                 f"no class names from dataset {dataset!r} ({e}); labelling with class ids"
@@ -416,7 +421,9 @@ def build_metadata(cfg) -> Metadata:
         names = [str(i) for i in range(num_classes)]
     palette = colormap(rgb=True, maximum=255)
     colors = [tuple(int(v) for v in palette[i % len(palette)]) for i in range(num_classes)]
-    return Metadata(name="selsa_demo", thing_classes=list(names), thing_colors=colors)
+    return Metadata(
+        name="selsa_demo", thing_classes=list(names), thing_colors=colors, category_ids=ids
+    )
 
 
 def draw(frame_bgr: np.ndarray, instances, metadata: Metadata) -> np.ndarray:
@@ -443,7 +450,7 @@ def make_record(index: int, instances, source: _FrameSource, metadata: Metadata)
         {
             "bbox": [round(float(v), 2) for v in box],
             "score": round(float(s), 5),
-            "category_id": int(c),
+            "category_id": int(metadata.get("category_ids", range(len(metadata.thing_classes)))[c]),
             "category": metadata.thing_classes[int(c)],
         }
         for box, s, c in zip(boxes, scores, classes)

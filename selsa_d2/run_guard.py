@@ -68,7 +68,10 @@ def merge_config(cfg, config_file: str | None, opts) -> None:
             ) from None
     opts = list(opts or [])
     if len(opts) % 2:
-        raise ConfigError(f"config options must be KEY VALUE pairs; {opts[-1]!r} has no value")
+        raise ConfigError(
+            f"config options must be KEY VALUE pairs, got an odd number ({len(opts)}): "
+            + " ".join(map(str, opts))[-200:]
+        )
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, TypeError, AssertionError) as e:

@@ -454,6 +454,10 @@ def test_8_output_category_ids_are_the_datasets_ids(json_dataset, tmp_path):
     metrics = json.loads((tmp_path / "inf" / "vid_metrics.json").read_text())
     assert [c["id"] for c in metrics["categories"]] == [3, 7, 11, 20]
     assert results["bbox"]["AP50"] == pytest.approx(100.0)  # the gt's ids match the detections'
+    # demo.py's JSON too
+    demo = load_script("demo/demo.py")
+    cfg = tiny_selsa_cfg(num_classes=4, DATASETS__TEST=("fault8_ids",))
+    assert demo.build_metadata(cfg).category_ids == [3, 7, 11, 20]
 
 
 # ---------------------------------------------------------------------------- 9. NUM_CLASSES

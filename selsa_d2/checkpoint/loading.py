@@ -135,7 +135,7 @@ class WeightsCheckpointer(DetectionCheckpointer):
             f"the newest complete checkpoint is {newest}: write its name "
             f"({os.path.basename(newest)}) into {tag} to resume from it"
             if newest
-            else "no complete checkpoint is left in it: train without --resume"
+            else f"no complete checkpoint is left in {self.save_dir}: train without --resume"
         )
         if not name:
             raise WeightsError(
