@@ -49,6 +49,7 @@ from selsa_d2.engine import (
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.file_io import OutputError, atomic_open
 from selsa_d2.run_guard import (
+    ConfigError,
     OutputDirLock,
     RunError,
     check_not_replacing_finished_model,
@@ -161,6 +162,14 @@ def setup(args):
     fall_back_to_cpu(cfg)
     cfg.freeze()
     validate_config(cfg, training=not args.eval_only, world_size=comm.get_world_size())
+    try:
+        register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    # before anything is written: a wrong class count would train the last classes as background
+    check_num_classes(
+        cfg, ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
+    )
     if comm.is_main_process():
         check_output_dir(cfg.OUTPUT_DIR)
         if _RUN_LOCK is None:
@@ -178,10 +187,6 @@ def setup(args):
     # script's and the package's INFO lines (logger "selsa_d2") went nowhere.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="selsa_d2")
     retain_freed_cpu_memory_from_config(cfg)
-    register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
-    check_num_classes(
-        cfg, ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
-    )
     return cfg
 
 

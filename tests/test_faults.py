@@ -100,6 +100,38 @@ def _train_net(data_root, out_dir, *args, config=BASELINE_CFG, check=True):
     return proc
 
 
+@pytest.fixture
+def train_net_in_process(tmp_path):
+    """``train_net.main`` in this process, for errors raised before anything runs: returns the
+    ``SystemExit`` message (the one line the script prints). Trains on a 4-class json dataset
+    (the synthetic one's class count; this process's builtin datasets point elsewhere)."""
+    from detectron2.engine import default_argument_parser
+
+    train_net = load_script("train_net.py")
+    ann = _coco_vid_json(tmp_path / "inproc.json", cat_ids=(1, 2, 3, 4))
+    dataset = ["DATASETS.COCO_VID", f"(('fault_inproc', '{ann}', '{tmp_path}'),)"]
+    dataset += ["DATASETS.TRAIN", "('fault_inproc',)"]
+
+    def run(out_dir, *args, config=BASELINE_CFG):
+        flags = [a for a in args if a.startswith("--")]
+        opts = [a for a in args if not a.startswith("--")]
+        argv = ["--config-file", config, *flags, *TINY, *dataset, *opts]
+        argv += ["OUTPUT_DIR", str(out_dir)]
+        try:
+            with pytest.raises(SystemExit) as info:
+                train_net.main(default_argument_parser().parse_args(argv))
+        finally:
+            if train_net._RUN_LOCK is not None:  # a real run holds it until the process ends
+                train_net._RUN_LOCK.release()
+                train_net._RUN_LOCK = None
+        message = str(info.value)
+        assert message.startswith("train_net.py: error: ") and "\n" not in message, message
+        return message
+
+    yield run
+    unregister_vid_dataset("fault_inproc")
+
+
 def _one_line_error(proc) -> str:
     """The single error line of a failed entry point (and no traceback)."""
     assert proc.returncode != 0, proc.stdout[-2000:]
@@ -136,11 +168,9 @@ def test_1_resume_at_max_iter_completes_a_final_model_cut_short(data_root, train
     periodic = torch.load(out / last, map_location="cpu")
     assert final["iteration"] == MAX_ITER - 1
     assert all(torch.equal(final["model"][k], periodic["model"][k]) for k in periodic["model"])
-    # deleting the broken file and resuming writes it too
-    (out / "model_final.pth").unlink()
-    (out / "last_checkpoint").write_text(last)
-    _train_net(data_root, out, "--resume")
     assert checkpoint_problem(str(out / "model_final.pth")) is None
+    # deleting the broken file instead: the same path (checkpoint_problem "does not exist")
+    assert checkpoint_problem(str(out / "deleted.pth")) == "does not exist"
 
 
 def test_1_checkpoint_and_last_checkpoint_writes_are_atomic(tmp_path):
@@ -282,15 +312,17 @@ def test_3_second_run_into_a_locked_output_dir_is_refused(data_root, tmp_path):
 
 
 # ---------------------------------------------------------------------------- 4. finished model
-def test_4_training_from_scratch_over_a_finished_model_is_refused(data_root, trained, tmp_path):
+def test_4_training_from_scratch_over_a_finished_model_is_refused(
+    trained, tmp_path, train_net_in_process
+):
     out = _copy_run(trained, tmp_path)
     before = (out / "model_final.pth").read_bytes()
-    line = _one_line_error(_train_net(data_root, out, check=False))
+    line = train_net_in_process(out)
     assert f"{out / 'model_final.pth'} is a finished model" in line
     assert "OVERWRITE_FINISHED_MODEL" in line
     # --resume with nothing to resume from would start from 0 as well
     (out / "last_checkpoint").unlink()
-    line = _one_line_error(_train_net(data_root, out, "--resume", check=False))
+    line = train_net_in_process(out, "--resume")
     assert "no last_checkpoint" in line
     assert (out / "model_final.pth").read_bytes() == before
 
@@ -462,20 +494,19 @@ def test_8_output_category_ids_are_the_datasets_ids(json_dataset, tmp_path):
 
 # ---------------------------------------------------------------------------- 9. NUM_CLASSES
 def test_9_num_classes_not_matching_the_dataset_is_refused_before_training(
-    json_dataset, data_root, tmp_path
+    json_dataset, tmp_path, train_net_in_process
 ):
     json_dataset("fault9_four", cat_ids=(1, 2, 3, 4))
     for n in (2, 3, 5):
         with pytest.raises(RunError, match=f"NUM_CLASSES is {n} but dataset 'fault9_four' has 4"):
             check_num_classes(tiny_selsa_cfg(num_classes=n), ["fault9_four"])
     check_num_classes(tiny_selsa_cfg(num_classes=4), ["fault9_four"])
-    # train_net.py: one line, before any iteration (the synthetic dataset has 4 classes)
+    # train_net.py: one line, before anything is written
     out = tmp_path / "out"
-    line = _one_line_error(
-        _train_net(data_root, out, "MODEL.ROI_HEADS.NUM_CLASSES", "2", check=False)
-    )
+    opts = ["DATASETS.TRAIN", "('fault9_four',)", "MODEL.ROI_HEADS.NUM_CLASSES", "3"]
+    line = train_net_in_process(out, *opts)
     assert "set MODEL.ROI_HEADS.NUM_CLASSES 4" in line
-    assert not (out / "metrics.json").exists()
+    assert not out.exists()  # refused before anything was written
 
 
 # ---------------------------------------------------------------------------- 10. unused weights
@@ -593,7 +624,7 @@ def test_12_evaluator_refuses_a_negative_motion_range(json_dataset):
 @pytest.mark.parametrize(
     "case", ["output_dir_file", "unknown_key", "mistyped_value", "max_iter_0", "period_0"]
 )
-def test_13_train_net_user_errors_are_one_line(data_root, tmp_path, case):
+def test_13_train_net_user_errors_are_one_line(tmp_path, case, train_net_in_process):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     out, opts, message = tmp_path / "out", [], ""
@@ -610,8 +641,8 @@ def test_13_train_net_user_errors_are_one_line(data_root, tmp_path, case):
         opts, message = ["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER must be an integer >= 1"
     else:
         opts, message = ["SOLVER.CHECKPOINT_PERIOD", "0"], "CHECKPOINT_PERIOD must be"
-    line = _one_line_error(_train_net(data_root, out, *opts, check=False))
-    assert line.startswith("train_net.py: error: ") and message in line, line
+    line = train_net_in_process(out, *opts)
+    assert message in line, line
 
 
 def test_13_convert_torchvision_folder_or_truncated_input_is_one_line(tmp_path, capsys):
