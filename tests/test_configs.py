@@ -1,5 +1,5 @@
-"""The shipped ImageNet VID configs keep mmtracking's SELSA recipe: every row of the README's
-"Matching mmtracking" table (inference and training halves), for the three SELSA configs and
+"""The shipped ImageNet VID configs keep mmtracking's SELSA recipe: every row of the tables in
+docs/matching_mmtracking.md (inference and training halves), for the three SELSA configs and
 the single-frame baseline. A config change that breaks parity fails here."""
 
 import math
@@ -82,7 +82,7 @@ SELSA_INFERENCE = {
 # ---------------------------------------------------------------- training half of the table
 TRAINING = {
     # backbone: ResNet DC5 (strides 1,2,2,1, dilations 1,1,1,2), pytorch style, frozen_stages=1,
-    # norm_eval=True (here FrozenBN: also freezes the BN affine parameters, see README)
+    # norm_eval=True (here FrozenBN: also freezes the BN affine parameters, see docs/matching_mmtracking.md)
     "MODEL.RESNETS.RES5_DILATION": 2,
     "MODEL.RESNETS.STRIDE_IN_1X1": False,
     "MODEL.RESNETS.OUT_FEATURES": ["res5"],
