@@ -680,3 +680,34 @@ def test_13_atomic_directory_leaves_nothing_on_error(tmp_path):
     with atomic_directory(str(tmp_path / "out")) as d:
         Path(d, "done.json").write_text("{}")
     assert os.listdir(tmp_path / "out") == ["done.json"]
+
+
+def test_2_gain_study_reuses_a_run_only_for_the_same_inputs(tmp_path):
+    run_demo = load_script("tools/run_demo.py")
+    gain_study = load_script("tools/gain_study.py")
+    calls = []
+
+    def fake_run(c):
+        calls.append((c.seed, c.budget.shared_iters, tuple(c.opts)))
+        return run_demo.summarize({}, c)
+
+    def study(budget, opts=()):
+        return gain_study.run_study(
+            tmp_path / "out",
+            tmp_path / "data",
+            ["a"],
+            [0],
+            budget=budget,
+            opts=opts,
+            run_one=fake_run,
+            generate=lambda d, v: None,
+        )
+
+    study(run_demo.Budget(8, 4))
+    study(run_demo.Budget(8, 4))
+    assert calls == [(0, 8, ())]  # same inputs: reused
+    study(run_demo.Budget(16, 4))  # another budget: the old summary is not reported as this one
+    study(run_demo.Budget(16, 4), opts=["SOLVER.BASE_LR", "0.5"])
+    assert calls[1:] == [(0, 16, ()), (0, 16, ("SOLVER.BASE_LR", "0.5"))]
+    summary = json.loads((tmp_path / "out" / "a" / "seed0" / "summary.json").read_text())
+    assert summary["run"]["shared_iters"] == 16
