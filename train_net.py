@@ -24,39 +24,34 @@ import weakref
 from collections import OrderedDict
 
 import detectron2.utils.comm as comm
-from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 import selsa_d2  # noqa: F401  (registers datasets and models)
-from selsa_d2 import add_selsa_config
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.data import (
     build_video_test_loader,
     build_video_train_loader,
-    register_datasets_from_config,
 )
 from selsa_d2.engine import (
+    AnyDeviceTrainer,
     FrameTimer,
     UnscaleGradientsForClipping,
-    ddp_on_any_device,
-    fall_back_to_cpu,
     finish_distributed,
+    setup_selsa_cfg,
 )
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.file_io import OutputError, atomic_open
 from selsa_d2.run_guard import (
-    ConfigError,
     OutputDirLock,
     RunError,
     check_not_replacing_finished_model,
     check_num_classes,
     check_output_dir,
     evaluation_config_name,
-    merge_config,
     restore_training_config,
     validate_config,
 )
@@ -65,12 +60,11 @@ from selsa_d2.solver import build_selsa_optimizer
 logger = logging.getLogger("selsa_d2")
 
 
-class Trainer(DefaultTrainer):
+class Trainer(AnyDeviceTrainer):
     """DefaultTrainer with the video data pipeline, the VID evaluator and mmdet-style clipping."""
 
     def __init__(self, cfg):
-        with ddp_on_any_device():
-            super().__init__(cfg)
+        super().__init__(cfg)
         if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
             self._trainer.register_hooks([UnscaleGradientsForClipping()])
 
@@ -156,16 +150,9 @@ _RUN_LOCK = None  # held for the life of the process (see OutputDirLock)
 
 def setup(args):
     global _RUN_LOCK
-    cfg = get_cfg()
-    add_selsa_config(cfg)
-    merge_config(cfg, args.config_file, args.opts)
-    fall_back_to_cpu(cfg)
-    cfg.freeze()
+    # validated (one-line ConfigError naming the key), DATASETS.COCO_VID registered too
+    cfg = setup_selsa_cfg(args.config_file, args.opts)
     validate_config(cfg, training=not args.eval_only, world_size=comm.get_world_size())
-    try:
-        register_datasets_from_config(cfg)  # DATASETS.COCO_VID: the config's own json datasets
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
     # before anything is written: a wrong class count would train the last classes as background
     check_num_classes(
         cfg, ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)

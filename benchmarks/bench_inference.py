@@ -20,7 +20,8 @@ other processes hits them alike:
   once), offline adaptive-stride references (``--key-refs``, default 14).
 * ``selsa_mmtracking``: mmtracking's test policy (``mmtrack/models/vid/selsa.py``): the
   references' backbone features cached, the key frame's backbone and every reference's RPN,
-  RoIAlign and FC layers recomputed per key frame (:class:`MmtrackingPolicy`).
+  RoIAlign and FC layers recomputed per key frame (:class:`VideoInferenceEngine` with
+  ``cache="feature_maps"``).
 * ``selsa_full_recompute``: ``CACHE_FEATURES False``: every reference recomputed from its image,
   backbone included, for every key frame (an upper bound, not what mmtracking does).
   The two recomputing variants run on the first ``--recompute-frames`` key frames only (they
@@ -54,21 +55,18 @@ import argparse
 import gc
 import logging
 import os
-import sys
 
+import common  # benchmarks/common.py: run as a script, its folder is on sys.path
 import numpy as np
 import torch
 from detectron2.engine import DefaultPredictor
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (benchmarks/ is a directory of scripts, not a package)
-from detectron2.layers import ShapeSpec  # noqa: E402
-
-from selsa_d2.data.sampling import TestReferenceSampler  # noqa: E402
-from selsa_d2.modeling import TemporalRoIAlign, VideoInferenceEngine  # noqa: E402
-from selsa_d2.predictor import VideoPredictor  # noqa: E402
-from selsa_d2.testing import with_references  # noqa: E402
+from selsa_d2.data.sampling import TestReferenceSampler
+from selsa_d2.modeling import TemporalRoIAlign, VideoInferenceEngine
+from selsa_d2.predictor import VideoPredictor
+from selsa_d2.testing import with_references
 
 logger = logging.getLogger("bench_inference")
 
@@ -155,58 +153,6 @@ class SharedFrameComputation:
         self.own_compute_seconds += sw.seconds
         self.proposal_counts.append(len(feats))
         return feats
-
-
-class MmtrackingPolicy:
-    """mmtracking's SELSA test (``mmtrack/models/vid/selsa.py``, ``extract_feats`` +
-    ``simple_test``, adaptive stride), written with the model's public per-frame steps.
-
-    The references' backbone features are computed once, when they are first supplied, and
-    cached; for every key frame the key frame's backbone runs, then the RPN, RoIAlign and both FC
-    layers (+ the aggregators' reference projections) run again on every reference and on the
-    key frame, which is also the last reference. (mmtracking runs the key frame's RPN twice, as
-    key and as reference; this runs it once, so it slightly favours mmtracking.)
-    """
-
-    def __init__(self, model, sampler: TestReferenceSampler):
-        self.model, self.ref_sampler = model, sampler
-        self.reset()
-
-    def reset(self):
-        self._maps: dict[int, tuple] = {}
-        self.frames_computed = 0  # backbone passes
-        self.peak_cache_size = 0
-
-    def reset_stats(self):
-        self.frames_computed = self.peak_cache_size = 0
-
-    def cached_state(self):
-        return [dict(self._maps)]
-
-    def __call__(self, batched_inputs):
-        return [self._one(inp) for inp in batched_inputs]
-
-    def _one(self, inp):
-        m, t, length = self.model, int(inp["frame_id"]), int(inp["video_length"])
-        if t == 0:
-            self._maps = {}
-        for ref in inp.get("ref_frames", ()):
-            rid = int(ref["frame_id"])
-            if rid not in self._maps:
-                self._maps[rid] = m.compute_feature_maps(ref)
-                self.frames_computed += 1
-        ref_ids = self.ref_sampler.refs(t, length)
-        for fid in list(self._maps):  # memory bounded by the reference count, as the engine
-            if fid < t and fid not in ref_ids and not self.ref_sampler.needed_after(fid, t, length):
-                del self._maps[fid]
-        key_maps = m.compute_feature_maps(inp)
-        self.frames_computed += 1
-        if t in ref_ids and t not in self._maps:  # the key frame among the sampled references
-            self._maps[t] = key_maps
-        self.peak_cache_size = max(self.peak_cache_size, len(self._maps))
-        key = m.frame_features_from_maps(*key_maps)
-        refs = [m.frame_features_from_maps(*self._maps[r]) for r in ref_ids] + [key]
-        return m.postprocess_detections(m.detect_key_frame(key, refs), inp)
 
 
 class Variant:
@@ -338,7 +284,9 @@ def timing_phase(args, selsa, baseline, video) -> list[Variant]:
     cached = VideoInferenceEngine(
         shared, sampler(args.key_refs), cache_features=True, key_frame_as_ref=kfr
     )
-    mmtracking = MmtrackingPolicy(selsa, sampler(args.key_refs))
+    mmtracking = VideoInferenceEngine(
+        selsa, sampler(args.key_refs), key_frame_as_ref=kfr, cache="feature_maps"
+    )
     full = VideoInferenceEngine(
         selsa, sampler(args.key_refs), cache_features=False, key_frame_as_ref=kfr
     )
@@ -348,7 +296,7 @@ def timing_phase(args, selsa, baseline, video) -> list[Variant]:
         Variant(
             "selsa_mmtracking",
             args.key_refs,
-            mmtracking,
+            mmtracking.process,
             mmtracking,
             mmtracking.ref_sampler,
             max_frames=args.recompute_frames,

@@ -21,16 +21,12 @@ bytes in use, sampled during one extra untimed iteration per model, see
 import argparse
 import logging
 import math
-import os
-import sys
 
+import common  # benchmarks/common.py: run as a script, its folder is on sys.path
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (benchmarks/ is a directory of scripts, not a package)
 
 logger = logging.getLogger("bench_train")
 

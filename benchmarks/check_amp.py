@@ -14,18 +14,15 @@ so near-ties around rank ``--top`` may drop a few detections; trained weights ma
 
 import argparse
 import logging
-import os
 import sys
 
+import bench_inference  # a sibling script, as common
+import common
 import torch
 from detectron2.structures import Instances, pairwise_iou
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_inference  # noqa: E402
-import common  # noqa: E402
-
-from selsa_d2.data.sampling import TestReferenceSampler  # noqa: E402
-from selsa_d2.modeling import VideoInferenceEngine  # noqa: E402
+from selsa_d2.data.sampling import TestReferenceSampler
+from selsa_d2.modeling import VideoInferenceEngine
 
 logger = logging.getLogger("check_amp")
 

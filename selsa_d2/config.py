@@ -80,8 +80,8 @@ def add_selsa_config(cfg):
     _C.DATASETS.TRAIN_SAMPLING_WEIGHTS = ()
     # COCO-VID json datasets the config itself declares, as (name, json_file, image_root) triples,
     # e.g. (("my_train", "ann/train.json", "frames/"), ("my_val", "ann/val.json", "frames/")).
-    # train_net.py and the video loaders register them (register_datasets_from_config) before
-    # DATASETS.TRAIN / TEST are read, so a json pair needs no code: name them in DATASETS.TRAIN /
+    # Every entry point registers them when it sets up its config (selsa_d2.engine.setup_selsa_cfg,
+    # which calls register_datasets_from_config), before DATASETS.TRAIN / TEST are read, so a json pair needs no code: name them in DATASETS.TRAIN /
     # TEST. Classes come from each json's categories; paths are as given (relative: to the cwd).
     _C.DATASETS.COCO_VID = ()
 

@@ -149,8 +149,7 @@ class VideoPredictor:
         if self.engine is None:
             return [self._run(self.prepare(f, video_id, i, length)) for i, f in enumerate(frames)]
         sampler = self.reference_sampler(mode or self.mode)
-        self.engine.ref_sampler = sampler
-        self.engine.reset()
+        self.engine.configure(ref_sampler=sampler)
         prepared: dict[int, dict] = {}  # frames converted so far and still to be used
 
         def get(i: int) -> dict:
@@ -171,8 +170,7 @@ class VideoPredictor:
         """Causal (online) detection over a stream: yields each frame's detections in turn."""
         video_id = ("VideoPredictor", next(self._videos))
         if self.engine is not None:
-            self.engine.ref_sampler = self.reference_sampler("online")
-            self.engine.reset()
+            self.engine.configure(ref_sampler=self.reference_sampler("online"))
         for t, frame in enumerate(frames):
             yield self._run(self.prepare(frame, video_id, t, _UNKNOWN_LENGTH))
 

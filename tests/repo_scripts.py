@@ -1,13 +1,27 @@
-"""Import the repository's scripts (``datasets/``, ``tools/``, ``demo/``, ``train_net.py``) in tests.
+"""Run the repository's scripts (``datasets/``, ``tools/``, ``demo/``, ``train_net.py``) in tests.
 
-They are scripts, not packages, so tests load them by path.
+:func:`run_script` runs one as its users do, in a subprocess: the way to test a command line.
+:func:`load_script` imports one by path, for the tests that still drive a script's ``main`` or
+classes in-process (the demo, the training script, the demo and study tools); code that tests
+need to import belongs in the package instead.
 """
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(relpath: str, *args) -> subprocess.CompletedProcess:
+    """``python REPO/relpath args...`` from the current directory; output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(REPO / relpath), *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def load_script(relpath: str, name: str = None):

@@ -1,20 +1,18 @@
-"""tools/analyze_attention.py on a tiny random model and a tiny synthetic dataset."""
+"""The attention analysis (tools/analyze_attention.py) on a tiny random model and a tiny synthetic dataset."""
 
 import numpy as np
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
-from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
 
 from selsa_d2.data import register_vid_dataset, unregister_vid_dataset
-
-analyze_attention = load_script("tools/analyze_attention.py", "selsa_analyze_attention")
-generator = load_script("datasets/make_synthetic_vid.py")
+from selsa_d2.evaluation.attention import KINDS, analyze_attention
+from selsa_d2.synthetic import generate
 
 
 @pytest.mark.parametrize("troi", [False, True], ids=["selsa", "selsa_troi"])
 def test_attention_masses_partition_the_references(tmp_path, troi):
-    root = generator.generate(
+    root = generate(
         tmp_path / "synthetic_vid", num_train_videos=1, num_val_videos=2, frames=6, seed=5
     )
     name = "test_analyze_attention_val"
@@ -36,11 +34,11 @@ def test_attention_masses_partition_the_references(tmp_path, troi):
         cfg.defrost()
         cfg.MODEL.WEIGHTS = str(tmp_path / "random.pth")
         cfg.DATALOADER.NUM_WORKERS = 0
-        result = analyze_attention.analyze(cfg, name)
+        result = analyze_attention(cfg, name)
     finally:
         unregister_vid_dataset(name)
     assert set(result) == {"clean key frame", "degraded key frame"}
-    k = len(analyze_attention.KINDS)
+    k = len(KINDS)
     for values in result.values():
         mass, share = values[:k], values[k:]
         np.testing.assert_allclose(

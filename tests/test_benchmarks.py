@@ -2,17 +2,18 @@
 of the same run (structure and arithmetic; timings themselves are not asserted)."""
 
 import json
-import os
-import sys
 
 import pytest
-from tiny_model import REPO_ROOT, torch_threads
+from repo_scripts import load_script
+from tiny_model import torch_threads
 
 from selsa_d2 import cpu_allocator
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-import bench_inference  # noqa: E402
-import bench_train  # noqa: E402
+# The benchmark scripts import their siblings (common, bench_inference) by name, as the script's
+# folder is on sys.path when they run; loaded under those names here, they find each other.
+load_script("benchmarks/common.py")
+bench_inference = load_script("benchmarks/bench_inference.py")
+bench_train = load_script("benchmarks/bench_train.py")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -194,7 +195,7 @@ def test_presets_fill_only_unset_options():
 
 
 def test_check_amp_matching_and_tiny_run():
-    import check_amp
+    check_amp = load_script("benchmarks/check_amp.py")
     import torch
     from detectron2.structures import Boxes, Instances
 
@@ -219,12 +220,14 @@ def test_check_amp_matching_and_tiny_run():
 
 
 def test_mmtracking_policy_detects_like_the_cached_engine():
-    """The benchmark's mmtracking policy recomputes per key frame what the engine caches: same
-    detections, more backbone passes than frames only by the references computed ahead."""
+    """The engine's mmtracking policy (the benchmark's selsa_mmtracking) recomputes per key frame
+    what the cached engine holds: same detections, more backbone passes than frames only by the
+    references computed ahead."""
     import torch
     from tiny_model import build_tiny_model, results_close
 
     from selsa_d2.data.sampling import TestReferenceSampler as RefSampler
+    from selsa_d2.modeling import VideoInferenceEngine
     from selsa_d2.testing import synthetic_video, video_inputs
 
     frames = synthetic_video(6, 64, 96, seed=3)
@@ -232,10 +235,10 @@ def test_mmtracking_policy_detects_like_the_cached_engine():
     model = build_tiny_model(seed=0)
     model.video_engine.ref_sampler = sampler
     inputs = video_inputs(frames, sampler)
-    policy = bench_inference.MmtrackingPolicy(model, sampler)
+    policy = VideoInferenceEngine(model, sampler, cache="feature_maps")
     with torch.no_grad():
         want = [o["instances"] for o in model.inference(inputs)]
-        got = [policy([d])[0]["instances"] for d in inputs]
+        got = [policy.process([d])[0]["instances"] for d in inputs]
     for t, (a, b) in enumerate(zip(got, want)):
         assert results_close(a, b, atol=1e-4) is None, f"frame {t}: {results_close(a, b)}"
     # one backbone pass per key frame plus the two references supplied ahead with frame 0 (2 and 5)

@@ -7,7 +7,7 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from fixtures_ilsvrc import DET_1, TRAIN_A, VAL_A, make_ilsvrc_fixture, write_text
-from repo_scripts import load_script
+from repo_scripts import run_script
 
 from selsa_d2.data import (
     get_frame_index,
@@ -18,13 +18,10 @@ from selsa_d2.data import (
 )
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.ilsvrc import load_ilsvrc_det, load_ilsvrc_vid_frames
+from selsa_d2.synthetic import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = (IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS)
-
-
-def _load_script(name):
-    return load_script(f"datasets/{name}.py")
 
 
 @pytest.fixture
@@ -36,7 +33,9 @@ def root(tmp_path):
 def converted(root, tmp_path):
     out = str(tmp_path / "ann")
     assert (
-        _load_script("prepare_imagenet_vid").main(["--root", root, "--out", out, "--no-progress"])
+        run_script(
+            "datasets/prepare_imagenet_vid.py", "--root", root, "--out", out, "--no-progress"
+        ).returncode
         == 0
     )
     return out
@@ -418,12 +417,10 @@ def test_register_relative_root(root, names, monkeypatch):
 
 
 def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path):
-    """DATASETS.COCO_VID: the loaders register the config's json datasets, then load them."""
-    from detectron2.config import get_cfg
-
-    from selsa_d2.config import add_selsa_config
+    """DATASETS.COCO_VID: setting up the config registers its json datasets; the loaders load them."""
     from selsa_d2.data import build_video_test_loader, register_datasets_from_config
     from selsa_d2.data.build import get_video_train_dataset_and_sampler
+    from selsa_d2.engine import setup_selsa_cfg
 
     names += ["_t_cfg_train", "_t_cfg_val"]
     image_root = os.path.join(root, "Data", "VID")
@@ -436,17 +433,19 @@ def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path
         "  TRAIN: [_t_cfg_train]\nINPUT:\n  MIN_SIZE_TEST: 24\nDATALOADER:\n  NUM_WORKERS: 0\n"
         "  FILTER_EMPTY_ANNOTATIONS: False\nVERSION: 2\n"
     )
-    cfg = add_selsa_config(get_cfg())
-    cfg.merge_from_file(str(yaml_file))
-    cfg.merge_from_list(
+    assert "_t_cfg_val" not in DatasetCatalog.list()
+    setup_selsa_cfg(str(yaml_file))  # the YAML's nested list
+    assert "_t_cfg_train" in DatasetCatalog.list() and "_t_cfg_val" not in DatasetCatalog.list()
+    cfg = setup_selsa_cfg(
+        str(yaml_file),
         [
             "DATASETS.COCO_VID",
-            repr(tuple(cfg.DATASETS.COCO_VID) + (("_t_cfg_val", val_json, image_root),)),
+            repr((("_t_cfg_train", train_json, image_root), ("_t_cfg_val", val_json, image_root))),
             "DATASETS.TEST",
             "('_t_cfg_val',)",
-        ]
+        ],
     )  # and as a command-line override (run_demo.py)
-    assert "_t_cfg_val" not in DatasetCatalog.list()
+    assert {"_t_cfg_train", "_t_cfg_val"} <= set(DatasetCatalog.list())
 
     items = list(build_video_test_loader(cfg, "_t_cfg_val"))
     assert [(b[0]["video_id"], b[0]["frame_id"]) for b in items] == [(1, 0), (1, 1), (1, 2)]
@@ -463,6 +462,7 @@ def test_config_registers_its_coco_vid_datasets(root, converted, names, tmp_path
         "_t_cfg_val",
     ]  # again: nothing changes
     clash = cfg.clone()
+    clash.defrost()
     clash.DATASETS.COCO_VID = (("_t_cfg_val", train_json, image_root),)
     with pytest.raises(ValueError, match="'_t_cfg_val' is already registered with other files"):
         register_datasets_from_config(clash)
@@ -503,25 +503,13 @@ def test_builtins_registered():
 
 def test_converter_on_synthetic_layout(tmp_path):
     """The converter and the registration work on make_synthetic_vid.py output (its own classes)."""
-    gen = _load_script("make_synthetic_vid")
     out = str(tmp_path / "synthetic_vid")
-    gen.main(
-        [
-            "--out",
-            out,
-            "--num-train-videos",
-            "1",
-            "--num-val-videos",
-            "1",
-            "--frames",
-            "6",
-            "--size",
-            "96x64",
-        ]
-    )
+    generate(out, num_train_videos=1, num_val_videos=1, frames=6, size=(96, 64))
     ann = str(tmp_path / "ann")
     assert (
-        _load_script("prepare_imagenet_vid").main(["--root", out, "--out", ann, "--no-progress"])
+        run_script(
+            "datasets/prepare_imagenet_vid.py", "--root", out, "--out", ann, "--no-progress"
+        ).returncode
         == 0
     )
     names, ids = read_classes_file(os.path.join(out, "classes.txt"))
@@ -538,42 +526,19 @@ def test_converter_on_synthetic_layout(tmp_path):
 
 def test_converter_list_frame_base_matches_mmtracking(tmp_path):
     """--list-frame-base 1 marks the frame before each listed number, as mmtracking's converter."""
-    gen = _load_script("make_synthetic_vid")
     out = str(tmp_path / "synthetic_vid")
     # 30 frames: the listed key frames are 1, 3, ..., 29 (none is 0, which a 1-based list cannot name)
-    gen.main(
-        [
-            "--out",
-            out,
-            "--num-train-videos",
-            "1",
-            "--num-val-videos",
-            "1",
-            "--frames",
-            "30",
-            "--size",
-            "96x64",
-        ]
-    )
-    prepare = _load_script("prepare_imagenet_vid")
+    generate(out, num_train_videos=1, num_val_videos=1, frames=30, size=(96, 64))
     image_root = os.path.join(out, "Data", "VID")
     key_frames = {}
     for base in (0, 1):
         ann = str(tmp_path / f"ann{base}")
         assert (
-            prepare.main(
-                [
-                    "--root",
-                    out,
-                    "--out",
-                    ann,
-                    "--no-progress",
-                    "--splits",
-                    "train",
-                    "--list-frame-base",
-                    str(base),
-                ]
-            )
+            run_script(
+                "datasets/prepare_imagenet_vid.py",
+                *("--root", out, "--out", ann, "--no-progress", "--splits", "train"),
+                *("--list-frame-base", base),
+            ).returncode
             == 0
         )
         frames, flagged = load_coco_vid_frames(

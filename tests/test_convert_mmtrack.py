@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from repo_scripts import load_script
+from repo_scripts import run_script
 
 from selsa_d2.checkpoint.mmtrack import (
     check_arch_against_cfg,
@@ -463,11 +463,9 @@ def test_cli_roundtrip(tmp_path, capsys):
     # a broken checkpoint: non-zero exit and the key in the message
     del sd[P + "backbone.layer1.1.conv2.weight"]
     torch.save({"state_dict": sd}, src)
-    tool = load_script("tools/convert_mmtrack_to_d2.py")
-    capsys.readouterr()
-    assert tool.main([str(src), str(dst)]) == 1
-    out = capsys.readouterr()
-    assert "layer1.1.conv2.weight" in out.out + out.err
+    out = run_script("tools/convert_mmtrack_to_d2.py", src, dst)
+    assert out.returncode == 1
+    assert "layer1.1.conv2.weight" in out.stdout + out.stderr
 
 
 # ------------------------------------------------------------------ the converted checkpoint in our model

@@ -12,6 +12,8 @@ import pytest
 from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
 
+from selsa_d2.video_io import VideoFileFrames
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "demo", "demo.py")
 H, W, N = 96, 128, 8
@@ -299,7 +301,7 @@ def test_class_names_from_dataset_metadata(model_files, clip, tmp_path):
 
 def test_video_frames_lazy_random_access(clip):
     """Offline mode's frame sequence: exact frames in any access order, a bounded cache."""
-    src = demo.VideoFileFrames(clip, cache_size=2)
+    src = VideoFileFrames(clip, cache_size=2)
     assert isinstance(src, collections.abc.Sequence)  # VideoPredictor would list() anything else
     sequential = list(src)
     assert len(src) == N == len(sequential)

@@ -43,6 +43,7 @@ from selsa_d2.run_guard import (
     restore_training_config,
     validate_config,
 )
+from selsa_d2.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_CFG = "configs/synthetic/faster_rcnn_tiny.yaml"
@@ -81,9 +82,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("d2_datasets")
-    load_script("datasets/make_synthetic_vid.py").generate(
-        root / "synthetic_vid", num_train_videos=2, num_val_videos=1, frames=6, size=(64, 48)
-    )
+    generate(root / "synthetic_vid", num_train_videos=2, num_val_videos=1, frames=6, size=(64, 48))
     return root
 
 

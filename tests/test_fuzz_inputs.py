@@ -924,16 +924,12 @@ def test_inference_frame_dtype_and_shape_are_checked(predictor, convert, message
 
 # ---------------------------------------------------------------------------- issue 13: mmtracking converter
 @pytest.fixture
-def converter(capsys):
-    from repo_scripts import load_script
-
-    tool = load_script("tools/convert_mmtrack_to_d2.py", "convert_mmtrack_to_d2_fuzz")
+def converter():
+    from repo_scripts import run_script
 
     def run(*argv):
-        capsys.readouterr()
-        code = tool.main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return code, out.out + out.err
+        out = run_script("tools/convert_mmtrack_to_d2.py", *argv)
+        return out.returncode, out.stdout + out.stderr
 
     return run
 
@@ -989,29 +985,24 @@ def test_converter_unusable_input_is_one_line(converter, tmp_path, bad):
 
 
 # ---------------------------------------------------------------------------- issue 13: prepare_imagenet_vid --out
-def test_prepare_out_pointing_at_a_file(raw, tmp_path, caplog):
-    from repo_scripts import load_script
+def test_prepare_out_pointing_at_a_file(raw, tmp_path):
+    from repo_scripts import run_script
 
-    prepare = load_script("datasets/prepare_imagenet_vid.py", "prepare_imagenet_vid_fuzz")
+    def prepare(out):
+        return run_script(
+            "datasets/prepare_imagenet_vid.py",
+            *("--root", raw.root, "--out", out, "--no-progress", "--splits", "val"),
+        )
+
     a_file = tmp_path / "annotations.json"
     a_file.write_text("{}")
     for out, problem in (
         (a_file, "is a file, not a directory"),
         (a_file / "sub", "cannot be created"),
     ):
-        caplog.clear()
-        assert (
-            prepare.main(
-                ["--root", raw.root, "--out", str(out), "--no-progress", "--splits", "val"]
-            )
-            == 2
-        )
-        assert f"--out {out} {problem}" in caplog.text
+        result = prepare(out)
+        assert result.returncode == 2
+        assert f"--out {out} {problem}" in result.stderr
     assert a_file.read_text() == "{}"
-    assert (
-        prepare.main(
-            ["--root", raw.root, "--out", str(tmp_path / "new"), "--no-progress", "--splits", "val"]
-        )
-        == 0
-    )
+    assert prepare(tmp_path / "new").returncode == 0
     assert (tmp_path / "new" / "imagenet_vid_val.json").is_file()

@@ -19,7 +19,7 @@ from fixtures_ilsvrc import (
     write_text,
     xml_text,
 )
-from repo_scripts import load_script
+from repo_scripts import run_script
 
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.ilsvrc import (
@@ -158,19 +158,11 @@ def test_converter_frame_base_one_flags_mmtracking_key_frames(root, tmp_path):
     flags: frame (number - 1) of each line; a line naming 0 (mmtracking: frame -1) flags nothing."""
     ann = str(tmp_path / "ann")
     assert (
-        load_script("datasets/prepare_imagenet_vid.py").main(
-            [
-                "--root",
-                root,
-                "--out",
-                ann,
-                "--no-progress",
-                "--splits",
-                "train",
-                "--list-frame-base",
-                "1",
-            ]
-        )
+        run_script(
+            "datasets/prepare_imagenet_vid.py",
+            *("--root", root, "--out", ann, "--no-progress", "--splits", "train"),
+            *("--list-frame-base", "1"),
+        ).returncode
         == 0
     )
     with open(os.path.join(ann, "imagenet_vid_train.json")) as f:
@@ -385,9 +377,16 @@ def test_det_repeats_registered_indexed_and_evaluated(root, tmp_path):
         unregister_vid_dataset(name)
     ann = str(tmp_path / "ann")
     assert (
-        load_script("datasets/prepare_imagenet_vid.py").main(
-            ["--root", root, "--out", ann, "--no-progress", "--splits", "det"]
-        )
+        run_script(
+            "datasets/prepare_imagenet_vid.py",
+            "--root",
+            root,
+            "--out",
+            ann,
+            "--no-progress",
+            "--splits",
+            "det",
+        ).returncode
         == 0
     )
     with open(os.path.join(ann, "imagenet_det_30plus1cls.json")) as f:

@@ -32,9 +32,7 @@ from selsa_d2.config import add_selsa_config
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
 from selsa_d2.predictor import VideoPredictor
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "datasets"))
-from make_synthetic_vid import generate  # noqa: E402
+from selsa_d2.synthetic import generate
 
 TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "synthetic", "selsa_tiny.yaml")
 MAX_ITER, CHECKPOINT_PERIOD = 12, 3

@@ -150,21 +150,45 @@ def _simulate(sampler, L):
     return peak
 
 
-@pytest.mark.parametrize(
-    "mode,method,n,stride",
-    [
-        ("offline", "adaptive_stride", 14, 1),
-        ("offline", "adaptive_stride", 3, 1),
-        ("offline", "adaptive_stride", 1, 1),
-        ("offline", "fixed_window", 4, 2),
-        ("offline", "fixed_window", 3, 1),
-        ("offline", "fixed_window", 6, 3),
-        ("online", "adaptive_stride", 4, 1),
-        ("online", "adaptive_stride", 3, 5),
-        ("offline", "adaptive_stride", 0, 1),
-    ],
-)
+# (mode, method, num_refs, stride) of the cache-protocol tests
+PROTOCOL_SAMPLERS = [
+    ("offline", "adaptive_stride", 14, 1),
+    ("offline", "adaptive_stride", 3, 1),
+    ("offline", "adaptive_stride", 1, 1),
+    ("offline", "fixed_window", 4, 2),
+    ("offline", "fixed_window", 3, 1),
+    ("offline", "fixed_window", 6, 3),
+    ("online", "adaptive_stride", 4, 1),
+    ("online", "adaptive_stride", 3, 5),
+    ("offline", "adaptive_stride", 0, 1),
+]
+
+
+@pytest.mark.parametrize("mode,method,n,stride", PROTOCOL_SAMPLERS)
 @pytest.mark.parametrize("L", [1, 2, 3, 13, 40])
 def test_supply_and_cache_contract(mode, method, n, stride, L):
     s = RefSampler(mode, method, num_refs=n, stride=stride)
     assert _simulate(s, L) <= s.max_cached_frames()
+
+
+@pytest.mark.parametrize("mode,method,n,stride", PROTOCOL_SAMPLERS)
+@pytest.mark.parametrize("L", [1, 3, 40])
+def test_plan_is_the_cache_protocol(mode, method, n, stride, L):
+    """plan() tells the engine, once per key frame, what _simulate does by hand."""
+    s = RefSampler(mode, method, num_refs=n, stride=stride)
+    held, computed, peak = set(), [], 0
+    for f in range(L):
+        plan = s.plan(f, L, held=held, supplied=s.frames_to_supply(f, L))
+        assert plan.frame_id == f and plan.references == s.refs(f, L) and not plan.missing
+        assert not held & set(plan.compute) and plan.compute == sorted(plan.compute)
+        computed += plan.compute
+        held |= set(plan.compute)
+        peak = max(peak, len(held))
+        assert set(plan.drop) <= held and all(d <= f for d in plan.drop)
+        held -= set(plan.drop)
+    assert sorted(computed) == list(range(L))  # every frame computed exactly once
+    assert not held and peak <= s.max_cached_frames()
+    # a reference neither held nor supplied is reported, not silently skipped
+    if L > 1 and n:
+        late = s.plan(L - 1, L, held=(), supplied=())
+        assert late.missing == sorted(set(s.refs(L - 1, L)) - {L - 1})

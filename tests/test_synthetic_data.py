@@ -1,20 +1,29 @@
-"""Tests for datasets/make_synthetic_vid.py: layout, determinism, annotations, lists, degradations, re-runs."""
+"""Tests for the synthetic generator (selsa_d2.synthetic, datasets/make_synthetic_vid.py): layout, determinism, annotations, lists, degradations, re-runs."""
 
 import hashlib
 import json
 import logging
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from repo_scripts import load_script
+
+import selsa_d2.synthetic as msv
+from selsa_d2.synthetic import catalog, ilsvrc_writer, plan, render
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "datasets" / "make_synthetic_vid.py"
 
 
-msv = load_script("datasets/make_synthetic_vid.py")
+def _cli(argv) -> subprocess.CompletedProcess:
+    """Run the command line (datasets/make_synthetic_vid.py) in a subprocess."""
+    return subprocess.run(
+        [sys.executable, str(_SCRIPT), *argv], capture_output=True, text=True, check=False
+    )
+
 
 SMALL = dict(
     num_train_videos=3, num_val_videos=2, frames=8, size=(96, 64), seed=3, degraded_fraction=0.4
@@ -132,7 +141,7 @@ def test_annotations_parse_and_are_consistent(small_dataset):
                 for o in ann["objects"]:
                     x0, y0, x1, y1 = o["box"]
                     assert 0 <= x0 < x1 <= ann["width"] - 1 and 0 <= y0 < y1 <= ann["height"] - 1, o
-                    assert x1 - x0 + 1 >= msv.MIN_BOX_SIDE and y1 - y0 + 1 >= msv.MIN_BOX_SIDE
+                    assert x1 - x0 + 1 >= render.MIN_BOX_SIDE and y1 - y0 + 1 >= render.MIN_BOX_SIDE
                     assert o["name"] in wnids
                     assert o["trackid"] in (0, 1, 2)
                     assert o["generated"] == 0 and o["occluded"] in (0, 1)
@@ -306,15 +315,15 @@ def test_pairs_differ_only_in_texture_or_equal_luma_hue():
         assert (ca.texture != cb.texture) != (ca.palette != cb.palette)
     # Colour pairs have equal luma, so desaturation maps both members to the same grey.
     for a, b in (("red", "blue"), ("green", "purple")):
-        assert msv._PALETTES[a][1:] == msv._PALETTES[b][1:]
-        ca = msv._colour_with_luma(msv._PALETTES[a][0], msv._PALETTES[a][1])
-        cb = msv._colour_with_luma(msv._PALETTES[b][0], msv._PALETTES[b][1])
-        assert abs(ca @ msv._LUMA - cb @ msv._LUMA) < 1e-6 and np.abs(ca - cb).max() > 100
+        assert catalog._PALETTES[a][1:] == catalog._PALETTES[b][1:]
+        ca = catalog._colour_with_luma(catalog._PALETTES[a][0], catalog._PALETTES[a][1])
+        cb = catalog._colour_with_luma(catalog._PALETTES[b][0], catalog._PALETTES[b][1])
+        assert abs(ca @ catalog._LUMA - cb @ catalog._LUMA) < 1e-6 and np.abs(ca - cb).max() > 100
     # Per-instance colour jitter never leaves the valid range for any class.
     rs = np.random.RandomState(0)
     for c in msv.CLASS_CATALOG:
         for _ in range(300):
-            fg, bg = msv._class_colours(rs, c)
+            fg, bg = plan._class_colours(rs, c)
             assert fg.min() >= 0 and fg.max() <= 255 and bg.min() >= 0 and bg.max() <= 255
 
 
@@ -325,7 +334,7 @@ def test_idempotent_rerun_skips_and_force_regenerates(tmp_path, caplog):
     stored = json.loads((out / "synthetic_args.json").read_text())
     assert stored["seed"] == args["seed"] and stored["classes"] == list(msv.DEFAULT_CLASSES)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    with caplog.at_level(logging.INFO, logger="make_synthetic_vid"):
+    with caplog.at_level(logging.INFO, logger="selsa_d2.synthetic"):
         msv.generate(out, **args)
     assert "skipping" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
@@ -363,13 +372,13 @@ def test_bad_arguments_give_clear_errors(tmp_path):
         msv.generate(tmp_path / "x", degraded_fraction=1.5)
     with pytest.raises(ValueError, match="frames"):
         msv.generate(tmp_path / "x", frames=0)
-    with pytest.raises(SystemExit):
-        msv.main(["--out", str(tmp_path / "x"), "--size", "big"])
+    bad_size = _cli(["--out", str(tmp_path / "x"), "--size", "big"])
+    assert bad_size.returncode == 2 and "--size must look like 224x160" in bad_size.stderr
 
 
 def test_cli_writes_dataset(tmp_path):
     out = tmp_path / "cli"
-    rc = msv.main(
+    rc = _cli(
         [
             "--out",
             str(out),
@@ -390,7 +399,7 @@ def test_cli_writes_dataset(tmp_path):
             "0.34",
         ]
     )
-    assert rc == 0
+    assert rc.returncode == 0, rc.stderr
     assert (out / "classes.txt").read_text() == "syn0003 square_red\nsyn0004 square_blue\n"
     ann = _parse(out / "Annotations/VID" / msv.video_relpath("val", 0) / "000000.xml")
     assert (ann["width"], ann["height"]) == (80, 48)
@@ -410,7 +419,7 @@ def test_texture_variant_isolated_blur_and_per_object_colours(tmp_path):
         msv.VARIANTS["texture"], num_train_videos=2, num_val_videos=1, frames=10, size=(64, 64)
     )
     out = msv.generate(tmp_path / "tex", **kw)
-    args = json.loads((out / msv.ARGS_FILE).read_text())
+    args = json.loads((out / ilsvrc_writer.ARGS_FILE).read_text())
     assert args["colour_mode"] == "per_object" and args["degradation_layout"] == "isolated"
     assert args["degradation_kinds"] == "blur" and args["blur_scale"] == 1.5
     assert (out / "classes.txt").read_text().split()[1::2] == [
@@ -457,7 +466,7 @@ def test_demo_variant_records_only_the_original_arguments(tmp_path):
         tmp_path / "demo",
         **dict(msv.VARIANTS["demo"], num_train_videos=1, num_val_videos=1, frames=4, size=(48, 48)),
     )
-    args = json.loads((out / msv.ARGS_FILE).read_text())
+    args = json.loads((out / ilsvrc_writer.ARGS_FILE).read_text())
     assert not {"colour_mode", "degradation_layout", "degradation_kinds", "blur_scale"} & set(args)
 
 
@@ -475,7 +484,7 @@ def test_variant_option_errors(tmp_path):
 def test_cli_variant_with_override(tmp_path):
     out = tmp_path / "cli_tex"
     assert (
-        msv.main(
+        _cli(
             [
                 "--out",
                 str(out),
@@ -490,10 +499,10 @@ def test_cli_variant_with_override(tmp_path):
                 "--size",
                 "48x48",
             ]
-        )
+        ).returncode
         == 0
     )
-    args = json.loads((out / msv.ARGS_FILE).read_text())
+    args = json.loads((out / ilsvrc_writer.ARGS_FILE).read_text())
     assert (
         args["num_train_videos"] == 1
         and args["width"] == 48

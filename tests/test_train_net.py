@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from repo_scripts import load_script
 
 from selsa_d2 import cpu_allocator
+from selsa_d2.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 SELSA_CFG = "configs/synthetic/selsa_tiny.yaml"
@@ -49,9 +49,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("d2_datasets")
-    load_script("datasets/make_synthetic_vid.py").generate(
-        root / "synthetic_vid", num_train_videos=4, num_val_videos=2, frames=10, seed=3
-    )
+    generate(root / "synthetic_vid", num_train_videos=4, num_val_videos=2, frames=10, seed=3)
     return root
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Seed x dataset-variant study of SELSA's gain (the demo's comparison, repeated).
 
-For every variant (``datasets/make_synthetic_vid.py`` VARIANTS) and every seed it runs exactly
+For every variant (``selsa_d2.synthetic.VARIANTS``) and every seed it runs exactly
 what ``make demo`` runs (``tools/run_demo.py``: shared single-frame stage, single-frame and SELSA
 continuations of the same length, evaluation of both and of SELSA with key frame only), then
 prints per variant the mean, min and max over seeds of every metric, and whether the gain held
@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_demo  # noqa: E402  (tools/ is not a package)
+import run_demo  # tools/run_demo.py: run as a script, its folder is on sys.path
 
-from selsa_d2 import step_record  # noqa: E402
-from selsa_d2.file_io import atomic_write_text  # noqa: E402
+from selsa_d2 import step_record
+from selsa_d2.file_io import atomic_write_text
 
 REPO = run_demo.REPO
 # (row label, summary path): what the table reports, AP in % / AP points.
@@ -141,10 +140,10 @@ def run_study(
         lambda c: run_demo.run_comparison(c, progress=lambda t: print(f"  - {t}", flush=True))
     )
     if generate is None:
-        generator = run_demo._load_generator()
+        from selsa_d2 import synthetic  # (imports torch/detectron2: keep start-up fast)
 
         def generate(dataset_dir: Path, variant: str) -> None:
-            generator.generate(dataset_dir, **generator.VARIANTS[variant])
+            synthetic.generate(dataset_dir, **synthetic.VARIANTS[variant])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[int, dict]] = {}

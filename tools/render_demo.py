@@ -11,12 +11,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
-from selsa_d2 import add_selsa_config
-from selsa_d2.data import register_datasets_from_config
+from selsa_d2.engine import setup_selsa_cfg
 from selsa_d2.predictor import VideoPredictor
 
 SCORE_THRESHOLD = 0.5
@@ -24,13 +22,9 @@ UPSCALE = 2  # the synthetic frames are small; draw on an enlarged copy so label
 
 
 def _load_cfg(config: str, weights: Path, device: str, opts: Sequence[str]):
-    cfg = get_cfg()
-    add_selsa_config(cfg)
-    cfg.merge_from_file(config)
-    cfg.merge_from_list(list(opts) + ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", device])
-    cfg.freeze()
-    register_datasets_from_config(cfg)
-    return cfg
+    return setup_selsa_cfg(
+        config, list(opts) + ["MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", device]
+    )
 
 
 def _most_degraded_video(dataset_name: str) -> list[dict]:

@@ -22,7 +22,6 @@ downloads nothing.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -100,16 +99,6 @@ def schedule_opts(iters: int) -> list[str]:
         "SOLVER.CHECKPOINT_PERIOD",
         max(50, iters // 4),
     ]
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic_vid", REPO / "datasets" / "make_synthetic_vid.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
 
 
 def banner(text: str) -> None:
@@ -565,7 +554,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"run_demo.py: error: {e}") from None
     else:
         banner("1/8 synthetic video dataset")
-        _load_generator().generate(c.dataset_dir, **_load_generator().VARIANTS["demo"])
+        from selsa_d2 import synthetic  # (imports torch/detectron2: keep start-up fast)
+
+        synthetic.generate(c.dataset_dir, **synthetic.VARIANTS["demo"])
 
     steps = itertools.count(2)
     try:
@@ -590,8 +581,7 @@ def main(argv=None) -> int:
         banner("8/8 rendering single-frame vs SELSA on a validation video")
         if c.dataset_dir is not None:
             os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
-        sys.path.insert(0, str(REPO / "tools"))
-        from render_demo import render_comparison  # noqa: E402  (imports torch/detectron2: keep start-up fast)
+        from render_demo import render_comparison  # sibling script; imports torch
 
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(

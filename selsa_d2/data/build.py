@@ -13,7 +13,9 @@
   :class:`VideoInferenceSampler` gives each process whole videos, so the stateful per-video
   inference engine works with multi-process evaluation.
 
-Both first register the config's own COCO-VID datasets (``DATASETS.COCO_VID``).
+The datasets they read must be registered: the config's own COCO-VID datasets
+(``DATASETS.COCO_VID``) are, when the config is set up (:func:`selsa_d2.engine.setup_selsa_cfg`, or
+:func:`~selsa_d2.data.datasets.register_datasets_from_config`).
 """
 
 import itertools
@@ -27,7 +29,6 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 from torch.utils.data import Sampler
 
-from .datasets import register_datasets_from_config
 from .video_mapper import VideoDatasetMapper
 
 __all__ = [
@@ -66,7 +67,6 @@ def get_video_train_dataset_and_sampler(cfg):
     Returns:
         (list[dict], Sampler or None)
     """
-    register_datasets_from_config(cfg)
     names = list(cfg.DATASETS.TRAIN)
     weights = list(cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS)
     filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
@@ -111,7 +111,6 @@ def build_video_test_loader(cfg, dataset_name: str, mapper=None):
     """Test loader over every frame of ``dataset_name``: batch size 1, sorted by
     ``(video_id, frame_id)``, each process getting whole videos (:class:`VideoInferenceSampler`),
     ``DATALOADER.NUM_WORKERS`` workers."""
-    register_datasets_from_config(cfg)
     dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
     dataset = sorted(dataset, key=lambda d: (d["video_id"], d["frame_id"]))
     if mapper is None:

@@ -2,11 +2,15 @@
 
 Training (:func:`sample_train_refs`) draws random references around the key frame.
 Test (:class:`TestReferenceSampler`) is deterministic and also tells the video inference engine
-which frames must be supplied ahead of time and which cached frames can be dropped, so that
-every frame is computed once and the cache stays bounded by the number of references.
+which frames must be supplied ahead of time and, once per key frame, what to compute, which
+frames are the references and which held frames to drop (:meth:`TestReferenceSampler.plan`), so
+that every frame is computed once and the cache stays bounded by the number of references.
 
 Frame ids are 0-based positions in the video; ``video_length`` is the number of frames.
 """
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,6 +73,27 @@ def sample_train_refs(
         return _draw(left + right, num_refs, rng)
     num_left = num_refs // 2
     return sorted(_draw(left, num_left, rng) + _draw(right, num_refs - num_left, rng))
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What video inference does at one key frame (:meth:`TestReferenceSampler.plan`).
+
+    Attributes:
+        frame_id: the key frame.
+        references: its reference frame ids, in order (may repeat ids or contain the key).
+        compute: frames to compute now, ascending: the key frame and the frames supplied with it
+            that are not held yet.
+        missing: references that are neither held nor computed now (they were not supplied).
+        drop: frames to drop once the key frame is detected, ascending: every held or computed
+            frame up to the key frame that no later key frame of the video needs.
+    """
+
+    frame_id: int
+    references: list[int]
+    compute: list[int]
+    missing: list[int]
+    drop: list[int]
 
 
 class TestReferenceSampler:
@@ -151,6 +176,36 @@ class TestReferenceSampler:
             return ref_id in self.refs(frame_id, video_length)
         reach = self.stride * (self.num_refs if self.mode == "online" else self.num_refs // 2)
         return ref_id >= frame_id + 1 - reach
+
+    def plan(
+        self,
+        frame_id: int,
+        video_length: int,
+        held: Iterable[int] = (),
+        supplied: Iterable[int] = (),
+    ) -> FramePlan:
+        """What a video inference engine computes, keeps and drops at key frame ``frame_id``.
+
+        Args:
+            held: the frames the engine holds from earlier key frames of this video.
+            supplied: the frames whose inputs came with this key frame
+                (:meth:`frames_to_supply`, or more).
+        """
+        held = set(held)
+        compute = sorted(({frame_id} | set(supplied)) - held)
+        available = held.union(compute)
+        references = self.refs(frame_id, video_length)
+        return FramePlan(
+            frame_id=frame_id,
+            references=references,
+            compute=compute,
+            missing=sorted({r for r in references if r not in available}),
+            drop=sorted(
+                f
+                for f in available
+                if f <= frame_id and not self.needed_after(f, frame_id, video_length)
+            ),
+        )
 
     def max_cached_frames(self) -> int:
         """Upper bound on the frames an inference cache following this sampler holds at once."""

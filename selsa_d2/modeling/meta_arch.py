@@ -72,11 +72,24 @@ class SelsaRCNN(GeneralizedRCNN):
         test_ref_sampler: TestReferenceSampler,
         cache_features: bool = True,
         key_frame_as_ref: bool = True,
+        zero_init_aggregator_output: bool = False,
         **kwargs,
     ):
+        """
+        Args:
+            test_ref_sampler: test-time references (see :class:`VideoInferenceEngine`).
+            cache_features: compute every frame's features once (False: recompute, same result).
+            key_frame_as_ref: the key frame's own proposals are its last reference.
+            zero_init_aggregator_output: zero the aggregators' output fc, so that the model
+                starts as the single-frame detector its other weights come from
+                (:func:`zero_init_aggregator_outputs`).
+            kwargs: :class:`GeneralizedRCNN`'s arguments.
+        """
         super().__init__(**kwargs)
         if self.proposal_generator is None:
             raise ValueError("SelsaRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR.NAME)")
+        if zero_init_aggregator_output:
+            zero_init_aggregator_outputs(self.roi_heads.box_head)
         # A plain attribute, not a submodule: it holds per-video state, no parameters.
         self.video_engine = VideoInferenceEngine(
             self, test_ref_sampler, cache_features=cache_features, key_frame_as_ref=key_frame_as_ref
@@ -90,8 +103,7 @@ class SelsaRCNN(GeneralizedRCNN):
         # Key frame only: the key frame's own proposals are its only references (see config.py).
         inference = cfg.MODEL.SELSA.INFERENCE
         ret["key_frame_as_ref"] = inference.KEY_FRAME_AS_REF or inference.KEY_FRAME_ONLY
-        if cfg.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT:
-            zero_init_aggregator_outputs(ret["roi_heads"].box_head)
+        ret["zero_init_aggregator_output"] = cfg.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT
         return ret
 
     def forward(self, batched_inputs: list[dict]):
@@ -176,9 +188,7 @@ class SelsaRCNN(GeneralizedRCNN):
             proposals, _ = self.proposal_generator(images, feature_maps, None)
         ((key_input, memory),) = self.roi_heads.frame_features(feature_maps, proposals)
         # ROI heads that search reference frames' maps (Temporal RoI Align) need every frame's maps
-        keep_feature_maps = keep_feature_maps or getattr(
-            self.roi_heads, "reads_reference_maps", False
-        )
+        keep_feature_maps = keep_feature_maps or self.roi_heads.reads_reference_maps
         return FrameFeatures(
             image_size=tuple(images.image_sizes[0]),
             proposals=proposals[0],
@@ -216,7 +226,7 @@ class SelsaRCNN(GeneralizedRCNN):
         """The key frame's box-head input [P, FC_DIM]: ``key.key_input``, or, for ROI heads that
         search reference maps (Temporal RoI Align), computed from its proposals and the feature
         maps of ``reference_frames`` (include ``key`` itself, last, as mmtracking at test time)."""
-        if not getattr(self.roi_heads, "reads_reference_maps", False):
+        if not self.roi_heads.reads_reference_maps:
             return key.key_input
         return self.roi_heads.key_input_from_frames(key, reference_frames)
 
@@ -225,23 +235,35 @@ class SelsaRCNN(GeneralizedRCNN):
         key: FrameFeatures,
         references: ReferenceMemory | Sequence[FrameFeatures],
         reference_frames: Sequence[FrameFeatures] | None = None,
+        key_as_reference: bool = False,
     ) -> Instances:
         """Detections of a key frame, its proposals attending to ``references`` (a
-        :class:`ReferenceMemory`, or frames to concatenate; include ``key`` itself to use the key
-        frame as a reference, as mmtracking). Returns ``Instances`` at the network input size
-        (``pred_boxes``, ``scores``, ``pred_classes``); see :meth:`postprocess_detections`."""
+        :class:`ReferenceMemory`, or frames to concatenate, possibly none). Returns ``Instances``
+        at the network input size (``pred_boxes``, ``scores``, ``pred_classes``); see
+        :meth:`postprocess_detections`.
+
+        ``key_as_reference``: the key frame's own proposals are its last reference, as mmtracking
+        (the same as passing ``key`` last among the frames; into a ``ReferenceMemory`` with spare
+        rows they are written in place, see :meth:`ReferenceMemory.append`).
+        """
         if isinstance(references, ReferenceMemory):
             memory = references
         else:
-            memory = self.reference_memory(references)
+            references = list(references)
+            memory = self.reference_memory(references) if references else None
             reference_frames = references if reference_frames is None else reference_frames
         if reference_frames is None:
-            if getattr(self.roi_heads, "reads_reference_maps", False):
+            if self.roi_heads.reads_reference_maps:
                 raise ValueError(
                     f"{type(self.roi_heads).__name__} searches the reference frames' feature maps: pass "
                     "detect_key_frame(..., reference_frames=[...]) with a ReferenceMemory"
                 )
             reference_frames = []
+        if key_as_reference:
+            memory = key.memory if memory is None else memory.append(key.memory)
+            reference_frames = [*reference_frames, key]
+        elif memory is None:
+            memory = ReferenceMemory(key.memory.layers, num_rows=0)
         key_input = self.key_frame_input(key, reference_frames)
         return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
 

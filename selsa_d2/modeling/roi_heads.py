@@ -22,6 +22,10 @@ class SelsaROIHeads(StandardROIHeads):
     reference images. All RoIs (key and reference) are pooled in one RoIAlign call.
     """
 
+    # Whether a key frame's box-head input is computed from its references' feature maps
+    # (Temporal RoI Align): then video inference keeps every cached frame's maps.
+    reads_reference_maps: bool = False
+
     @configurable
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -65,10 +65,8 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         return torch.cat(out) if out else key_pooled
 
     # ------------------------------------------------------------------ cached video path
-    @property
-    def reads_reference_maps(self) -> bool:
-        """The video engine keeps every cached frame's feature map (:meth:`frame_feature_map`)."""
-        return True
+    # The video engine keeps every cached frame's feature map (:meth:`frame_feature_map`).
+    reads_reference_maps = True
 
     def frame_feature_map(
         self, features: dict[str, torch.Tensor], image_size: tuple[int, int]
