@@ -60,6 +60,7 @@ from selsa_d2.file_io import (
     same_path,
 )
 from selsa_d2.predictor import VideoPredictor
+from selsa_d2.run_guard import RunError
 from selsa_d2.video_io import FrameSource, FrameSourceError, ImageFrames, VideoFileFrames
 from selsa_d2.visualization import build_metadata, draw, make_record
 
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None):
     logger.info("Arguments: " + str(args))
     try:
         run(args)
-    except (DemoInputError, FrameSourceError, WeightsError, OutputError) as e:
+    except (DemoInputError, FrameSourceError, WeightsError, OutputError, RunError) as e:
         raise SystemExit(f"demo.py: error: {e}") from e
     except Terminated:
         print(
