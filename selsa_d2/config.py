@@ -114,6 +114,10 @@ def add_selsa_config(cfg):
     # (missing, or another shape). True runs such a (partly) random model with a warning: for
     # smoke tests and benchmarks only. Training always accepts partial weights (fine-tuning).
     _C.TEST.ALLOW_MISSING_WEIGHTS = False
+    # The same for the reverse: weights with trained tensors the model has no parameter for (a SELSA
+    # checkpoint in the single-frame config would silently drop its aggregators) are refused;
+    # True ignores them with a warning.
+    _C.TEST.ALLOW_UNUSED_WEIGHTS = False
 
     # ---------------------------------------------------------------- process
     # With MODEL.DEVICE cpu, train_net.py and demo/demo.py ask glibc malloc to keep freed memory
@@ -121,4 +125,7 @@ def add_selsa_config(cfg):
     # training on the CPU runs ~1.6x faster, the process keeps its peak heap resident. Like
     # CUDNN_BENCHMARK, a process setting applied by the entry point, not by the model.
     _C.RETAIN_FREED_CPU_MEMORY = True
+    # train_net.py refuses to train from iteration 0 into an OUTPUT_DIR that holds a complete
+    # model_final.pth (Detectron2 would silently replace it); True allows it.
+    _C.OVERWRITE_FINISHED_MODEL = False
     return cfg

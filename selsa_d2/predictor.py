@@ -80,7 +80,10 @@ class VideoPredictor:
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_inference_weights(
-            self.model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS
+            self.model,
+            cfg.MODEL.WEIGHTS,
+            allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+            allow_unused=cfg.TEST.ALLOW_UNUSED_WEIGHTS,
         )
         # the test-time resize of the data pipeline (INPUT.RESIZE_STYLE included)
         self.aug = T.AugmentationList(build_video_augmentation(self.cfg, is_train=False))

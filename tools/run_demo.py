@@ -15,8 +15,11 @@
 5. scores both models' saved detections again after Seq-NMS (no inference: the "+ Seq-NMS" rows);
 6. renders an annotated video and the outcome figure (demo_figure.png, see docs/demo.md).
 
-Every step goes through ``train_net.py``; an interrupted run resumes and finished steps are
-reused. Runs on the CPU by default and downloads nothing.
+Every step goes through ``train_net.py``; an interrupted run resumes, and a finished step is
+reused only when it is complete and its ``step.json`` records the same inputs (config, options,
+seed, dataset files, the digest of the checkpoint it starts from); a step of another run in
+``--out`` is refused with a message naming what differs. Runs on the CPU by default and
+downloads nothing.
 """
 
 import argparse
@@ -125,6 +128,18 @@ def _run(cmd, env, log: Path | None = None) -> None:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd, output=f"see {log}")
+
+
+class StepError(RuntimeError):
+    """A step that cannot run or be reused; the message is one line naming the folder and why."""
+
+
+def _step_lib():
+    """The package's step bookkeeping (imported late: it imports torch via the package)."""
+    from selsa_d2 import step_record
+    from selsa_d2.checkpoint.integrity import checkpoint_problem
+
+    return step_record, checkpoint_problem
 
 
 # ------------------------------------------------------------------------------------- dataset
@@ -258,6 +273,21 @@ class Comparison:
         """The evaluated dataset's registered name."""
         return JSON_VAL_NAME if self.coco_vid is not None else f"{DATASET_DIRNAME}_val"
 
+    def dataset_identity(self) -> dict:
+        """The dataset as a step's input: its paths and the digests of its class, list and json
+        files (a changed or other dataset makes earlier steps not reusable)."""
+        step_record, _ = _step_lib()
+        if self.coco_vid is not None:
+            files = [self.coco_vid.train_json, self.coco_vid.val_json]
+        else:
+            lists = self.dataset_dir / "Lists"
+            files = [
+                self.dataset_dir / "classes.txt",
+                lists / "VID_train_15frames.txt",
+                lists / "VID_val_videos.txt",
+            ]
+        return {"record": self.dataset_record(), "files": step_record.files_digest(files)}
+
     def dataset_record(self):
         """What summary.json records as the dataset."""
         if self.coco_vid is not None:
@@ -269,84 +299,97 @@ class Comparison:
 
 def train(c: Comparison, key: str, config: str, iters: int, init: Path | None) -> Path:
     """Train (or resume) one stage into ``c.out_dir/key``; return its final checkpoint."""
+    step_record, checkpoint_problem = _step_lib()
     model_dir = c.out_dir / key
     final = model_dir / "model_final.pth"
-    if final.exists():
-        print(f"{final} exists: reusing it (delete it to retrain)", flush=True)
-        return final
     weights = ["MODEL.WEIGHTS", init] + list(CONTINUATION_OPTS) if init is not None else []
     # DATASETS.TEST () skips DefaultTrainer's evaluation after training: evaluate() does it.
-    _run(
-        [
-            sys.executable,
-            "train_net.py",
-            "--config-file",
-            config,
-            "--resume",
-            "OUTPUT_DIR",
-            model_dir,
-        ]
-        + c.common_opts()
-        + schedule_opts(iters)
-        + weights
-        + ["DATASETS.TEST", "()"],
-        c.env(),
-        c.log,
+    opts = c.common_opts() + schedule_opts(iters) + weights + ["DATASETS.TEST", "()"]
+    identity = {
+        "step": "train",
+        "config": config,
+        "opts": [str(o) for o in opts],
+        "dataset": c.dataset_identity(),
+        "init_checkpoint": step_record.file_digest(str(init)) if init is not None else None,
+    }
+    differs = step_record.compare(step_record.read_record(str(model_dir)), identity)
+    started = model_dir.is_dir() and any(
+        p.name == "last_checkpoint" or p.suffix == ".pth" for p in model_dir.iterdir()
     )
+    if started and differs:
+        raise StepError(
+            f"{model_dir} holds a training step {differs}; delete the folder {model_dir} to "
+            "train this step again, or give another --out"
+        )
+    if not differs and checkpoint_problem(str(final)) is None:
+        print(f"{final}: complete, made by the same inputs: reusing it", flush=True)
+        return final
+    step_record.write_record(str(model_dir), identity)
+    # --resume continues an interrupted step (and completes a model_final.pth a kill cut short)
+    cmd = [sys.executable, "train_net.py", "--config-file", config, "--resume"]
+    _run(cmd + ["OUTPUT_DIR", model_dir] + opts, c.env(), c.log)
+    problem = checkpoint_problem(str(final))
+    if problem:
+        raise StepError(f"training step {key}: {final} {problem} after train_net.py finished")
     return final
 
 
 def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequence = ()) -> dict:
     """``train_net.py --eval-only`` into ``c.out_dir/key/inference``; reuses a finished result."""
+    step_record, _ = _step_lib()
     eval_dir = c.out_dir / key
     results = eval_dir / "inference" / "results.json"
-    if not results.exists():
-        _run(
-            [
-                sys.executable,
-                "train_net.py",
-                "--config-file",
-                config,
-                "--eval-only",
-                "OUTPUT_DIR",
-                eval_dir,
-                "MODEL.WEIGHTS",
-                weights,
-            ]
-            + c.common_opts()
-            + list(extra),
-            c.env(),
-            c.log,
-        )
-    with open(results) as f:
-        return json.load(f)
+    opts = c.common_opts() + list(extra)
+    identity = {
+        "step": "evaluate",
+        "config": config,
+        "opts": [str(o) for o in opts],
+        "dataset": c.dataset_identity(),
+        "weights": step_record.file_digest(str(weights)),
+    }
+    record_dir = str(eval_dir / "inference")
+    if results.exists() and not step_record.compare(step_record.read_record(record_dir), identity):
+        print(f"{results}: made by the same inputs: reusing it", flush=True)
+    else:  # missing, or of other weights / options: evaluate (again)
+        results.unlink(missing_ok=True)  # a failed rerun must not leave the old result behind
+        step_record.write_record(record_dir, identity)
+        cmd = [sys.executable, "train_net.py", "--config-file", config, "--eval-only"]
+        _run(cmd + ["OUTPUT_DIR", eval_dir, "MODEL.WEIGHTS", weights] + opts, c.env(), c.log)
+    try:
+        with open(results) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise StepError(f"evaluation step {key}: cannot read {results} ({e})") from None
 
 
 def rescore_with_seq_nms(c: Comparison, key: str, source: str, config: str) -> dict:
     """``tools/rescore_detections.py --seq-nms`` on ``source``'s saved detections (post-NMS,
     capped: see docs/demo.md) into ``c.out_dir/key``; reuses a finished result."""
+    step_record, _ = _step_lib()
     out = c.out_dir / key
     metrics = out / "vid_metrics.json"
-    if not metrics.exists():
-        _run(
-            [
-                sys.executable,
-                "tools/rescore_detections.py",
-                "--config-file",
-                config,
-                "--detections",
-                c.out_dir / source / "inference" / "vid_detections.json",
-                "--seq-nms",
-                "--output-dir",
-                out,
-            ]
-            + c.common_opts(),
-            c.env(),
-            c.log,
-        )
-    with open(metrics) as f:
-        data = json.load(f)
-    return {"vid": data["vid"], "bbox": data["bbox"]}
+    detections = c.out_dir / source / "inference" / "vid_detections.json"
+    identity = {
+        "step": "rescore_seq_nms",
+        "config": config,
+        "opts": [str(o) for o in c.common_opts()],
+        "dataset": c.dataset_identity(),
+        "detections": step_record.file_digest(str(detections)),
+    }
+    if metrics.exists() and not step_record.compare(step_record.read_record(str(out)), identity):
+        print(f"{metrics}: made by the same inputs: reusing it", flush=True)
+    else:  # missing, or of other detections / options: score again
+        metrics.unlink(missing_ok=True)  # a failed rerun must not leave the old result behind
+        step_record.write_record(str(out), identity)
+        cmd = [sys.executable, "tools/rescore_detections.py", "--config-file", config]
+        cmd += ["--detections", detections, "--seq-nms", "--output-dir", out]
+        _run(cmd + c.common_opts(), c.env(), c.log)
+    try:
+        with open(metrics) as f:
+            data = json.load(f)
+        return {"vid": data["vid"], "bbox": data["bbox"]}
+    except (OSError, ValueError, KeyError) as e:
+        raise StepError(f"Seq-NMS step {key}: cannot read {metrics} ({e})") from None
 
 
 def run_comparison(c: Comparison, progress=banner) -> dict:
@@ -508,6 +551,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)"
     )
     args = parser.parse_args(argv)
+    for flag, value in (
+        ("--shared-iters", args.shared_iters),
+        ("--continue-iters", args.continue_iters),
+    ):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1 (got {value})")
+    out = (REPO / args.out).resolve()
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
     json_flags = {
         "--train-json": args.train_json,
         "--val-json": args.val_json,
@@ -571,13 +623,22 @@ def main(argv=None) -> int:
         synthetic.generate(c.dataset_dir, **synthetic.VARIANTS["demo"])
 
     steps = itertools.count(2)
-    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/9 {text}"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/9 {text}"))
+    except (StepError, OSError, ValueError) as e:
+        raise SystemExit(f"run_demo.py: error: {e}") from None
+    except subprocess.CalledProcessError as e:
+        where = f" ({e.output})" if e.output else " (its error is printed above)"
+        raise SystemExit(
+            f"run_demo.py: error: {' '.join(e.cmd[:4])} ... failed with exit status "
+            f"{e.returncode}{where}"
+        ) from None
     table, gain_table = format_table(summary["models"]), format_gains(summary)
-    with open(out_dir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(out_dir / "summary.md", "w") as f:
-        f.write(table + "\n\n" + gain_table + "\n")
+    from selsa_d2.file_io import atomic_write_text  # noqa: E402  (imports torch: only here)
+
+    atomic_write_text(str(out_dir / "summary.json"), json.dumps(summary, indent=2))
+    atomic_write_text(str(out_dir / "summary.md"), table + "\n\n" + gain_table + "\n")
 
     renders = []
     if not args.no_render:

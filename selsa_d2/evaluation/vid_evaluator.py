@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from ..file_io import atomic_open
 from ..postprocessing.video import SeqNMSSettings, seq_nms_instances
 from . import vid_metrics
 
@@ -157,6 +158,12 @@ class VIDEvaluator(DatasetEvaluator):
                 gives them. None: evaluate ``"instances"`` as they are.
         """
         vid_metrics.pixel_offset(box_convention)  # unknown names fail here, before inference
+        if isinstance(motion_iou_range, bool) or not isinstance(motion_iou_range, int):
+            raise ValueError(f"motion_iou_range must be an integer, got {motion_iou_range!r}")
+        if motion_iou_range < 0:  # a negative range would make every speed group the same
+            raise ValueError(
+                f"motion_iou_range (TEST.VID.MOTION_IOU_RANGE) must be >= 0, got {motion_iou_range}"
+            )
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -266,30 +273,45 @@ class VIDEvaluator(DatasetEvaluator):
                     f"VIDEvaluator: image {p['image_id']} has predicted classes outside [0, {num_classes})"
                 )
         dets = {p["image_id"]: p for p in predictions}
-
-        vid = self._vid_metrics(gt_frames, dets, dataset_dicts)
         cat_ids = coco_category_ids(self._metadata)
         coco_results = self._coco_results(predictions, cat_ids)
+
+        if not any(len(f["boxes"]) for f in gt_frames):
+            # an unlabelled split (e.g. a test set): the detections are the result
+            where = (
+                f"; wrote the detections to {os.path.join(self._output_dir, 'vid_detections.json')}"
+                if self._output_dir
+                else ""
+            )
+            logger.warning(
+                f"VIDEvaluator: dataset {self._dataset_name!r} has no annotated objects, so no "
+                f"metrics can be computed{where}"
+            )
+            self._write(coco_results, {"note": "no annotated objects: no metrics"}, cat_ids)
+            return OrderedDict()
+
+        vid = self._vid_metrics(gt_frames, dets, dataset_dicts)
         bbox = self._coco_metrics(coco_results, cat_ids)
         results = OrderedDict([("vid", vid), ("bbox", bbox)])
-
-        if self._output_dir:
-            out_dir = self._output_dir
-            PathManager.mkdirs(out_dir)
-            path = os.path.join(out_dir, "vid_detections.json")
-            logger.info(f"Saving detections to {path}")
-            with PathManager.open(path, "w") as f:
-                json.dump(coco_results, f)
-            path = os.path.join(out_dir, "vid_metrics.json")
-            payload = _nan_to_none(copy.deepcopy(dict(results)))
-            payload["categories"] = [
-                {"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)
-            ]
-            payload["vid_box_convention"] = self._box_convention
-            with PathManager.open(path, "w") as f:
-                json.dump(payload, f, indent=2)
-            logger.info(f"Saved metrics to {path}")
+        self._write(coco_results, _nan_to_none(copy.deepcopy(dict(results))), cat_ids)
         return copy.deepcopy(results)
+
+    def _write(self, coco_results: list[dict], payload: dict, cat_ids: list[int]) -> None:
+        """``vid_detections.json`` and ``vid_metrics.json`` (atomically) into ``output_dir``."""
+        if not self._output_dir:
+            return
+        out_dir = self._output_dir
+        PathManager.mkdirs(out_dir)
+        path = os.path.join(out_dir, "vid_detections.json")
+        logger.info(f"Saving detections to {path}")
+        with atomic_open(path, "w") as f:
+            json.dump(coco_results, f)
+        path = os.path.join(out_dir, "vid_metrics.json")
+        payload["categories"] = [{"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)]
+        payload["vid_box_convention"] = self._box_convention
+        with atomic_open(path, "w") as f:
+            json.dump(payload, f, indent=2)
+        logger.info(f"Saved metrics to {path}")
 
     def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> dict[str, float]:
         num_classes = len(self._class_names)
