@@ -215,6 +215,14 @@ def demo(tmp_path, monkeypatch, data_root):
 
     def fake_run(cmd, env, log=None):
         cmd = [str(c) for c in cmd]
+        if "tools/rescore_detections.py" in cmd:  # the "+ Seq-NMS" rows: scores saved detections
+            out = Path(cmd[cmd.index("--output-dir") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            calls.append(("rescore", out.name))
+            detections = Path(cmd[cmd.index("--detections") + 1]).read_text()
+            metrics = {"vid": {"detections": detections}, "bbox": {}}
+            (out / "vid_metrics.json").write_text(json.dumps(metrics))
+            return
         out = Path(cmd[cmd.index("OUTPUT_DIR") + 1])
         out.mkdir(parents=True, exist_ok=True)
         calls.append(("eval" if "--eval-only" in cmd else "train", out.name))
@@ -222,6 +230,9 @@ def demo(tmp_path, monkeypatch, data_root):
         if "--eval-only" in cmd:
             (out / "inference").mkdir(exist_ok=True)
             (out / "inference" / "results.json").write_text(json.dumps({"vid": {"seed": seed}}))
+            # the detections depend on the weights evaluated
+            weights = torch.load(cmd[cmd.index("MODEL.WEIGHTS") + 1])["model"]["w"].item()
+            (out / "inference" / "vid_detections.json").write_text(json.dumps([weights]))
         else:
             torch.save({"model": {"w": torch.tensor(float(seed))}}, out / "model_final.pth")
             (out / "last_checkpoint").write_text("model_final.pth")
@@ -243,7 +254,8 @@ def demo(tmp_path, monkeypatch, data_root):
 def test_2_run_demo_reuses_only_complete_steps_of_the_same_inputs(demo, tmp_path):
     run_demo, comparison, calls = demo
     summary = run_demo.run_comparison(comparison(seed=0), progress=lambda t: None)
-    assert len(calls) == 6 and summary["run"]["seed"] == 0
+    # 3 trainings, 3 evaluations, 2 re-scorings with Seq-NMS
+    assert len(calls) == 8 and summary["run"]["seed"] == 0
     calls.clear()
     run_demo.run_comparison(comparison(seed=0), progress=lambda t: None)
     assert calls == []  # everything reused
@@ -273,7 +285,10 @@ def test_2_evaluation_redone_when_its_model_was_retrained(demo, tmp_path):
     # and the continuation that starts from it is refused as stale
     torch.save({"model": {"w": torch.tensor(9.0)}}, tmp_path / "out" / "selsa" / "model_final.pth")
     run_demo.run_comparison(comparison(), progress=lambda t: None)
-    assert sorted(calls) == [("eval", "selsa"), ("eval", "selsa_key_frame_only")]
+    # ... and so is the Seq-NMS re-scoring of its detections
+    assert sorted(calls) == [("eval", "selsa"), ("eval", "selsa_key_frame_only")] + [
+        ("rescore", key) for key, source, _ in run_demo.SEQ_NMS_ROWS if source == "selsa"
+    ]
     torch.save(
         {"model": {"w": torch.tensor(7.0)}}, tmp_path / "out" / "shared_start" / "model_final.pth"
     )
