@@ -46,13 +46,10 @@ from selsa_d2.engine import (
 from selsa_d2.evaluation import VIDEvaluator
 from selsa_d2.file_io import OutputError, atomic_open
 from selsa_d2.run_guard import (
-    OutputDirLock,
     RunError,
-    check_not_replacing_finished_model,
     check_num_classes,
-    check_output_dir,
     evaluation_config_name,
-    restore_training_config,
+    guard_output_dir,
     validate_config,
 )
 from selsa_d2.solver import build_selsa_optimizer
@@ -145,11 +142,7 @@ def _write_results(evaluator, results):
             json.dump(results, f, indent=2)
 
 
-_RUN_LOCK = None  # held for the life of the process (see OutputDirLock)
-
-
 def setup(args):
-    global _RUN_LOCK
     # validated (one-line ConfigError naming the key), DATASETS.COCO_VID registered too
     cfg = setup_selsa_cfg(args.config_file, args.opts)
     validate_config(cfg, training=not args.eval_only, world_size=comm.get_world_size())
@@ -158,13 +151,13 @@ def setup(args):
         cfg, ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
     )
     if comm.is_main_process():
-        check_output_dir(cfg.OUTPUT_DIR)
-        if _RUN_LOCK is None:
-            _RUN_LOCK = OutputDirLock(cfg.OUTPUT_DIR).acquire()
-        restore_training_config(cfg.OUTPUT_DIR)
-        if not args.eval_only:
-            has_checkpoint = os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-            check_not_replacing_finished_model(cfg, args.resume, has_checkpoint)
+        guard_output_dir(
+            cfg.OUTPUT_DIR,
+            eval_only=args.eval_only,
+            resume=args.resume,
+            overwrite=cfg.OVERWRITE_FINISHED_MODEL,
+            how_to_overwrite="set OVERWRITE_FINISHED_MODEL True",
+        )
     if args.eval_only and comm.is_main_process():
         with evaluation_config_name(cfg.OUTPUT_DIR):  # config.yaml stays the training run's
             default_setup(cfg, args)

@@ -31,6 +31,9 @@ __all__ = [
     "check_output_dir",
     "OutputDirLock",
     "check_not_replacing_finished_model",
+    "refuse_replacing_finished_model",
+    "guard_output_dir",
+    "release_output_dirs",
     "check_num_classes",
     "evaluation_config_name",
     "EVAL_CONFIG_NAME",
@@ -265,16 +268,65 @@ class OutputDirLock:
 def check_not_replacing_finished_model(cfg, resume: bool, has_checkpoint: bool) -> None:
     """Training that starts from iteration 0 (no ``--resume``, or nothing to resume from) would
     overwrite ``OUTPUT_DIR/model_final.pth``: refused unless ``OVERWRITE_FINISHED_MODEL``."""
-    final = os.path.join(cfg.OUTPUT_DIR, FINAL_NAME)
-    if (resume and has_checkpoint) or not is_complete_checkpoint(final):
-        return
-    if cfg.get(OVERWRITE_KEY, False):
+    refuse_replacing_finished_model(
+        cfg.OUTPUT_DIR,
+        resume=resume,
+        has_checkpoint=has_checkpoint,
+        overwrite=cfg.get(OVERWRITE_KEY, False),
+        how_to_overwrite=f"set {OVERWRITE_KEY} True",
+    )
+
+
+def refuse_replacing_finished_model(
+    output_dir: str, *, resume: bool, has_checkpoint: bool, overwrite: bool, how_to_overwrite: str
+) -> None:
+    """:func:`check_not_replacing_finished_model` for any config system: ``overwrite`` is the
+    user's permission, ``how_to_overwrite`` says how to give it."""
+    final = os.path.join(output_dir, FINAL_NAME)
+    if (resume and has_checkpoint) or overwrite or not is_complete_checkpoint(final):
         return
     how = "--resume finds no last_checkpoint to continue from" if resume else "without --resume"
     raise RunError(
         f"{final} is a finished model and training {how} would replace it; give another "
-        f"OUTPUT_DIR, or set {OVERWRITE_KEY} True to train it again from scratch"
+        f"output folder, or {how_to_overwrite} to train it again from scratch"
     )
+
+
+_HELD_LOCKS: dict[str, OutputDirLock] = {}  # output folder -> its lock, for the process's life
+
+
+def release_output_dirs() -> None:
+    """Release the locks :func:`guard_output_dir` holds (for callers that run several entry
+    points in one process, e.g. tests; a script's locks go with its process)."""
+    while _HELD_LOCKS:
+        _HELD_LOCKS.popitem()[1].release()
+
+
+def guard_output_dir(
+    output_dir: str,
+    *,
+    eval_only: bool,
+    resume: bool,
+    overwrite: bool,
+    how_to_overwrite: str,
+) -> None:
+    """What an entry point does with its output folder before writing anything (main process
+    only): a writable folder, locked for the life of the process, a training config an
+    interrupted evaluation set aside put back, and (training) no finished model replaced."""
+    check_output_dir(output_dir)
+    key = os.path.realpath(output_dir)
+    if key not in _HELD_LOCKS:
+        _HELD_LOCKS[key] = OutputDirLock(output_dir).acquire()
+    restore_training_config(output_dir)
+    if not eval_only:
+        has_checkpoint = os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+        refuse_replacing_finished_model(
+            output_dir,
+            resume=resume,
+            has_checkpoint=has_checkpoint,
+            overwrite=overwrite,
+            how_to_overwrite=how_to_overwrite,
+        )
 
 
 # ------------------------------------------------------------------------------ classes

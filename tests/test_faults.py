@@ -40,6 +40,7 @@ from selsa_d2.run_guard import (
     RunError,
     check_num_classes,
     evaluation_config_name,
+    release_output_dirs,
     restore_training_config,
     validate_config,
 )
@@ -120,9 +121,7 @@ def train_net_in_process(tmp_path):
             with pytest.raises(SystemExit) as info:
                 train_net.main(default_argument_parser().parse_args(argv))
         finally:
-            if train_net._RUN_LOCK is not None:  # a real run holds it until the process ends
-                train_net._RUN_LOCK.release()
-                train_net._RUN_LOCK = None
+            release_output_dirs()  # a real run holds its lock until the process ends
         message = str(info.value)
         assert message.startswith("train_net.py: error: ") and "\n" not in message, message
         return message

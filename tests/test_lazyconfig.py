@@ -365,12 +365,13 @@ def test_lazyconfig_train_net_trains_and_evaluates(synthetic_names, tmp_path):
     assert {"mAP", "mAP_degraded", "mAP_clean"} <= set(results["vid"])
     assert results["timing"]["frames"] == 2 * 8
 
-    eval_dir = tmp_path / "eval"
+    # evaluating into the training folder keeps the training's config.yaml (config_eval.yaml)
+    training_config = (tmp_path / "config.yaml").read_bytes()
     proc = subprocess.run(
         script
         + [config, "--eval-only"]
         + overrides
-        + [f"train.init_checkpoint={tmp_path / 'model_final.pth'}", f"train.output_dir={eval_dir}"],
+        + [f"train.init_checkpoint={tmp_path / 'model_final.pth'}"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -378,5 +379,17 @@ def test_lazyconfig_train_net_trains_and_evaluates(synthetic_names, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    with open(eval_dir / "inference" / "results.json") as f:
+    with open(tmp_path / "inference" / "results.json") as f:
         assert json.load(f)["vid"] == results["vid"]
+    assert (tmp_path / "config.yaml").read_bytes() == training_config
+    assert (tmp_path / "config_eval.yaml").is_file()
+
+    # training again from scratch would replace the finished model: one line, model kept
+    final = (tmp_path / "model_final.pth").read_bytes()
+    proc = subprocess.run(
+        script + [config] + overrides, cwd=REPO, env=env, capture_output=True, text=True
+    )
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "is a finished model" in last_line and "train.overwrite_finished_model=True" in last_line
+    assert (tmp_path / "model_final.pth").read_bytes() == final

@@ -12,14 +12,16 @@ common/train.py keys, plus ``seed`` and ``allow_missing_weights``). Overrides ar
 (``train.max_iter=1000``). What differs from Detectron2's script is what train_net.py does for the
 YAML configs: the CPU when CUDA is missing (also for multi-process DDP), weights files that cannot
 be used named in one line, ``--eval-only`` refusing weights that leave parameters uninitialised
-(``train.allow_missing_weights``), AMP gradients unscaled before clipping, and the evaluation's
-metrics plus the model's time per frame written to ``<evaluator output_dir>/results.json``.
+(``train.allow_missing_weights``), AMP gradients unscaled before clipping, the evaluation's
+metrics plus the model's time per frame written to ``<evaluator output_dir>/results.json``, and
+the output folder's guards (selsa_d2/run_guard.py): locked for the run's life, a finished model
+never replaced by training from scratch unless ``train.overwrite_finished_model=True``, and
+``--eval-only`` saving its config as ``config_eval.yaml``.
 """
 
 import json
 import logging
 import os
-import tempfile
 
 import detectron2.utils.comm as comm
 import torch
@@ -45,6 +47,8 @@ from selsa_d2.engine import (
     create_ddp_model_any_device,
     finish_distributed,
 )
+from selsa_d2.file_io import OutputError, atomic_write_text
+from selsa_d2.run_guard import RunError, evaluation_config_name, guard_output_dir
 
 logger = logging.getLogger("selsa_d2")
 
@@ -71,10 +75,7 @@ def _write_results(out_dir, results):
     if not out_dir:
         return
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".results.json.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, "results.json"))
+    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=2))
 
 
 def build_model(cfg):
@@ -129,7 +130,19 @@ def setup(args):
             f"train.device is {cfg.train.device} but CUDA is not available: running on the CPU"
         )
         cfg.train.device = "cpu"
-    default_setup(cfg, args)
+    if comm.is_main_process():  # before anything is written, as train_net.py
+        guard_output_dir(
+            cfg.train.output_dir,
+            eval_only=args.eval_only,
+            resume=args.resume,
+            overwrite=cfg.train.get("overwrite_finished_model", False),
+            how_to_overwrite="pass train.overwrite_finished_model=True",
+        )
+    if args.eval_only and comm.is_main_process():
+        with evaluation_config_name(cfg.train.output_dir):  # config.yaml stays the training's
+            default_setup(cfg, args)
+    else:
+        default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="selsa_d2")
     if cfg.train.device == "cpu" and retain_freed_cpu_memory():  # as RETAIN_FREED_CPU_MEMORY
         logger.info("glibc malloc keeps freed memory for reuse (selsa_d2.cpu_allocator)")
@@ -151,7 +164,7 @@ def main(args):
             results = do_test(cfg, create_ddp_model_any_device(model))
         else:
             results = do_train(args, cfg)
-    except WeightsError as e:  # one line naming the file, not a traceback
+    except (WeightsError, RunError, OutputError) as e:  # one line naming the cause, no traceback
         raise SystemExit(f"lazyconfig_train_net.py: error: {e}") from None
     finish_distributed()
     return results
