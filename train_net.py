@@ -6,8 +6,15 @@
     python train_net.py --config-file ... --resume            # continue from OUTPUT_DIR/last_checkpoint
 
 --eval-only needs MODEL.WEIGHTS that initialise every parameter of the model (TEST.ALLOW_MISSING_WEIGHTS
-True allows random ones); training loads partial weights as Detectron2 does (fine-tuning). A weights
-file that cannot be used stops with one line naming it.
+True allows random ones) and whose tensors are all parameters of it (TEST.ALLOW_UNUSED_WEIGHTS);
+training loads partial weights as Detectron2 does (fine-tuning). A weights file that cannot be used
+stops with one line naming it.
+
+Before anything is written (selsa_d2/run_guard.py): the config is validated, OUTPUT_DIR is locked
+for the life of the run (a second run into it is refused), and training from scratch into a folder
+holding a finished model_final.pth is refused unless OVERWRITE_FINISHED_MODEL True. Checkpoints are
+written atomically; --eval-only saves its config as config_eval.yaml (config.yaml stays the
+training's). User errors end with one line: ``train_net.py: error: <cause>``.
 """
 
 import json
@@ -37,6 +44,14 @@ from selsa_d2.engine import (
     setup_selsa_cfg,
 )
 from selsa_d2.evaluation import VIDEvaluator
+from selsa_d2.file_io import OutputError, atomic_open
+from selsa_d2.run_guard import (
+    RunError,
+    check_num_classes,
+    evaluation_config_name,
+    guard_output_dir,
+    validate_config,
+)
 from selsa_d2.solver import build_selsa_optimizer
 
 logger = logging.getLogger("selsa_d2")
@@ -58,6 +73,24 @@ class Trainer(AnyDeviceTrainer):
             self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         return super().build_hooks()
+
+    def train(self):
+        results = super().train()
+        self._complete_final_model()
+        return results
+
+    def _complete_final_model(self):
+        """A run resumed from a checkpoint already at MAX_ITER trains 0 iterations, so the
+        PeriodicCheckpointer never writes model_final.pth; if it is missing or incomplete (a kill
+        while it was written, before writes were atomic), write it from the loaded state."""
+        if not comm.is_main_process() or self.iter < self.max_iter - 1:
+            return
+        problem = self.checkpointer.final_checkpoint_problem()
+        if problem:
+            logger.warning(
+                "model_final.pth %s: writing it from the state at iteration %d", problem, self.iter
+            )
+            self.checkpointer.save("model_final", iteration=self.max_iter - 1)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -105,13 +138,31 @@ def _write_results(evaluator, results):
     out_dir = getattr(evaluator, "output_dir", None)
     if out_dir:
         PathManager.mkdirs(out_dir)
-        with PathManager.open(os.path.join(out_dir, "results.json"), "w") as f:
+        with atomic_open(os.path.join(out_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
 
 
 def setup(args):
-    cfg = setup_selsa_cfg(args.config_file, args.opts)  # DATASETS.COCO_VID registered too
-    default_setup(cfg, args)
+    # validated (one-line ConfigError naming the key), DATASETS.COCO_VID registered too
+    cfg = setup_selsa_cfg(args.config_file, args.opts)
+    validate_config(cfg, training=not args.eval_only, world_size=comm.get_world_size())
+    # before anything is written: a wrong class count would train the last classes as background
+    check_num_classes(
+        cfg, ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
+    )
+    if comm.is_main_process():
+        guard_output_dir(
+            cfg.OUTPUT_DIR,
+            eval_only=args.eval_only,
+            resume=args.resume,
+            overwrite=cfg.OVERWRITE_FINISHED_MODEL,
+            how_to_overwrite="set OVERWRITE_FINISHED_MODEL True",
+        )
+    if args.eval_only and comm.is_main_process():
+        with evaluation_config_name(cfg.OUTPUT_DIR):  # config.yaml stays the training run's
+            default_setup(cfg, args)
+    else:
+        default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers only; without this, this
     # script's and the package's INFO lines (logger "selsa_d2") went nowhere.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="selsa_d2")
@@ -122,7 +173,7 @@ def setup(args):
 def main(args):
     try:
         results = _main(args)
-    except WeightsError as e:  # one line naming the file, not a traceback
+    except (WeightsError, RunError, OutputError) as e:  # one line naming the cause, no traceback
         raise SystemExit(f"train_net.py: error: {e}") from None
     finish_distributed()
     return results
@@ -136,6 +187,7 @@ def _main(args):
             model,
             cfg.MODEL.WEIGHTS,
             allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+            allow_unused=cfg.TEST.ALLOW_UNUSED_WEIGHTS,
             save_dir=cfg.OUTPUT_DIR,
             resume=args.resume,
         )

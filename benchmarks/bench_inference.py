@@ -62,6 +62,7 @@ import torch
 from detectron2.engine import DefaultPredictor
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
+from detectron2.modeling.backbone import FPN
 
 from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.modeling import TemporalRoIAlign, VideoInferenceEngine
@@ -235,13 +236,26 @@ def _model_cfgs(args, extra_opts=()):
     # keeps POST_NMS_TOPK_TEST (300) per frame. --full-proposals (default) disables the RPN's NMS
     # so that every variant works on a full set, as it would with real weights.
     extra = (["MODEL.RPN.NMS_THRESH", 1.0] if args.full_proposals else []) + list(extra_opts)
-    selsa_cfg = common.build_cfg(common.SELSA_CONFIG, args.device, args.depth, args.tiny, extra)
-    base_cfg = common.build_cfg(common.BASELINE_CONFIG, args.device, args.depth, args.tiny, extra)
+    selsa_file, base_file = _config_files(args)
+    selsa_cfg = common.build_cfg(selsa_file, args.device, args.depth, args.tiny, extra)
+    base_cfg = common.build_cfg(base_file, args.device, args.depth, args.tiny, extra)
     return selsa_cfg, base_cfg
+
+
+def _config_files(args) -> tuple[str, str]:
+    """(SELSA config, single-frame baseline config): DC5, or with --fpn Detectron2's FPN detector."""
+    if getattr(args, "fpn", False):
+        return common.SELSA_FPN_CONFIG, common.BASELINE_FPN_CONFIG
+    return common.SELSA_CONFIG, common.BASELINE_CONFIG
 
 
 def _randomize_and_share(selsa, baseline, seed: int):
     common.randomize_frozen_bn(selsa, seed)
+    if isinstance(selsa.backbone, FPN):
+        # A random FPN's maps reach ~5e3, so random box deltas are huge and most proposals
+        # degenerate (~30 of 300 survive at 320x544). Zero deltas: the proposals are the top
+        # anchors by (random) objectness, a full set of 300 per frame as with trained weights.
+        torch.nn.init.zeros_(selsa.proposal_generator.rpn_head.anchor_deltas.weight)
     not_copied = common.share_weights(selsa, baseline)
     if not_copied:
         raise RuntimeError(f"Baseline parameters without a SELSA counterpart: {not_copied}")
@@ -456,8 +470,8 @@ def e2e_phase(args, video) -> dict | None:
         "repeat": args.e2e_repeat,
         "refs": selsa_cfg.INPUT.VIDEO.TEST_NUM_REFS,
         "sampler": selsa_cfg.INPUT.VIDEO.TEST_SAMPLER,
-        "baseline_config": os.path.relpath(common.BASELINE_CONFIG, common.REPO_ROOT),
-        "selsa_config": os.path.relpath(common.SELSA_CONFIG, common.REPO_ROOT),
+        "baseline_config": os.path.relpath(_config_files(args)[1], common.REPO_ROOT),
+        "selsa_config": os.path.relpath(_config_files(args)[0], common.REPO_ROOT),
         "default_predictor_ms_per_frame": round(base, 2),
         "video_predictor_ms_per_frame": round(sel, 2),
         "ratio": round(sel / base, 4),
@@ -611,7 +625,8 @@ def print_report(result: dict):
         print_troi_report(result)
         return
     print(
-        f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-DC5, random weights, {s['height']}x{s['width']}, "
+        f"model: R-{s['depth'] if not s['tiny'] else '18 (tiny)'}-{'FPN' if s.get('fpn') else 'DC5'}, "
+        f"random weights, {s['height']}x{s['width']}, "
         f"{s['frames']} frames, amp={s['amp']}, repeats={s['repeat']}, "
         f"{result['mean_proposals_per_frame']} proposals/frame"
     )
@@ -814,6 +829,12 @@ def parse_args(argv=None):
         type=int,
         help="passes of the TRoI phase; the median is reported (default 2)",
     )
+    p.add_argument(
+        "--fpn",
+        action="store_true",
+        help="SELSA-FPN vs Detectron2's Faster R-CNN-FPN (configs/*_R_50_FPN_7e_imagenetvid.yaml) "
+        "instead of the DC5 models; not with --tiny",
+    )
     p.add_argument("--seed", type=int, default=0)
     common.add_cpu_malloc_arg(p)
     p.add_argument("--json", help="write the results here")
@@ -836,6 +857,8 @@ def parse_args(argv=None):
         )
     if args.e2e_frames < 0:
         p.error("--e2e-frames must be >= 0")
+    if args.fpn and args.tiny:
+        p.error("--fpn has no --tiny preset (the tiny overrides are a DC5 model)")
     return args
 
 
@@ -859,6 +882,7 @@ def main(argv=None) -> dict:
         "e2e_frames",
         "e2e_repeat",
         "troi_repeat",
+        "fpn",
     )
     if args.troi_only:
         result = {

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELSA_CONFIG = os.path.join(REPO_ROOT, "configs", "selsa_R_50_DC5_7e_imagenetvid.yaml")
 BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_DC5_7e_imagenetvid.yaml")
+# bench_inference.py --fpn: SELSA on Detectron2's FPN detector and that detector
+SELSA_FPN_CONFIG = os.path.join(REPO_ROOT, "configs", "selsa_R_50_FPN_7e_imagenetvid.yaml")
+BASELINE_FPN_CONFIG = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_7e_imagenetvid.yaml")
 
 # The tests' tiny model: R-18 truncated at res4, 32-channel neck, 64-d FCs (merged after the config).
 TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")

@@ -26,7 +26,9 @@ default: ``<root>/classes.txt`` if present, else the 30 ImageNet VID classes.
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
 from selsa_d2.data.coco_vid import write_coco_vid_json
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(root, "annotations")
     # before the (long) conversion: --out must be a directory, existing or creatable
     problem = "is a file, not a directory" if os.path.isfile(out) else None
+    created = not os.path.isdir(out)
     if problem is None:
         try:
             os.makedirs(out, exist_ok=True)
@@ -79,6 +82,30 @@ def main(argv=None) -> int:
     if problem:
         logger.error("--out %s %s; nothing converted", out, problem)
         return 2
+    # every json is written into a staging folder inside --out and moved into place only when
+    # all are done: an error (a bad annotation, a full disk) leaves no half-written output
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=out)
+    try:
+        written = _convert(args, root, staging)
+        for name in written:
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+    except (ValueError, OSError) as e:  # the readers' errors name the file
+        logger.error("%s; nothing written to %s", " ".join(str(e).split()), out)
+        written = None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not os.listdir(out):
+            os.rmdir(out)
+    if written is None:
+        return 2
+    if not written:
+        logger.error("No list file found under %s/Lists; nothing converted", root)
+        return 1
+    return 0
+
+
+def _convert(args, root: str, out: str) -> list[str]:
+    """Write the json of every split whose list file exists into ``out``; their names."""
     if args.classes:
         names, wnids = read_classes_file(args.classes)
     elif os.path.isfile(os.path.join(root, "classes.txt")):
@@ -92,7 +119,7 @@ def main(argv=None) -> int:
         "val": (VID_VAL_LIST, "imagenet_vid_val.json"),
         "det": (DET_TRAIN_LIST, "imagenet_det_30plus1cls.json"),
     }
-    written = 0
+    written = []
     for split in args.splits:
         list_rel, out_name = jobs[split]
         if not os.path.isfile(os.path.join(root, list_rel)):
@@ -128,11 +155,8 @@ def main(argv=None) -> int:
                 image_root=os.path.join(root, "Data", "VID"),
                 key_frames=keys if split == "train" else None,
             )
-        written += 1
-    if not written:
-        logger.error("No list file found under %s/Lists; nothing converted", root)
-        return 1
-    return 0
+        written.append(out_name)
+    return written
 
 
 if __name__ == "__main__":

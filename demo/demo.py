@@ -52,7 +52,15 @@ from selsa_d2.checkpoint.loading import WeightsError
 from selsa_d2.cpu_allocator import retain_freed_cpu_memory_from_config
 from selsa_d2.data.sampling import TestReferenceSampler
 from selsa_d2.engine import setup_selsa_cfg
+from selsa_d2.file_io import (
+    OutputError,
+    atomic_open,
+    check_not_an_input,
+    config_input_files,
+    same_path,
+)
 from selsa_d2.predictor import VideoPredictor
+from selsa_d2.run_guard import RunError
 from selsa_d2.video_io import FrameSource, FrameSourceError, ImageFrames, VideoFileFrames
 from selsa_d2.visualization import build_metadata, draw, make_record
 
@@ -140,7 +148,13 @@ def setup_cfg(args):
     opts += ["MODEL.RETINANET.SCORE_THRESH_TEST", threshold]
     if args.mode is not None:
         opts += ["INPUT.VIDEO.TEST_MODE", args.mode]
-    return setup_selsa_cfg(args.config_file, opts)  # DATASETS.COCO_VID registered too
+    cfg = setup_selsa_cfg(args.config_file, opts)  # DATASETS.COCO_VID registered too
+    if cfg.TEST.VID.SEQ_NMS.ENABLED and cfg.INPUT.VIDEO.TEST_MODE != "offline":
+        raise DemoInputError(
+            "TEST.VID.SEQ_NMS.ENABLED needs the whole video: use --mode offline (Seq-NMS links "
+            "each frame to later ones, which online mode has not read yet)"
+        )
+    return cfg
 
 
 # ------------------------------------------------------------- frame sources and outputs
@@ -170,37 +184,21 @@ def output_paths(args, stem: str) -> tuple[str, str]:
     return video_path, json_path
 
 
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
-
-
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
-def check_outputs(video_path: str, json_path: str, source: FrameSource):
+def check_outputs(video_path: str, json_path: str, source: FrameSource, cfg=None, config_file=None):
     """Refuse outputs that would destroy input or each other, or cannot be written; before any
-    inference, so that no work is lost. Creates the output folders."""
-    if _same_file(video_path, json_path):
+    inference, so that no work is lost. Inputs: the frames (their folder) and, with ``cfg``, every
+    file the config reads (selsa_d2.file_io.config_input_files). Creates the output folders."""
+    if same_path(video_path, json_path):
         raise DemoInputError(f"the output video and the JSON are the same file: {video_path}")
     inputs = source.files if isinstance(source, ImageFrames) else [source.path]
+    inputs = [("an input file", inp) for inp in inputs]
+    folder = getattr(source, "folder", None)
+    if folder is not None:
+        inputs.append(("the input frames folder", folder))
+    if cfg is not None:
+        inputs += config_input_files(cfg, config_file)
     for flag, path in (("--output", video_path), ("--json", json_path)):
-        for inp in inputs:
-            if _same_file(path, inp):
-                raise DemoInputError(
-                    f"{flag} {path} is an input file ({inp}); it would be overwritten"
-                )
-        folder = getattr(source, "folder", None)
-        if folder is not None and _inside(path, folder):
-            raise DemoInputError(
-                f"{flag} {path} lies inside the input frames folder {folder}; write elsewhere"
-            )
+        check_not_an_input(path, inputs, flag)
         if os.path.isdir(path):
             raise DemoInputError(f"{flag} {path} is a directory, not a file name")
         parent = os.path.dirname(os.path.abspath(path))
@@ -265,7 +263,7 @@ class _Outputs:
             return
         self.writer.release()
         self.writer = None
-        with open(self.json_path, "w") as f:
+        with atomic_open(self.json_path, "w") as f:
             json.dump(self.records, f)
 
 
@@ -313,7 +311,7 @@ def run(args) -> tuple[str, str]:
     sampler = TestReferenceSampler.from_config(cfg)
     source = open_source(args, cache_size=sampler.max_cached_frames() + 2)
     video_path, json_path = output_paths(args, source.stem)
-    check_outputs(video_path, json_path, source)
+    check_outputs(video_path, json_path, source, cfg, args.config_file)
     metadata = build_metadata(cfg)
     predictor = VideoPredictor(cfg, mode=mode)
     if mode == "offline":
@@ -364,7 +362,7 @@ def main(argv: Sequence[str] | None = None):
     logger.info("Arguments: " + str(args))
     try:
         run(args)
-    except (DemoInputError, FrameSourceError, WeightsError) as e:
+    except (DemoInputError, FrameSourceError, WeightsError, OutputError, RunError) as e:
         raise SystemExit(f"demo.py: error: {e}") from e
     except Terminated:
         print(

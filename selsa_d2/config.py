@@ -111,11 +111,31 @@ def add_selsa_config(cfg):
     # devkit and FGFA's imagenet_vid_eval.py; the published VID mAP) or "continuous" (x2 - x1, as
     # pycocotools). bbox/* (pycocotools) is always continuous.
     _C.TEST.VID.BOX_CONVENTION = "devkit"
+    # Seq-NMS (Han et al. 2016) as FGFA / the original SELSA code ship it (TEST.SEQ_NMS there;
+    # selsa_d2/postprocessing/seq_nms.py): per video and class, on the boxes with score >
+    # SCORE_THRESH before per-frame NMS, link boxes of consecutive frames with IoU >= LINK_IOU,
+    # rescore the best-scoring linked sequence ("mean" or "max" of its scores), remove the boxes
+    # with IoU >= SUPPRESS_IOU to it, repeat while a sequence scores >= MIN_SEQUENCE_SCORE and
+    # links remain; then the usual per-frame NMS and TEST.DETECTIONS_PER_IMAGE cap. Needs the
+    # whole video: offline evaluation, VideoPredictor.predict_video, demo/demo.py offline;
+    # INPUT.VIDEO.TEST_MODE "online" and streaming refuse it. Needs a SelsaRCNN model (it returns
+    # each frame's pre-NMS candidates when this is enabled).
+    _C.TEST.VID.SEQ_NMS = CN()
+    _C.TEST.VID.SEQ_NMS.ENABLED = False
+    _C.TEST.VID.SEQ_NMS.LINK_IOU = 0.5
+    _C.TEST.VID.SEQ_NMS.SUPPRESS_IOU = 0.3
+    _C.TEST.VID.SEQ_NMS.SCORE_THRESH = 1e-3
+    _C.TEST.VID.SEQ_NMS.MIN_SEQUENCE_SCORE = 1e-2
+    _C.TEST.VID.SEQ_NMS.RESCORE = "mean"
     # Inference (train_net.py --eval-only, demo/demo.py, VideoPredictor) refuses an empty
     # MODEL.WEIGHTS and weights that leave any parameter or buffer of the model uninitialised
     # (missing, or another shape). True runs such a (partly) random model with a warning: for
     # smoke tests and benchmarks only. Training always accepts partial weights (fine-tuning).
     _C.TEST.ALLOW_MISSING_WEIGHTS = False
+    # The same for the reverse: weights with trained tensors the model has no parameter for (a SELSA
+    # checkpoint in the single-frame config would silently drop its aggregators) are refused;
+    # True ignores them with a warning.
+    _C.TEST.ALLOW_UNUSED_WEIGHTS = False
 
     # ---------------------------------------------------------------- process
     # With MODEL.DEVICE cpu, train_net.py and demo/demo.py ask glibc malloc to keep freed memory
@@ -123,4 +143,7 @@ def add_selsa_config(cfg):
     # training on the CPU runs ~1.6x faster, the process keeps its peak heap resident. Like
     # CUDNN_BENCHMARK, a process setting applied by the entry point, not by the model.
     _C.RETAIN_FREED_CPU_MEMORY = True
+    # train_net.py refuses to train from iteration 0 into an OUTPUT_DIR that holds a complete
+    # model_final.pth (Detectron2 would silently replace it); True allows it.
+    _C.OVERWRITE_FINISHED_MODEL = False
     return cfg

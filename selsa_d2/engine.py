@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import add_selsa_config
 from .data.datasets import register_datasets_from_config
+from .run_guard import ConfigError, merge_config, validate_config
 
 
 def fall_back_to_cpu(cfg) -> None:
@@ -46,14 +47,21 @@ def setup_selsa_cfg(config_file: str, opts: Sequence = (), *, freeze: bool = Tru
     CPU where CUDA is missing (:func:`fall_back_to_cpu`); frozen unless ``freeze=False``; and the
     datasets the config declares itself (``DATASETS.COCO_VID``) registered, so that
     ``DATASETS.TRAIN`` / ``TEST`` may name them.
+
+    A missing or unreadable config file, an unknown or mistyped key, or a SELSA key with a value
+    of the wrong type or range (:func:`selsa_d2.run_guard.validate_config`) is a one-line
+    :class:`~selsa_d2.run_guard.ConfigError` naming the key or file.
     """
     cfg = add_selsa_config(get_cfg())
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    merge_config(cfg, config_file, list(opts))
     fall_back_to_cpu(cfg)
+    validate_config(cfg, training=False)
     if freeze:
         cfg.freeze()
-    register_datasets_from_config(cfg)
+    try:
+        register_datasets_from_config(cfg)
+    except ValueError as e:  # a malformed DATASETS.COCO_VID entry, named
+        raise ConfigError(str(e)) from None
     return cfg
 
 

@@ -15,6 +15,7 @@ from detectron2.structures import Instances
 from .checkpoint.loading import load_inference_weights
 from .data.sampling import TEST_MODES, TestReferenceSampler
 from .data.transforms import build_video_augmentation
+from .postprocessing.video import SeqNMSSettings, check_seq_nms_mode, seq_nms_instances
 
 __all__ = ["VideoPredictor", "check_frame"]
 
@@ -79,7 +80,10 @@ class VideoPredictor:
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_inference_weights(
-            self.model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS
+            self.model,
+            cfg.MODEL.WEIGHTS,
+            allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+            allow_unused=cfg.TEST.ALLOW_UNUSED_WEIGHTS,
         )
         # the test-time resize of the data pipeline (INPUT.RESIZE_STYLE included)
         self.aug = T.AugmentationList(build_video_augmentation(self.cfg, is_train=False))
@@ -90,6 +94,13 @@ class VideoPredictor:
             )
         self.mode = self._check_mode(mode or cfg.INPUT.VIDEO.TEST_MODE)
         self._videos = itertools.count()
+        # TEST.VID.SEQ_NMS: applied by predict_video (offline) over the model's candidates
+        self.seq_nms = SeqNMSSettings.from_config(self.cfg)
+        if self.seq_nms is not None and self.engine is None:
+            raise ValueError(
+                "TEST.VID.SEQ_NMS.ENABLED needs a SelsaRCNN model (it returns the pre-NMS "
+                f"candidates Seq-NMS works on); got {type(self.model).__name__}"
+            )
 
     @property
     def engine(self):
@@ -129,14 +140,17 @@ class VideoPredictor:
             "video_length": video_length,
         }
 
-    def _run(self, inp: dict) -> Instances:
+    def _run(self, inp: dict, key: str = "instances") -> Instances:
         with torch.no_grad():
-            return self.model([inp])[0]["instances"].to("cpu")
+            return self.model([inp])[0][key].to("cpu")
 
     def predict_video(
         self, frames: Sequence[np.ndarray], mode: str | None = None
     ) -> list[Instances]:
-        """Detections of every frame of one video (BGR frames in order)."""
+        """Detections of every frame of one video (BGR frames in order). With
+        ``TEST.VID.SEQ_NMS.ENABLED``: after Seq-NMS over the video (offline mode only)."""
+        if self.seq_nms is not None:
+            check_seq_nms_mode(mode or self.mode)
         if not isinstance(frames, Sequence):
             frames = list(frames)
         length = len(frames)
@@ -158,13 +172,20 @@ class VideoPredictor:
         for t in range(length):
             inp = dict(get(t))
             inp["ref_frames"] = [get(r) for r in sampler.frames_to_supply(t, length)]
-            results.append(self._run(inp))
+            results.append(self._run(inp, "instances" if self.seq_nms is None else "candidates"))
             prepared.pop(t)
         self.engine.reset()
+        if self.seq_nms is not None:
+            results = seq_nms_instances(results, self.seq_nms)
         return results
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Instances]:
         """Causal (online) detection over a stream: yields each frame's detections in turn."""
+        if self.seq_nms is not None:
+            check_seq_nms_mode("online")  # raises now: Seq-NMS needs the whole video
+        return self._stream(frames)
+
+    def _stream(self, frames: Iterable[np.ndarray]) -> Iterator[Instances]:
         video_id = ("VideoPredictor", next(self._videos))
         if self.engine is not None:
             self.engine.configure(ref_sampler=self.reference_sampler("online"))

@@ -15,7 +15,7 @@ mmcv's ``warmup='linear'`` learning rate at every iteration (see ``tests/test_co
 import torch
 from detectron2.solver import build_optimizer, get_default_optimizer_params
 
-__all__ = ["FULL_MODEL", "GlobalNormClippedSGD", "build_selsa_optimizer"]
+__all__ = ["FULL_MODEL", "GlobalNormClippedSGD", "FullModelClippedSGD", "build_selsa_optimizer"]
 
 FULL_MODEL = "full_model"
 
@@ -68,3 +68,7 @@ def build_selsa_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         foreach=True,
     )
+
+
+# The LazyConfig name (configs/lazy/common/schedule_7e.py): the same optimizer.
+FullModelClippedSGD = GlobalNormClippedSGD

@@ -22,6 +22,7 @@ __all__ = [
     "frame_input",
     "with_references",
     "video_inputs",
+    "random_video_detections",
 ]
 
 
@@ -172,3 +173,49 @@ def video_inputs(frames: Sequence[np.ndarray], sampler, video_id=0, fmt: str = "
     n = len(frames)
     per_frame = [frame_input(f, video_id, i, n, fmt) for i, f in enumerate(frames)]
     return [with_references(per_frame.__getitem__, t, n, sampler) for t in range(n)]
+
+
+# ---------------------------------------------------------------------- detections
+def random_video_detections(
+    rng: np.random.Generator,
+    num_frames: int,
+    boxes_per_frame: int,
+    num_classes: int,
+    num_objects: int = 4,
+    clutter: float = 0.3,
+    image_size: float = 600.0,
+    quantize: float | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Detector-like candidates over a video (before per-frame NMS): ``num_objects`` boxes
+    moving smoothly, each frame's boxes jittered copies of them (a fraction ``clutter`` at random
+    places), classes mostly the object's own, scores in (0, 1].
+
+    Returns per frame (boxes [N, 4] xyxy float32, scores [N] float32, classes [N] int64), N =
+    ``boxes_per_frame``. ``quantize``: round boxes and scores to this step (ties in IoU and
+    scores).
+    """
+    size = rng.uniform(0.1, 0.35, size=(num_objects, 2)) * image_size
+    pos = rng.uniform(0, image_size, size=(num_objects, 2)) - size / 2
+    vel = rng.normal(0, 0.01 * image_size, size=(num_objects, 2))
+    obj_class = rng.integers(0, num_classes, size=num_objects)
+    frames = []
+    for _ in range(num_frames):
+        pos = pos + vel
+        which = rng.integers(0, num_objects, size=boxes_per_frame)
+        centre = pos[which] + size[which] / 2
+        wh = size[which] * rng.uniform(0.7, 1.3, size=(boxes_per_frame, 2))
+        centre = centre + rng.normal(0, 0.1, size=(boxes_per_frame, 2)) * size[which]
+        stray = rng.random(boxes_per_frame) < clutter
+        centre[stray] = rng.uniform(0, image_size, size=(int(stray.sum()), 2))
+        boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=1)
+        own = (rng.random(boxes_per_frame) < 0.5) & ~stray
+        classes = np.where(own, obj_class[which], rng.integers(0, num_classes, boxes_per_frame))
+        scores = np.where(own, rng.beta(4, 2, boxes_per_frame), rng.beta(1, 8, boxes_per_frame))
+        scores = np.clip(scores, 2e-3, 1.0)
+        if quantize:
+            boxes = np.round(boxes / quantize) * quantize
+            scores = np.maximum(np.round(scores / quantize) * quantize, quantize)
+        frames.append(
+            (boxes.astype(np.float32), scores.astype(np.float32), classes.astype(np.int64))
+        )
+    return frames

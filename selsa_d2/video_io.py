@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
-from detectron2.data.detection_utils import read_image
+
+from .data.image_io import read_frame
 
 __all__ = ["FrameSource", "FrameSourceError", "ImageFrames", "VideoFileFrames"]
 
@@ -228,9 +229,8 @@ class ImageFrames(FrameSource):
     def _load(self, index: int) -> np.ndarray:
         path = self.files[index]
         try:
-            return read_image(
-                path, format="BGR"
-            )  # handles EXIF orientation, like Detectron2's demo
+            # Detectron2's read_image (EXIF orientation, like its demo), 16-bit frames scaled
+            return read_frame(path, format="BGR")
         except Exception as e:
             raise FrameSourceError(f"cannot read image {path}: {e}") from e
 

@@ -8,6 +8,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from .evaluation.vid_evaluator import coco_category_ids
 from .video_io import FrameSource
 
 __all__ = ["build_metadata", "draw", "make_record"]
@@ -20,10 +21,14 @@ def build_metadata(cfg) -> Metadata:
     class, so a class keeps its colour over the whole video."""
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     names = None
+    ids = list(range(num_classes))  # JSON category_id: the class index, or the dataset's own id
     dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if dataset is not None:
         try:
             names = MetadataCatalog.get(dataset).get("thing_classes", None)
+            if names is not None and len(names) == num_classes:
+                if MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id", None):
+                    ids = coco_category_ids(MetadataCatalog.get(dataset))  # e.g. a json's 3/7/11
         except Exception as e:  # e.g. the dataset's class file is not on this machine
             logger.warning(
                 f"no class names from dataset {dataset!r} ({e}); labelling with class ids"
@@ -38,7 +43,14 @@ def build_metadata(cfg) -> Metadata:
         names = [str(i) for i in range(num_classes)]
     palette = colormap(rgb=True, maximum=255)
     colors = [tuple(int(v) for v in palette[i % len(palette)]) for i in range(num_classes)]
-    return Metadata(name="selsa_demo", thing_classes=list(names), thing_colors=colors)
+    return Metadata(
+        name="selsa_demo", thing_classes=list(names), thing_colors=colors, category_ids=ids
+    )
+
+
+def _category_ids(metadata: Metadata) -> list[int]:
+    """The JSON ``category_id`` of each class index (see :func:`build_metadata`)."""
+    return metadata.get("category_ids", None) or list(range(len(metadata.thing_classes)))
 
 
 def draw(frame_bgr: np.ndarray, instances, metadata: Metadata) -> np.ndarray:
@@ -65,7 +77,7 @@ def make_record(index: int, instances, source: FrameSource, metadata: Metadata) 
         {
             "bbox": [round(float(v), 2) for v in box],
             "score": round(float(s), 5),
-            "category_id": int(c),
+            "category_id": int(_category_ids(metadata)[int(c)]),
             "category": metadata.thing_classes[int(c)],
         }
         for box, s, c in zip(boxes, scores, classes)

@@ -243,3 +243,30 @@ def test_mmtracking_policy_detects_like_the_cached_engine():
         assert results_close(a, b, atol=1e-4) is None, f"frame {t}: {results_close(a, b)}"
     # one backbone pass per key frame plus the two references supplied ahead with frame 0 (2 and 5)
     assert policy.frames_computed == len(frames) + 2
+
+
+def test_bench_seq_nms_small(tmp_path, capsys):
+    """The Seq-NMS benchmark: both implementations agree, the JSON has the reported figures."""
+    bench_seq_nms = load_script("benchmarks/bench_seq_nms.py")
+    out = tmp_path / "seq_nms.json"
+    result = bench_seq_nms.main(
+        [
+            "--frames",
+            "12",
+            "--ref-frames",
+            "6",
+            "--boxes",
+            "40",
+            "--classes",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    assert result["outputs_equal_on_subset"] is True
+    data = json.loads(out.read_text())
+    assert data["subset_frames"] == 6 and data["vectorised_cpu_seconds"] > 0
+    assert data["ratio_loop_over_vectorised"] == pytest.approx(
+        data["subset_loop_cpu_seconds"] / data["subset_vectorised_cpu_seconds"]
+    )
+    assert "loop (FGFA transliteration)" in capsys.readouterr().out

@@ -344,8 +344,8 @@ def test_long_video_bounded_memory(long_video_predictor, mode):
     cache_sizes, rss = [], {}
     run = predictor._run
 
-    def observed_run(inp):
-        out = run(inp)
+    def observed_run(inp, *args):
+        out = run(inp, *args)
         cache_sizes.append(engine.cache_size)
         if len(cache_sizes) in (SAMPLE_AT, LONG_VIDEO):
             rss[len(cache_sizes)] = _rss_bytes()

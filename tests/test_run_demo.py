@@ -159,28 +159,6 @@ def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
     assert again["a"]["metrics"] == study["a"]["metrics"]
 
 
-def test_stills_prefer_degraded_frames_where_the_models_disagree():
-    import torch
-    from detectron2.structures import Instances
-
-    render_demo = load_script("tools/render_demo.py", "selsa_render_demo")
-
-    def inst(classes, scores):
-        i = Instances((10, 10))
-        i.pred_classes, i.scores = torch.tensor(classes, dtype=torch.int64), torch.tensor(scores)
-        return i
-
-    frames = [{"degradations": ["defocus"] if t in (1, 2, 4, 6, 7) else []} for t in range(8)]
-    left = [inst([0], [0.9]) for _ in range(8)]
-    right = [inst([0], [0.9]) for _ in range(8)]
-    right[2], right[3], right[6] = inst([1], [0.8]), inst([1], [0.8]), inst([0, 1], [0.9, 0.3])
-    # frame 2 differs (degraded); 3 differs but is clean; 6's extra class is below the threshold
-    assert render_demo.pick_stills(frames, left, right, 3) == [1, 2, 7]
-    right[4] = inst([], [])
-    assert render_demo.pick_stills(frames, left, right, 2) == [2, 4]
-    assert render_demo.pick_stills([{} for _ in range(3)], left[:3], right[:3], 3) == [0, 1, 2]
-
-
 def test_study_table_signs_only_differences():
     summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
     table = gain_study.format_study(gain_study.aggregate({"v": {0: summary}}))

@@ -21,6 +21,26 @@ from selsa_d2.testing import frame_input, randomize_frozen_bn, synthetic_video, 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-SELSA-DC5.yaml")
 TINY_OVERRIDES = os.path.join(REPO_ROOT, "configs", "tiny", "tiny-overrides.yaml")
+SELSA_FPN_TINY = os.path.join(REPO_ROOT, "configs", "synthetic", "selsa_fpn_tiny.yaml")
+FASTER_RCNN_FPN_TINY = os.path.join(REPO_ROOT, "configs", "synthetic", "faster_rcnn_fpn_tiny.yaml")
+# configs/synthetic/*fpn_tiny.yaml shrunk further for the tests: 32-channel FPN, 64-d FC layers,
+# few proposals, FrozenBN (random statistics, see randomize_frozen_bn), ~100-160 px images.
+TINY_FPN_OPTS = {
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.RESNETS.NORM": "FrozenBN",
+    "MODEL.SELSA.ZERO_INIT_RESIDUAL": False,
+    "MODEL.SELSA.NUM_ATTENTION_BLOCKS": 4,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 40,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": 200,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 20,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 64,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "INPUT.MIN_SIZE_TEST": 96,
+    "INPUT.MAX_SIZE_TEST": 160,
+    "INPUT.VIDEO.TEST_NUM_REFS": 4,
+}
 
 
 def tiny_selsa_cfg(num_classes: int = 3, **overrides):
@@ -36,6 +56,20 @@ def tiny_selsa_cfg(num_classes: int = 3, **overrides):
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     for key, value in overrides.items():
         cfg.merge_from_list([key.replace("__", "."), value])
+    return cfg
+
+
+def tiny_fpn_cfg(num_classes: int = 3, single_frame: bool = False, **overrides):
+    """The tiny synthetic SELSA-FPN config (or its single-frame Faster R-CNN-FPN) shrunk for the
+    tests (:data:`TINY_FPN_OPTS`); aggregators randomly initialised unless overridden.
+    ``overrides`` as :func:`tiny_selsa_cfg`."""
+    cfg = get_cfg()
+    add_selsa_config(cfg)
+    cfg.merge_from_file(FASTER_RCNN_FPN_TINY if single_frame else SELSA_FPN_TINY)
+    opts = dict(TINY_FPN_OPTS, **{"MODEL.ROI_HEADS.NUM_CLASSES": num_classes})
+    opts["MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT"] = False
+    opts.update({k.replace("__", "."): v for k, v in overrides.items()})
+    cfg.merge_from_list([x for kv in opts.items() for x in kv])
     return cfg
 
 

@@ -14,8 +14,10 @@ degraded when the dataset records ``degradations`` (the synthetic set).
 
 import argparse
 
+from selsa_d2.checkpoint.loading import WeightsError
 from selsa_d2.engine import setup_selsa_cfg
 from selsa_d2.evaluation.attention import KINDS, analyze_attention
+from selsa_d2.run_guard import RunError
 
 
 def main(argv=None):
@@ -27,12 +29,15 @@ def main(argv=None):
     parser.add_argument("--dataset", help="default: DATASETS.TEST[0]")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    cfg = setup_selsa_cfg(
-        args.config_file,
-        args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0],
-        freeze=False,
-    )
-    result = analyze_attention(cfg, args.dataset or cfg.DATASETS.TEST[0])
+    try:  # user errors (config, weights, dataset files) end in one line
+        cfg = setup_selsa_cfg(
+            args.config_file,
+            args.opts + ["MODEL.WEIGHTS", args.weights, "DATALOADER.NUM_WORKERS", 0],
+            freeze=False,
+        )
+        result = analyze_attention(cfg, args.dataset or cfg.DATASETS.TEST[0])
+    except (WeightsError, RunError, FileNotFoundError) as e:
+        raise SystemExit(f"analyze_attention.py: error: {e}") from None
     print("attention mass of aggregator 0 (uniform attention in brackets)")
     print("| key frame | " + " | ".join(KINDS) + " |")
     print("|---" * (len(KINDS) + 1) + "|")

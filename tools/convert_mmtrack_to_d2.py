@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 from selsa_d2.checkpoint.mmtrack import convert_mmtrack_checkpoint
 from selsa_d2.config import add_selsa_config
+from selsa_d2.run_guard import merge_config
 
 
 def main(argv=None):
@@ -32,11 +33,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logger(name="selsa_d2")
     cfg = None
-    if args.config:
-        cfg = get_cfg()
-        add_selsa_config(cfg)
-        cfg.merge_from_file(args.config)
     try:
+        if args.config:
+            cfg = get_cfg()
+            add_selsa_config(cfg)
+            merge_config(cfg, args.config, [])
         summary = convert_mmtrack_checkpoint(args.input, args.output, cfg)
     except (KeyError, ValueError, OSError) as e:
         # printed, not logged: the message is the CLI's answer, whatever the logging set-up

@@ -23,7 +23,7 @@ def main(argv=None):
     setup_logger(name="selsa_d2")
     try:
         summary = convert_torchvision_checkpoint(args.input, args.output)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, OSError) as e:
         # printed, not logged: the message is the CLI's answer, whatever the logging set-up
         print(f"Conversion failed: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1

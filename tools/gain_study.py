@@ -22,6 +22,9 @@ from pathlib import Path
 
 import run_demo  # tools/run_demo.py: run as a script, its folder is on sys.path
 
+from selsa_d2 import step_record
+from selsa_d2.file_io import atomic_write_text
+
 REPO = run_demo.REPO
 # (row label, summary path): what the table reports, AP in % / AP points.
 METRICS = (
@@ -150,7 +153,26 @@ def run_study(
         for seed in seeds:
             run_dir = out_dir / variant / f"seed{seed}"
             summary_file = run_dir / "summary.json"
-            if summary_file.exists():
+            c = run_demo.Comparison(
+                run_dir,
+                dataset_dir,
+                budget,
+                seed=seed,
+                device=device,
+                opts=opts,
+                log=run_dir / "train_net.log",
+            )
+            identity = {
+                "step": "comparison",
+                "budget": budget.__dict__,
+                "seed": seed,
+                "device": device,
+                "opts": [str(o) for o in opts],
+                "dataset": c.dataset_identity(),
+            }
+            # reused only when made by the same inputs (else rerun: its steps say what differs)
+            same = not step_record.compare(step_record.read_record(str(run_dir)), identity)
+            if summary_file.exists() and same:
                 print(
                     f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: done before, reusing {summary_file}",
                     flush=True,
@@ -163,18 +185,10 @@ def run_study(
             )
             start = time.time()
             run_dir.mkdir(parents=True, exist_ok=True)
-            c = run_demo.Comparison(
-                run_dir,
-                dataset_dir,
-                budget,
-                seed=seed,
-                device=device,
-                opts=opts,
-                log=run_dir / "train_net.log",
-            )
             summary = run_one(c)
             summary["wall_seconds"] = time.time() - start
-            summary_file.write_text(json.dumps(summary, indent=2))
+            atomic_write_text(str(summary_file), json.dumps(summary, indent=2))
+            step_record.write_record(str(run_dir), identity)
             runs.setdefault(variant, {})[seed] = summary
             g = summary["gain_from_references"]
             print(
@@ -189,10 +203,11 @@ def run_study(
 
 def _write(out_dir: Path, runs, budget: run_demo.Budget) -> dict:
     study = aggregate(runs)
-    (out_dir / "study.json").write_text(
-        json.dumps({"budget": budget.__dict__, "variants": study}, indent=2)
+    atomic_write_text(
+        str(out_dir / "study.json"),
+        json.dumps({"budget": budget.__dict__, "variants": study}, indent=2),
     )
-    (out_dir / "study.md").write_text(format_study(study) + "\n")
+    atomic_write_text(str(out_dir / "study.md"), format_study(study) + "\n")
     return study
 
 
@@ -216,16 +231,30 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     start = time.time()
+    for flag, value in (
+        ("--shared-iters", args.shared_iters),
+        ("--continue-iters", args.continue_iters),
+    ):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1 (got {value})")
     budget = run_demo.Budget(args.shared_iters, args.continue_iters)
-    study = run_study(
-        (REPO / args.out).resolve(),
-        (REPO / args.data_root).resolve(),
-        args.variants,
-        args.seeds,
-        budget,
-        opts=args.opts,
-        device=args.device,
-    )
+    try:
+        study = run_study(
+            (REPO / args.out).resolve(),
+            (REPO / args.data_root).resolve(),
+            args.variants,
+            args.seeds,
+            budget,
+            opts=args.opts,
+            device=args.device,
+        )
+    except (run_demo.StepError, OSError, ValueError) as e:
+        raise SystemExit(f"gain_study.py: error: {e}") from None
+    except run_demo.subprocess.CalledProcessError as e:
+        raise SystemExit(
+            f"gain_study.py: error: {' '.join(e.cmd[:4])} ... failed with exit status "
+            f"{e.returncode} (see {e.output or 'the output above'})"
+        ) from None
     run_demo.banner(f"gain study after {(time.time() - start) / 60:.1f} min: {args.out}/study.json")
     print(format_study(study))
     return 0

@@ -1,11 +1,17 @@
-"""Renders for `make demo`: single-frame Faster R-CNN vs SELSA on a synthetic validation video.
+"""Renders for `make demo`: single-frame Faster R-CNN vs SELSA on the synthetic validation set.
 
-Writes ``comparison.mp4`` (both models side by side on every frame of the validation video with
-the most degraded frames) and ``degraded_frames.png`` (the same, on up to three of its degraded
-frames: those where the two models' classes differ first, see :func:`pick_stills`).
-Each row is captioned with the frame's degradations and its ground-truth classes.
+* ``comparison.mp4``: both models side by side on every frame of the validation video with the
+  most degraded frames, each row captioned with the frame's degradations and ground-truth classes
+  (:func:`render_comparison`, runs the models);
+* ``demo_figure.png``: per validation video one timeline row per model, each frame marked correct /
+  wrong class / missed, degraded frames shaded, the counts of frames where one model is right and
+  the other wrong, and stills of such frames both ways (:func:`render_outcome_figure`, from the
+  saved ``vid_detections.json`` of each model's evaluation: no inference; the rule is in
+  ``selsa_d2/outcome_figure.py`` and docs/demo.md).
 """
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +21,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
 from selsa_d2.engine import setup_selsa_cfg
+from selsa_d2.evaluation.saved_detections import load_saved_detections
+from selsa_d2.evaluation.vid_evaluator import gt_frames_from_dicts
+from selsa_d2.outcome_figure import VideoFrame, draw_demo_figure
 from selsa_d2.predictor import VideoPredictor
 
 SCORE_THRESHOLD = 0.5
@@ -79,36 +88,11 @@ def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> 
     return panel
 
 
-def _classes(instances) -> tuple[int, ...]:
-    """Sorted classes detected with score >= SCORE_THRESHOLD (what the renders draw)."""
-    return tuple(sorted(set(instances.pred_classes[instances.scores >= SCORE_THRESHOLD].tolist())))
-
-
-def pick_stills(frames: Sequence[dict], left, right, num: int = 3) -> list[int]:
-    """The still's rule: the degraded frames on which the two models' drawn classes differ, up to
-    ``num`` spread evenly over the video; if fewer differ, the remaining places go to other
-    degraded frames (evenly spread); with no degraded frame, any frames."""
-    degraded = [i for i, f in enumerate(frames) if f.get("degradations")] or list(
-        range(len(frames))
-    )
-    differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
-
-    def spread(ids: list[int], k: int) -> list[int]:
-        if k <= 0 or not ids:
-            return []
-        return sorted({ids[int(round(j))] for j in np.linspace(0, len(ids) - 1, min(k, len(ids)))})
-
-    picks = spread(differ, num)
-    picks += spread([i for i in degraded if i not in picks], num - len(picks))
-    return sorted(picks)
-
-
 def render_comparison(
     models: dict[str, tuple[str, str, Path]],
     out_dir: Path,
     device: str = "cpu",
     opts: Sequence[str] = (),
-    num_stills: int = 3,
 ) -> list[Path]:
     """``models``: key -> (label, config file, weights); the first is drawn left, the second right."""
     (left_label, left_cfg, left_w), (right_label, right_cfg, right_w) = list(models.values())[:2]
@@ -139,14 +123,48 @@ def render_comparison(
     finally:
         writer.release()
 
-    picks = pick_stills(frames, left, right, num_stills)
-    degraded = [i for i, f in enumerate(frames) if f.get("degradations")]
-    differ = [i for i in degraded if _classes(left[i]) != _classes(right[i])]
-    print(
-        f"stills: video {frames[0]['video_id']}, {len(degraded)} degraded frames, the models' classes differ on "
-        f"{len(differ)} of them {differ}; showing frames {[frames[i]['frame_id'] for i in picks]}",
-        flush=True,
+    return [video_path]
+
+
+def render_outcome_figure(
+    dataset_name: str,
+    detections: Sequence[tuple[str, Path]],
+    out_path: Path,
+    num_stills_each: int = 2,
+) -> tuple[Path, dict]:
+    """The outcome figure of two models (``detections``: (label, saved vid_detections.json)
+    each, the single-frame model first) on every frame of ``dataset_name`` (registered); writes
+    ``out_path`` (PNG) and ``<out_path stem>.json`` (counts and stills). No inference."""
+    records = sorted(
+        DatasetCatalog.get(dataset_name), key=lambda d: (str(d["video_id"]), d["frame_id"])
     )
-    still_path = out_dir / "degraded_frames.png"
-    cv2.imwrite(str(still_path), np.vstack([panels[i] for i in picks]))
-    return [video_path, still_path]
+    gt = {g["image_id"]: g for g in gt_frames_from_dicts(records, dataset_name)}
+    preds = []
+    for _, path in detections:
+        preds.append({p["image_id"]: p for p in load_saved_detections(str(path), dataset_name)})
+    frames = [
+        VideoFrame(
+            d,
+            gt[d["image_id"]]["boxes"],
+            gt[d["image_id"]]["classes"],
+            [
+                (p[d["image_id"]]["boxes"], p[d["image_id"]]["scores"], p[d["image_id"]]["classes"])
+                for p in preds
+            ],
+        )
+        for d in records
+    ]
+    labels = [label for label, _ in detections]
+    class_names = MetadataCatalog.get(dataset_name).thing_classes
+    figure, info = draw_demo_figure(
+        frames, labels, class_names, score_thresh=SCORE_THRESHOLD, num_stills_each=num_stills_each
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.stem + ".tmp" + out_path.suffix)
+    if not cv2.imwrite(str(tmp), figure):
+        raise OSError(f"could not write {tmp}")
+    os.replace(tmp, out_path)
+    with open(out_path.with_suffix(".json"), "w") as f:
+        json.dump(info, f, indent=2)
+    print(f"figure: {json.dumps(info['counts'])}; stills {info['stills']}", flush=True)
+    return out_path, info

@@ -12,10 +12,14 @@
 4. evaluates both, plus the SELSA model in the "key frame only" setting (same weights, no
    reference frames: ``MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY``), and prints the comparison and
    the gain from references (overall / degraded / clean);
-5. renders an annotated video and a still of the frames where the two models disagree.
+5. scores both models' saved detections again after Seq-NMS (no inference: the "+ Seq-NMS" rows);
+6. renders an annotated video and the outcome figure (demo_figure.png, see docs/demo.md).
 
-Every step goes through ``train_net.py``; an interrupted run resumes and finished steps are
-reused. Runs on the CPU by default and downloads nothing.
+Every step goes through ``train_net.py``; an interrupted run resumes, and a finished step is
+reused only when it is complete and its ``step.json`` records the same inputs (config, options,
+seed, dataset files, the digest of the checkpoint it starts from); a step of another run in
+``--out`` is refused with a message naming what differs. Runs on the CPU by default and
+downloads nothing.
 """
 
 import argparse
@@ -32,6 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SINGLE_FRAME_CONFIG = "configs/synthetic/faster_rcnn_tiny.yaml"
 SELSA_CONFIG = "configs/synthetic/selsa_tiny.yaml"
+# --fpn: the same comparison on Detectron2's FPN detector (single-frame config, SELSA config)
+FPN_CONFIGS = (
+    "configs/synthetic/faster_rcnn_fpn_tiny.yaml",
+    "configs/synthetic/selsa_fpn_tiny.yaml",
+)
 # The dataset names the synthetic configs use; train_net.py registers them under
 # $DETECTRON2_DATASETS/synthetic_vid (selsa_d2/data/datasets.py).
 DATASET_DIRNAME = "synthetic_vid"
@@ -44,6 +53,13 @@ MODELS = (
     ("faster_rcnn", "Faster R-CNN (single frame)"),
     ("selsa", "SELSA"),
     ("selsa_key_frame_only", "SELSA, key frame only"),
+    ("faster_rcnn_seq_nms", "single frame + Seq-NMS"),
+    ("selsa_seq_nms", "SELSA + Seq-NMS"),
+)
+# (key, evaluated model, config): Seq-NMS rows, from that model's saved detections (no inference)
+SEQ_NMS_ROWS = (
+    ("faster_rcnn_seq_nms", "faster_rcnn", SINGLE_FRAME_CONFIG),
+    ("selsa_seq_nms", "selsa", SELSA_CONFIG),
 )
 TABLE_COLUMNS = (
     # (header, results section, key)
@@ -112,6 +128,18 @@ def _run(cmd, env, log: Path | None = None) -> None:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd, output=f"see {log}")
+
+
+class StepError(RuntimeError):
+    """A step that cannot run or be reused; the message is one line naming the folder and why."""
+
+
+def _step_lib():
+    """The package's step bookkeeping (imported late: it imports torch via the package)."""
+    from selsa_d2 import step_record
+    from selsa_d2.checkpoint.integrity import checkpoint_problem
+
+    return step_record, checkpoint_problem
 
 
 # ------------------------------------------------------------------------------------- dataset
@@ -219,6 +247,7 @@ class Comparison:
     opts: Sequence[str] = ()
     log: Path | None = None  # None: train_net.py output goes to the console
     coco_vid: CocoVidPair | None = None
+    configs: tuple[str, str] = (SINGLE_FRAME_CONFIG, SELSA_CONFIG)  # (single frame, SELSA)
 
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.coco_vid is None):
@@ -244,6 +273,21 @@ class Comparison:
         """The evaluated dataset's registered name."""
         return JSON_VAL_NAME if self.coco_vid is not None else f"{DATASET_DIRNAME}_val"
 
+    def dataset_identity(self) -> dict:
+        """The dataset as a step's input: its paths and the digests of its class, list and json
+        files (a changed or other dataset makes earlier steps not reusable)."""
+        step_record, _ = _step_lib()
+        if self.coco_vid is not None:
+            files = [self.coco_vid.train_json, self.coco_vid.val_json]
+        else:
+            lists = self.dataset_dir / "Lists"
+            files = [
+                self.dataset_dir / "classes.txt",
+                lists / "VID_train_15frames.txt",
+                lists / "VID_val_videos.txt",
+            ]
+        return {"record": self.dataset_record(), "files": step_record.files_digest(files)}
+
     def dataset_record(self):
         """What summary.json records as the dataset."""
         if self.coco_vid is not None:
@@ -255,87 +299,132 @@ class Comparison:
 
 def train(c: Comparison, key: str, config: str, iters: int, init: Path | None) -> Path:
     """Train (or resume) one stage into ``c.out_dir/key``; return its final checkpoint."""
+    step_record, checkpoint_problem = _step_lib()
     model_dir = c.out_dir / key
     final = model_dir / "model_final.pth"
-    if final.exists():
-        print(f"{final} exists: reusing it (delete it to retrain)", flush=True)
-        return final
     weights = ["MODEL.WEIGHTS", init] + list(CONTINUATION_OPTS) if init is not None else []
     # DATASETS.TEST () skips DefaultTrainer's evaluation after training: evaluate() does it.
-    _run(
-        [
-            sys.executable,
-            "train_net.py",
-            "--config-file",
-            config,
-            "--resume",
-            "OUTPUT_DIR",
-            model_dir,
-        ]
-        + c.common_opts()
-        + schedule_opts(iters)
-        + weights
-        + ["DATASETS.TEST", "()"],
-        c.env(),
-        c.log,
+    opts = c.common_opts() + schedule_opts(iters) + weights + ["DATASETS.TEST", "()"]
+    identity = {
+        "step": "train",
+        "config": config,
+        "opts": [str(o) for o in opts],
+        "dataset": c.dataset_identity(),
+        "init_checkpoint": step_record.file_digest(str(init)) if init is not None else None,
+    }
+    differs = step_record.compare(step_record.read_record(str(model_dir)), identity)
+    started = model_dir.is_dir() and any(
+        p.name == "last_checkpoint" or p.suffix == ".pth" for p in model_dir.iterdir()
     )
+    if started and differs:
+        raise StepError(
+            f"{model_dir} holds a training step {differs}; delete the folder {model_dir} to "
+            "train this step again, or give another --out"
+        )
+    if not differs and checkpoint_problem(str(final)) is None:
+        print(f"{final}: complete, made by the same inputs: reusing it", flush=True)
+        return final
+    step_record.write_record(str(model_dir), identity)
+    # --resume continues an interrupted step (and completes a model_final.pth a kill cut short)
+    cmd = [sys.executable, "train_net.py", "--config-file", config, "--resume"]
+    _run(cmd + ["OUTPUT_DIR", model_dir] + opts, c.env(), c.log)
+    problem = checkpoint_problem(str(final))
+    if problem:
+        raise StepError(f"training step {key}: {final} {problem} after train_net.py finished")
     return final
 
 
 def evaluate(c: Comparison, key: str, config: str, weights: Path, extra: Sequence = ()) -> dict:
     """``train_net.py --eval-only`` into ``c.out_dir/key/inference``; reuses a finished result."""
+    step_record, _ = _step_lib()
     eval_dir = c.out_dir / key
     results = eval_dir / "inference" / "results.json"
-    if not results.exists():
-        _run(
-            [
-                sys.executable,
-                "train_net.py",
-                "--config-file",
-                config,
-                "--eval-only",
-                "OUTPUT_DIR",
-                eval_dir,
-                "MODEL.WEIGHTS",
-                weights,
-            ]
-            + c.common_opts()
-            + list(extra),
-            c.env(),
-            c.log,
-        )
-    with open(results) as f:
-        return json.load(f)
+    opts = c.common_opts() + list(extra)
+    identity = {
+        "step": "evaluate",
+        "config": config,
+        "opts": [str(o) for o in opts],
+        "dataset": c.dataset_identity(),
+        "weights": step_record.file_digest(str(weights)),
+    }
+    record_dir = str(eval_dir / "inference")
+    if results.exists() and not step_record.compare(step_record.read_record(record_dir), identity):
+        print(f"{results}: made by the same inputs: reusing it", flush=True)
+    else:  # missing, or of other weights / options: evaluate (again)
+        results.unlink(missing_ok=True)  # a failed rerun must not leave the old result behind
+        step_record.write_record(record_dir, identity)
+        cmd = [sys.executable, "train_net.py", "--config-file", config, "--eval-only"]
+        _run(cmd + ["OUTPUT_DIR", eval_dir, "MODEL.WEIGHTS", weights] + opts, c.env(), c.log)
+    try:
+        with open(results) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise StepError(f"evaluation step {key}: cannot read {results} ({e})") from None
+
+
+def rescore_with_seq_nms(c: Comparison, key: str, source: str, config: str) -> dict:
+    """``tools/rescore_detections.py --seq-nms`` on ``source``'s saved detections (post-NMS,
+    capped: see docs/demo.md) into ``c.out_dir/key``; reuses a finished result."""
+    step_record, _ = _step_lib()
+    out = c.out_dir / key
+    metrics = out / "vid_metrics.json"
+    detections = c.out_dir / source / "inference" / "vid_detections.json"
+    identity = {
+        "step": "rescore_seq_nms",
+        "config": config,
+        "opts": [str(o) for o in c.common_opts()],
+        "dataset": c.dataset_identity(),
+        "detections": step_record.file_digest(str(detections)),
+    }
+    if metrics.exists() and not step_record.compare(step_record.read_record(str(out)), identity):
+        print(f"{metrics}: made by the same inputs: reusing it", flush=True)
+    else:  # missing, or of other detections / options: score again
+        metrics.unlink(missing_ok=True)  # a failed rerun must not leave the old result behind
+        step_record.write_record(str(out), identity)
+        cmd = [sys.executable, "tools/rescore_detections.py", "--config-file", config]
+        cmd += ["--detections", detections, "--seq-nms", "--output-dir", out]
+        _run(cmd + c.common_opts(), c.env(), c.log)
+    try:
+        with open(metrics) as f:
+            data = json.load(f)
+        return {"vid": data["vid"], "bbox": data["bbox"]}
+    except (OSError, ValueError, KeyError) as e:
+        raise StepError(f"Seq-NMS step {key}: cannot read {metrics} ({e})") from None
 
 
 def run_comparison(c: Comparison, progress=banner) -> dict:
     """Shared single-frame stage, both continuations, three evaluations; returns the summary dict."""
     b = c.budget
+    single_frame_config, selsa_config = c.configs
     progress(
-        f"shared start: single-frame detector, {b.shared_iters} iterations ({SINGLE_FRAME_CONFIG})"
+        f"shared start: single-frame detector, {b.shared_iters} iterations ({single_frame_config})"
     )
-    shared = train(c, "shared_start", SINGLE_FRAME_CONFIG, b.shared_iters, None)
+    shared = train(c, "shared_start", single_frame_config, b.shared_iters, None)
     progress(f"continuation 1/2: single-frame detector, {b.continue_iters} more iterations")
-    single = train(c, "faster_rcnn", SINGLE_FRAME_CONFIG, b.continue_iters, shared)
+    single = train(c, "faster_rcnn", single_frame_config, b.continue_iters, shared)
     progress(
-        f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({SELSA_CONFIG})"
+        f"continuation 2/2: SELSA from the same checkpoint, {b.continue_iters} iterations ({selsa_config})"
     )
-    selsa = train(c, "selsa", SELSA_CONFIG, b.continue_iters, shared)
+    selsa = train(c, "selsa", selsa_config, b.continue_iters, shared)
     results = {}
     progress("evaluation 1/3: single-frame detector")
-    results["faster_rcnn"] = evaluate(c, "faster_rcnn", SINGLE_FRAME_CONFIG, single)
+    results["faster_rcnn"] = evaluate(c, "faster_rcnn", single_frame_config, single)
     progress("evaluation 2/3: SELSA")
-    results["selsa"] = evaluate(c, "selsa", SELSA_CONFIG, selsa)
+    results["selsa"] = evaluate(c, "selsa", selsa_config, selsa)
     progress(
         "evaluation 3/3: SELSA, key frame only (same weights, MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY True)"
     )
     results["selsa_key_frame_only"] = evaluate(
         c,
         "selsa_key_frame_only",
-        SELSA_CONFIG,
+        selsa_config,
         selsa,
         ["MODEL.SELSA.INFERENCE.KEY_FRAME_ONLY", True],
     )
+    progress("Seq-NMS (TEST.VID.SEQ_NMS) on both models' saved detections, no inference")
+    configs = {SINGLE_FRAME_CONFIG: single_frame_config, SELSA_CONFIG: selsa_config}  # --fpn
+    for key, source, config in SEQ_NMS_ROWS:
+        results[key] = rescore_with_seq_nms(c, key, source, configs[config])
     return summarize(results, c)
 
 
@@ -366,7 +455,14 @@ def gains(results: dict) -> dict:
 def summarize(results: dict, c: Comparison | None = None) -> dict:
     summary = {"models": results, **gains(results)}
     if c is not None:
-        summary["run"] = {"seed": c.seed, "dataset": c.dataset_record(), **asdict(c.budget)}
+        summary["run"] = {
+            "seed": c.seed,
+            "dataset": c.dataset_record(),
+            "configs": list(c.configs),
+            **asdict(c.budget),
+            # results depend on the thread count (floating-point sums): recorded for comparisons
+            "threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cores)"),
+        }
     return summary
 
 
@@ -447,9 +543,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--continue-iters", type=int, default=Budget.continue_iters)
     parser.add_argument("--no-render", action="store_true", help="skip the video and still")
     parser.add_argument(
+        "--fpn",
+        action="store_true",
+        help=f"compare on Detectron2's FPN detector ({' and '.join(FPN_CONFIGS)})",
+    )
+    parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="extra config options for every step (KEY VALUE ...)"
     )
     args = parser.parse_args(argv)
+    for flag, value in (
+        ("--shared-iters", args.shared_iters),
+        ("--continue-iters", args.continue_iters),
+    ):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1 (got {value})")
+    out = (REPO / args.out).resolve()
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
     json_flags = {
         "--train-json": args.train_json,
         "--val-json": args.val_json,
@@ -473,6 +583,8 @@ def comparison_from_args(args: argparse.Namespace) -> Comparison:
     synthetic one under ``--data-root``, not generated here)."""
     budget = Budget(args.shared_iters, args.continue_iters)
     kwargs = dict(seed=args.seed, device=args.device, opts=args.opts)
+    if args.fpn:
+        kwargs["configs"] = FPN_CONFIGS
     out_dir = (REPO / args.out).resolve()
     absolute = lambda p: Path(p).expanduser().resolve()  # noqa: E731  (steps run in the repository)
     if args.train_json is not None:
@@ -497,49 +609,70 @@ def main(argv=None) -> int:
             if c.coco_vid is not None:
                 p = c.coco_vid
                 banner(
-                    f"1/8 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
+                    f"1/9 dataset: COCO-VID {p.train_json} (train), {p.val_json} (val), images {p.image_root} "
                     f"({p.num_classes()} classes)"
                 )
             else:
-                banner(f"1/8 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
+                banner(f"1/9 dataset: {c.dataset_dir} ({count_classes(c.dataset_dir)} classes)")
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"run_demo.py: error: {e}") from None
     else:
-        banner("1/8 synthetic video dataset")
+        banner("1/9 synthetic video dataset")
         from selsa_d2 import synthetic  # (imports torch/detectron2: keep start-up fast)
 
         synthetic.generate(c.dataset_dir, **synthetic.VARIANTS["demo"])
 
     steps = itertools.count(2)
-    summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/8 {text}"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary = run_comparison(c, progress=lambda text: banner(f"{next(steps)}/9 {text}"))
+    except (StepError, OSError, ValueError) as e:
+        raise SystemExit(f"run_demo.py: error: {e}") from None
+    except subprocess.CalledProcessError as e:
+        where = f" ({e.output})" if e.output else " (its error is printed above)"
+        raise SystemExit(
+            f"run_demo.py: error: {' '.join(e.cmd[:4])} ... failed with exit status "
+            f"{e.returncode}{where}"
+        ) from None
     table, gain_table = format_table(summary["models"]), format_gains(summary)
-    with open(out_dir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(out_dir / "summary.md", "w") as f:
-        f.write(table + "\n\n" + gain_table + "\n")
+    from selsa_d2.file_io import atomic_write_text  # noqa: E402  (imports torch: only here)
+
+    atomic_write_text(str(out_dir / "summary.json"), json.dumps(summary, indent=2))
+    atomic_write_text(str(out_dir / "summary.md"), table + "\n\n" + gain_table + "\n")
 
     renders = []
     if not args.no_render:
-        banner("8/8 rendering single-frame vs SELSA on a validation video")
+        banner("9/9 rendering single-frame vs SELSA: a validation video and the outcome figure")
         if c.dataset_dir is not None:
             os.environ["DETECTRON2_DATASETS"] = c.env()["DETECTRON2_DATASETS"]
-        from render_demo import render_comparison  # sibling script; imports torch
+        from render_demo import (  # sibling script; imports torch
+            render_comparison,
+            render_outcome_figure,
+        )
 
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
             {
                 "faster_rcnn": (
                     "Faster R-CNN (single frame)",
-                    SINGLE_FRAME_CONFIG,
+                    c.configs[0],
                     out_dir / "faster_rcnn" / "model_final.pth",
                 ),
-                "selsa": ("SELSA", SELSA_CONFIG, out_dir / "selsa" / "model_final.pth"),
+                "selsa": ("SELSA", c.configs[1], out_dir / "selsa" / "model_final.pth"),
             },
             out_dir,
             device=args.device,
             opts=opts,
         )
+        figure, _ = render_outcome_figure(
+            c.val_dataset(),
+            [
+                (label, out_dir / key / "inference" / "vid_detections.json")
+                for key, label in (("faster_rcnn", "single frame"), ("selsa", "SELSA"))
+            ],
+            out_dir / "demo_figure.png",
+        )
+        renders.append(figure)
 
     banner(
         f"Results on {c.val_dataset()} (AP in %, ImageNet VID protocol; bbox/AP50 is COCO-style) "

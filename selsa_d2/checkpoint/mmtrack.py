@@ -23,14 +23,13 @@ Layout differences handled here:
 """
 
 import logging
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
-from detectron2.utils.file_io import PathManager
 
+from ..file_io import AtomicPathManager, check_output_file
 from .loading import read_checkpoint_file
 
 logger = logging.getLogger(__name__)
@@ -511,17 +510,7 @@ def load_mmtrack_state_dict(path: str) -> tuple["OrderedDict[str, torch.Tensor]"
 
 
 def _check_output_path(in_path: str, out_path: str) -> None:
-    if "://" in out_path:
-        return
-    folder = os.path.dirname(os.path.abspath(out_path))
-    if os.path.isdir(out_path):
-        raise ValueError(f"output {out_path} is a directory; give the checkpoint file to write")
-    if not os.path.isdir(folder):
-        raise ValueError(f"output folder {folder} does not exist (create it first)")
-    if os.path.exists(out_path) and os.path.exists(in_path) and os.path.samefile(in_path, out_path):
-        raise ValueError(
-            f"output {out_path} is the input checkpoint {in_path}; it would be overwritten"
-        )
+    check_output_file(out_path, [("the input checkpoint", in_path)])
 
 
 def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> dict[str, int]:
@@ -548,7 +537,7 @@ def convert_mmtrack_checkpoint(in_path: str, out_path: str, cfg=None) -> dict[st
     if classes is not None:
         out["mmtrack_classes"] = list(classes)
         logger.info("Checkpoint classes (model output order): %s", list(classes))
-    with PathManager.open(out_path, "wb") as f:
+    with AtomicPathManager().open(out_path, "wb") as f:  # no half-written file on an error
         torch.save(out, f)
     logger.info(
         "Converted %s (R-%d, %dx%dd, %d classes) -> %s: %s",

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from detectron2.utils.file_io import PathManager
 
+from ..file_io import AtomicPathManager, check_output_file
+from .loading import read_checkpoint_file
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["convert_torchvision_state_dict", "convert_torchvision_checkpoint"]
@@ -75,8 +78,9 @@ def convert_torchvision_checkpoint(in_path: str, out_path: str) -> dict[str, int
     """Read a torchvision ``.pth`` (bare state dict, or under "state_dict"/"model"), write a d2 ``.pkl``."""
     if not PathManager.exists(in_path):
         raise FileNotFoundError(f"torchvision checkpoint not found: {in_path}")
-    with PathManager.open(in_path, "rb") as f:
-        obj = torch.load(f, map_location="cpu")
+    check_output_file(out_path, [("the input checkpoint", in_path)])
+    # a folder, an empty or truncated file: one-line WeightsError (a ValueError) naming it
+    obj = read_checkpoint_file(in_path, "torchvision checkpoint")
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -89,7 +93,7 @@ def convert_torchvision_checkpoint(in_path: str, out_path: str) -> dict[str, int
     except KeyError as e:
         raise KeyError(f"{in_path}: {e.args[0]}") from None
     res = {"model": model, "__author__": "torchvision", "matching_heuristics": True}
-    with PathManager.open(out_path, "wb") as f:
+    with AtomicPathManager().open(out_path, "wb") as f:  # no half-written file on an error
         pickle.dump(res, f)
     logger.info(
         "Converted %s -> %s: %s",

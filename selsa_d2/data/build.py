@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from detectron2.config import configurable
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.samplers import RepeatFactorTrainingSampler
@@ -107,21 +108,26 @@ def build_video_train_loader(cfg, mapper=None):
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
 
-def build_video_test_loader(cfg, dataset_name: str, mapper=None):
+def _test_loader_from_config(cfg, dataset_name: str, mapper=None):
+    return {
+        "dataset_name": dataset_name,
+        "mapper": VideoDatasetMapper(cfg, is_train=False) if mapper is None else mapper,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_test_loader_from_config)
+def build_video_test_loader(dataset_name: str, *, mapper, num_workers: int = 0):
     """Test loader over every frame of ``dataset_name``: batch size 1, sorted by
-    ``(video_id, frame_id)``, each process getting whole videos (:class:`VideoInferenceSampler`),
-    ``DATALOADER.NUM_WORKERS`` workers."""
+    ``(video_id, frame_id)``, each process getting whole videos (:class:`VideoInferenceSampler`).
+
+    Called as ``build_video_test_loader(cfg, dataset_name, mapper=None)`` (``DATALOADER.NUM_WORKERS``
+    workers, the config's ``VideoDatasetMapper``) or with explicit arguments (LazyConfig)."""
     dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
     dataset = sorted(dataset, key=lambda d: (d["video_id"], d["frame_id"]))
-    if mapper is None:
-        mapper = VideoDatasetMapper(cfg, is_train=False)
     sampler = VideoInferenceSampler([d["video_id"] for d in dataset])
     return build_detection_test_loader(
-        dataset,
-        mapper=mapper,
-        sampler=sampler,
-        batch_size=1,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        dataset, mapper=mapper, sampler=sampler, batch_size=1, num_workers=num_workers
     )
 
 

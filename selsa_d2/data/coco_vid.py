@@ -26,7 +26,15 @@ from collections.abc import Sequence
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .reader_utils import ClassMatcher, ReadStats, local_abspath, sanitize_box
+from ..file_io import AtomicPathManager
+from .reader_utils import (
+    ClassMatcher,
+    ReadStats,
+    local_abspath,
+    read_flag,
+    read_string_list,
+    sanitize_box,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +106,20 @@ def _categories(data: dict) -> tuple[list[str], list[str]]:
 def read_coco_vid_categories(json_file: str) -> tuple[list[str], list[str]]:
     """``(names, ids)`` of a json's categories ordered by category id (ids: ``encode_name`` or name)."""
     return _categories(_load_json(json_file))
+
+
+def read_coco_vid_category_ids(
+    json_file: str, class_names: Sequence[str], wnids: Sequence[str]
+) -> dict[int, int] | None:
+    """``{json category id: contiguous class index}`` for the classes ``(class_names, wnids)``
+    (matched as :func:`load_coco_vid_frames` does), or None unless every class has exactly one
+    category: Detectron2's ``thing_dataset_id_to_contiguous_id``, so that outputs carry the json's
+    own (possibly non-contiguous) ids."""
+    cat_map = _category_map(_load_json(json_file), class_names, wnids)
+    mapping = {int(k): v for k, v in cat_map.items() if v is not None}
+    if sorted(mapping.values()) != list(range(len(class_names))):
+        return None
+    return mapping
 
 
 def _instance_id(ann: dict, default: int, where: str) -> int:
@@ -235,9 +257,9 @@ def load_coco_vid_frames(
                         "bbox_mode": BoxMode.XYXY_ABS,
                         "category_id": cls,
                         "instance_id": _instance_id(ann, len(annotations), where),
-                        "occluded": bool(ann.get("occluded", False)),
-                        "generated": bool(ann.get("generated", False)),
-                        "iscrowd": int(bool(ann.get("iscrowd", 0))),
+                        "occluded": read_flag(ann.get("occluded"), False, "occluded", where),
+                        "generated": read_flag(ann.get("generated"), False, "generated", where),
+                        "iscrowd": int(read_flag(ann.get("iscrowd"), False, "iscrowd", where)),
                     }
                 )
             if not annotations:
@@ -260,10 +282,13 @@ def load_coco_vid_frames(
                     ),
                     "dataset_name": dataset_name,
                     "annotations": annotations,
-                    "degradations": list(img.get("degradations", [])),
+                    "degradations": read_string_list(
+                        img.get("degradations"), "degradations", f"{json_file} (image {img['id']})"
+                    ),
                 }
             )
-            if img.get("is_vid_train_frame", False):
+            flag = img.get("is_vid_train_frame")
+            if read_flag(flag, False, "is_vid_train_frame", f"{json_file} (image {img['id']})"):
                 flagged.append((video_id, fid))
     stats.log(dataset_name or json_file, len(class_names))
     logger.info(
@@ -401,7 +426,7 @@ def write_coco_vid_json(frames: Sequence[dict], json_file: str, **kwargs) -> dic
         if "://" not in json_file
         else os.path.dirname(json_file)
     )
-    with PathManager.open(json_file, "w") as f:
+    with AtomicPathManager().open(json_file, "w") as f:  # never a half-written json
         json.dump(data, f)
     logger.info(
         "Wrote %d images, %d annotations to %s",

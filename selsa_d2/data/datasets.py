@@ -24,7 +24,12 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.file_io import PathManager
 
 from .classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, check_class_list, read_classes_file
-from .coco_vid import load_coco_vid_frames, read_coco_vid_categories, select_key_frames
+from .coco_vid import (
+    load_coco_vid_frames,
+    read_coco_vid_categories,
+    read_coco_vid_category_ids,
+    select_key_frames,
+)
 from .frame_index import get_frame_index, register_frame_index, unregister_frame_index
 from .ilsvrc import default_list_file, load_ilsvrc_det, load_ilsvrc_vid_frames
 from .reader_utils import local_abspath
@@ -40,6 +45,9 @@ __all__ = [
 ]
 
 _CLASS_SOURCES: dict[str, Callable[[], tuple[list[str], list[str]]]] = {}
+# json datasets: name -> reads {json category id: contiguous index} (None: no such mapping)
+_ID_MAP_SOURCES: dict[str, Callable[[], dict[int, int] | None]] = {}
+ID_MAP_KEY = "thing_dataset_id_to_contiguous_id"
 
 
 class _ClassSpec:
@@ -62,6 +70,12 @@ class VidMetadata(Metadata):
     """Metadata whose ``thing_classes``/``wnids`` are read from the dataset's files on first access."""
 
     def __getattr__(self, key):
+        if key == ID_MAP_KEY and key not in self.__dict__:
+            source = _ID_MAP_SOURCES.get(self.__dict__.get("name"))
+            mapping = source() if source is not None else None
+            if mapping is not None:
+                self.__dict__[key] = mapping
+                return mapping
         if key in ("thing_classes", "wnids"):
             source = _CLASS_SOURCES.get(self.__dict__.get("name"))
             if source is not None:
@@ -120,6 +134,18 @@ def _resolve_classes(
         IMAGENET_VID_CLASSES,
         IMAGENET_VID_WNIDS,
     )
+
+
+def _cached(fn):
+    """``fn`` called once, its result kept."""
+    box = []
+
+    def call():
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return call
 
 
 def _require_file(dataset: str, what: str, path: str, hint: str) -> None:
@@ -205,7 +231,16 @@ def register_vid_dataset(
             return frames, (flagged if key_frames_only else None)
 
         source = json_file
+
+        def id_map():
+            if not PathManager.exists(json_file):
+                return None
+            names, ids = classes()
+            return read_coco_vid_category_ids(json_file, names, ids)
+
+        _ID_MAP_SOURCES[name] = _cached(id_map)
     else:
+        _ID_MAP_SOURCES.pop(name, None)
         split = split or ("train" if layout == "det" else None)
         if split is None:
             raise ValueError(
@@ -257,6 +292,7 @@ def unregister_vid_dataset(name: str) -> None:
         MetadataCatalog.remove(name)
     unregister_frame_index(name)
     _CLASS_SOURCES.pop(name, None)
+    _ID_MAP_SOURCES.pop(name, None)
 
 
 def register_datasets_from_config(cfg) -> list[str]:

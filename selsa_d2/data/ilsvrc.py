@@ -40,7 +40,14 @@ from collections.abc import Sequence
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-from .reader_utils import ClassMatcher, ReadStats, local_abspath, read_text_lines, sanitize_box
+from .reader_utils import (
+    ClassMatcher,
+    ReadStats,
+    local_abspath,
+    read_flag,
+    read_text_lines,
+    sanitize_box,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +148,8 @@ def parse_ilsvrc_xml(
                 "bbox_mode": BoxMode.XYXY_ABS,
                 "category_id": cls,
                 "instance_id": instance_id,
-                "occluded": _text(obj, "occluded") == "1",
-                "generated": _text(obj, "generated") == "1",
+                "occluded": read_flag(_text(obj, "occluded"), False, "<occluded>", xml_file),
+                "generated": read_flag(_text(obj, "generated"), False, "<generated>", xml_file),
                 "iscrowd": 0,
             }
         )

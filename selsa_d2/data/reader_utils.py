@@ -107,6 +107,35 @@ class ReadStats:
             )
 
 
+_FLAG_WORDS = {"0": False, "1": True, "false": False, "true": True}
+
+
+def read_flag(value, default: bool, field: str, where: str) -> bool:
+    """An annotation's yes/no field (``is_vid_train_frame``, ``occluded``, ``iscrowd``, ...):
+    a boolean, 0 / 1, or the strings "0" / "1" / "true" / "false"; None: ``default``. Anything
+    else (e.g. "no", 2) is a ``ValueError`` naming ``where`` and the field: ``bool("false")`` is
+    True, which would silently flip the flag. None or an empty string: ``default``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise ValueError(f"{where}: {field} must be true / false (or 1 / 0), got {value!r}")
+
+
+def read_string_list(value, field: str, where: str) -> list[str]:
+    """A list-of-names field (e.g. ``degradations``); None: empty. A single string or any other
+    type is a ``ValueError`` naming ``where`` (``list("blur")`` would be four names)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: {field} must be a list of strings, got {value!r:.80}")
+    return list(value)
+
+
 def sanitize_box(
     raw: Sequence, width: int, height: int, where: str, stats: ReadStats
 ) -> list[float] | None:

@@ -17,6 +17,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.logger import log_first_n
 
 from .frame_index import get_frame_index
+from .image_io import read_frame
 from .sampling import TRAIN_METHODS, TestReferenceSampler, sample_train_refs
 from .transforms import build_video_augmentation
 
@@ -128,7 +129,7 @@ class VideoDatasetMapper:
         """HWC uint8 image of ``frame`` in ``self.image_format``; clear errors naming the file."""
         file_name = frame["file_name"]
         try:
-            image = utils.read_image(file_name, format=self.image_format)
+            image = read_frame(file_name, format=self.image_format)  # 16-bit frames scaled
         except FileNotFoundError as e:
             raise FileNotFoundError(f"Frame file not found: {file_name} ({_where(frame)})") from e
         except Exception as e:  # PIL.UnidentifiedImageError, truncated files, ...

@@ -39,7 +39,12 @@ def analyze_attention(cfg, dataset_name: str) -> dict[str, np.ndarray]:
     is degraded: ``{"clean key frame" | "degraded key frame": [mass per kind..., uniform share
     per kind...]}`` (the model of ``cfg``, weights ``MODEL.WEIGHTS``, test-time references)."""
     model = build_model(cfg)
-    load_inference_weights(model, cfg.MODEL.WEIGHTS, allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS)
+    load_inference_weights(
+        model,
+        cfg.MODEL.WEIGHTS,
+        allow_missing=cfg.TEST.ALLOW_MISSING_WEIGHTS,
+        allow_unused=cfg.TEST.ALLOW_UNUSED_WEIGHTS,
+    )
     model.eval()
     aggregator = model.roi_heads.box_head.aggregators[0]
     sampler = TestReferenceSampler.from_config(cfg)

@@ -16,13 +16,15 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import BoxMode
+from detectron2.structures import BoxMode, Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from ..file_io import atomic_open
+from ..postprocessing.video import SeqNMSSettings, seq_nms_instances
 from . import vid_metrics
 
 __all__ = ["VIDEvaluator", "merge_predictions", "gt_frames_from_dicts", "coco_category_ids"]
@@ -90,6 +92,19 @@ def coco_category_ids(metadata) -> list[int]:
     return list(range(1, num_classes + 1))
 
 
+def _prediction(inp: dict, instances: Instances) -> dict:
+    """One frame's detections as the evaluator keeps them (numpy, CPU)."""
+    inst = instances.to("cpu")
+    return {
+        "image_id": inp["image_id"],
+        "video_id": inp.get("video_id", -1),
+        "frame_id": inp.get("frame_id", -1),
+        "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
+        "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
+        "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
+    }
+
+
 def _nan_to_none(obj):
     if isinstance(obj, dict):
         return {k: _nan_to_none(v) for k, v in obj.items()}
@@ -127,6 +142,7 @@ class VIDEvaluator(DatasetEvaluator):
         distributed: bool = True,
         motion_iou_range: int = 10,
         box_convention: str = "devkit",
+        seq_nms: SeqNMSSettings | None = None,
     ):
         """
         Args:
@@ -136,8 +152,18 @@ class VIDEvaluator(DatasetEvaluator):
             motion_iou_range: frames on each side for the motion IoU of the speed groups.
             box_convention: ``"devkit"`` (pixel-inclusive, ``+1``) or ``"continuous"`` boxes for the
                 ``"vid"`` metrics; see :mod:`.vid_metrics`.
+            seq_nms: apply Seq-NMS per video (``TEST.VID.SEQ_NMS``): the model's outputs must
+                carry ``"candidates"`` (pre-NMS boxes, :class:`SelsaRCNN` with Seq-NMS enabled);
+                each video's frames must arrive together and in order, as the video test loader
+                gives them. None: evaluate ``"instances"`` as they are.
         """
         vid_metrics.pixel_offset(box_convention)  # unknown names fail here, before inference
+        if isinstance(motion_iou_range, bool) or not isinstance(motion_iou_range, int):
+            raise ValueError(f"motion_iou_range must be an integer, got {motion_iou_range!r}")
+        if motion_iou_range < 0:  # a negative range would make every speed group the same
+            raise ValueError(
+                f"motion_iou_range (TEST.VID.MOTION_IOU_RANGE) must be >= 0, got {motion_iou_range}"
+            )
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -149,7 +175,9 @@ class VIDEvaluator(DatasetEvaluator):
                 f"VIDEvaluator: dataset {dataset_name!r} has no thing_classes in its metadata"
             )
         self._class_names = list(self._metadata.thing_classes)
+        self._seq_nms = seq_nms
         self._predictions: list[dict] = []
+        self._video: list[tuple[dict, Instances]] = []  # Seq-NMS: the current video's candidates
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir=None, distributed: bool = True):
@@ -159,6 +187,7 @@ class VIDEvaluator(DatasetEvaluator):
             "distributed": distributed,
             "motion_iou_range": cfg.TEST.VID.MOTION_IOU_RANGE,
             "box_convention": cfg.TEST.VID.BOX_CONVENTION,
+            "seq_nms": SeqNMSSettings.from_config(cfg),
         }
 
     @property
@@ -168,28 +197,49 @@ class VIDEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._predictions = []
+        self._video = []
 
     def process(self, inputs, outputs):
         """
         Args:
             inputs: list of per-frame dicts with "image_id" (and "video_id", "frame_id").
             outputs: list of dicts with "instances" (Instances: pred_boxes [D,4] xyxy in the input's
-                original size, scores [D], pred_classes [D]).
+                original size, scores [D], pred_classes [D]); with Seq-NMS also "candidates"
+                (the same fields, before per-frame NMS).
         """
         for inp, out in zip(inputs, outputs):
-            inst = out["instances"].to("cpu")
-            self._predictions.append(
-                {
-                    "image_id": inp["image_id"],
-                    "video_id": inp.get("video_id", -1),
-                    "frame_id": inp.get("frame_id", -1),
-                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
-                    "scores": inst.scores.numpy().astype(np.float32).reshape(-1),
-                    "classes": inst.pred_classes.numpy().astype(np.int64).reshape(-1),
-                }
+            if self._seq_nms is None:
+                self._predictions.append(_prediction(inp, out["instances"]))
+                continue
+            if "candidates" not in out:
+                raise ValueError(
+                    "VIDEvaluator: TEST.VID.SEQ_NMS.ENABLED but the model's output has no "
+                    "'candidates' (pre-NMS boxes); Seq-NMS needs a SelsaRCNN model built with it "
+                    f"enabled (got the keys {sorted(out)})"
+                )
+            if self._video and self._video[-1][0]["video_id"] != inp.get("video_id"):
+                self._finish_video()
+            meta = {k: inp.get(k, -1) for k in ("image_id", "video_id", "frame_id")}
+            self._video.append((meta, out["candidates"].to("cpu")))
+            if "video_id" not in inp:  # a frame without a video is a one-frame video
+                self._finish_video()
+
+    def _finish_video(self):
+        """Seq-NMS over the buffered video, then per-frame NMS and cap."""
+        metas = [m for m, _ in self._video]
+        frame_ids = [m["frame_id"] for m in metas]
+        if frame_ids != sorted(frame_ids) or len(set(frame_ids)) != len(frame_ids):
+            raise ValueError(
+                f"VIDEvaluator: Seq-NMS needs the frames of video {metas[0]['video_id']} in "
+                f"increasing order, got frame ids {frame_ids[:10]}..."
             )
+        detections = seq_nms_instances([c for _, c in self._video], self._seq_nms)
+        self._predictions.extend(_prediction(m, d) for m, d in zip(metas, detections))
+        self._video = []
 
     def evaluate(self):
+        if self._video:
+            self._finish_video()
         if self._distributed:
             comm.synchronize()
             shards = comm.gather(self._predictions, dst=0)
@@ -223,30 +273,45 @@ class VIDEvaluator(DatasetEvaluator):
                     f"VIDEvaluator: image {p['image_id']} has predicted classes outside [0, {num_classes})"
                 )
         dets = {p["image_id"]: p for p in predictions}
-
-        vid = self._vid_metrics(gt_frames, dets, dataset_dicts)
         cat_ids = coco_category_ids(self._metadata)
         coco_results = self._coco_results(predictions, cat_ids)
+
+        if not any(len(f["boxes"]) for f in gt_frames):
+            # an unlabelled split (e.g. a test set): the detections are the result
+            where = (
+                f"; wrote the detections to {os.path.join(self._output_dir, 'vid_detections.json')}"
+                if self._output_dir
+                else ""
+            )
+            logger.warning(
+                f"VIDEvaluator: dataset {self._dataset_name!r} has no annotated objects, so no "
+                f"metrics can be computed{where}"
+            )
+            self._write(coco_results, {"note": "no annotated objects: no metrics"}, cat_ids)
+            return OrderedDict()
+
+        vid = self._vid_metrics(gt_frames, dets, dataset_dicts)
         bbox = self._coco_metrics(coco_results, cat_ids)
         results = OrderedDict([("vid", vid), ("bbox", bbox)])
-
-        if self._output_dir:
-            out_dir = self._output_dir
-            PathManager.mkdirs(out_dir)
-            path = os.path.join(out_dir, "vid_detections.json")
-            logger.info(f"Saving detections to {path}")
-            with PathManager.open(path, "w") as f:
-                json.dump(coco_results, f)
-            path = os.path.join(out_dir, "vid_metrics.json")
-            payload = _nan_to_none(copy.deepcopy(dict(results)))
-            payload["categories"] = [
-                {"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)
-            ]
-            payload["vid_box_convention"] = self._box_convention
-            with PathManager.open(path, "w") as f:
-                json.dump(payload, f, indent=2)
-            logger.info(f"Saved metrics to {path}")
+        self._write(coco_results, _nan_to_none(copy.deepcopy(dict(results))), cat_ids)
         return copy.deepcopy(results)
+
+    def _write(self, coco_results: list[dict], payload: dict, cat_ids: list[int]) -> None:
+        """``vid_detections.json`` and ``vid_metrics.json`` (atomically) into ``output_dir``."""
+        if not self._output_dir:
+            return
+        out_dir = self._output_dir
+        PathManager.mkdirs(out_dir)
+        path = os.path.join(out_dir, "vid_detections.json")
+        logger.info(f"Saving detections to {path}")
+        with atomic_open(path, "w") as f:
+            json.dump(coco_results, f)
+        path = os.path.join(out_dir, "vid_metrics.json")
+        payload["categories"] = [{"id": i, "name": n} for i, n in zip(cat_ids, self._class_names)]
+        payload["vid_box_convention"] = self._box_convention
+        with atomic_open(path, "w") as f:
+            json.dump(payload, f, indent=2)
+        logger.info(f"Saved metrics to {path}")
 
     def _vid_metrics(self, gt_frames, dets, dataset_dicts) -> dict[str, float]:
         num_classes = len(self._class_names)

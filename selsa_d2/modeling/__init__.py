@@ -1,7 +1,11 @@
 """SELSA model parts; importing registers them with Detectron2's registries."""
 
 from .aggregator import SelsaAggregator
-from .backbone import SelsaDC5Backbone, build_selsa_dc5_backbone
+from .backbone import (
+    SelsaDC5Backbone,
+    build_selsa_dc5_backbone,
+    build_selsa_resnet_fpn_backbone,
+)
 from .box_head import ReferenceMemory, SelsaBoxHead
 from .frame_features import FrameFeatures
 from .meta_arch import SelsaRCNN, eval_mode
@@ -20,6 +24,7 @@ __all__ = [
     "SelsaAggregator",
     "SelsaDC5Backbone",
     "build_selsa_dc5_backbone",
+    "build_selsa_resnet_fpn_backbone",
     "SelsaBoxHead",
     "ReferenceMemory",
     "SelsaROIHeads",

@@ -4,14 +4,27 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import get_cfg
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone, ResNet
+from detectron2.modeling.backbone import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    ResNet,
+)
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 from fvcore.nn import weight_init
 from torch import nn
 
 from .norm import build_resnet_with_norm
 
-__all__ = ["SelsaDC5Backbone", "build_selsa_dc5_backbone", "zero_init_residual_branches"]
+__all__ = [
+    "SelsaDC5Backbone",
+    "build_selsa_dc5_backbone",
+    "build_selsa_resnet_fpn_backbone",
+    "build_resnet",
+    "zero_init_residual_branches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +135,50 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     return SelsaDC5Backbone(
         bottom_up, in_feature, cfg.MODEL.SELSA.NECK_CHANNELS, cfg.MODEL.SELSA.NECK_OUT_FEATURE
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_selsa_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """Detectron2's ``build_resnet_fpn_backbone`` (same modules and parameter names, so its
+    checkpoints load unchanged) that also honours ``MODEL.SELSA.ZERO_INIT_RESIDUAL`` (see
+    :func:`zero_init_residual_branches`), which Detectron2's builder knows nothing of."""
+    fpn = build_resnet_fpn_backbone(cfg, input_shape)
+    if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
+        n = zero_init_residual_branches(fpn.bottom_up)
+        logger.info(
+            "Zero-initialised the last norm of %d residual branches (MODEL.SELSA.ZERO_INIT_RESIDUAL)",
+            n,
+        )
+    return fpn
+
+
+def build_resnet(
+    depth: int,
+    out_features: list[str],
+    *,
+    norm: str = "FrozenBN",
+    stride_in_1x1: bool = True,
+    res5_dilation: int = 1,
+    freeze_at: int = 2,
+    stem_out_channels: int = 64,
+    res2_out_channels: int = 256,
+    width_per_group: int = 64,
+    num_groups: int = 1,
+    zero_init_residual: bool = False,
+    in_channels: int = 3,
+) -> ResNet:
+    """Detectron2's ``build_resnet_backbone`` from explicit arguments (the ``MODEL.RESNETS.*``
+    keys of the same names, ``MODEL.BACKBONE.FREEZE_AT``, ``MODEL.SELSA.ZERO_INIT_RESIDUAL``), for
+    LazyConfig files: ``ResNet.make_default_stages`` knows no res5 dilation (DC5) or narrow
+    widths, and this builds exactly the network a YAML config with these values builds."""
+    cfg = get_cfg()
+    r = cfg.MODEL.RESNETS
+    r.DEPTH, r.OUT_FEATURES, r.NORM = depth, list(out_features), norm
+    r.STRIDE_IN_1X1, r.RES5_DILATION = stride_in_1x1, res5_dilation
+    r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS = stem_out_channels, res2_out_channels
+    r.WIDTH_PER_GROUP, r.NUM_GROUPS = width_per_group, num_groups
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
+    resnet = build_resnet_with_norm(cfg, ShapeSpec(channels=in_channels))
+    if zero_init_residual:
+        zero_init_residual_branches(resnet)
+    return resnet

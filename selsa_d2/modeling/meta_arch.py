@@ -12,6 +12,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.sampling import TestReferenceSampler
+from ..postprocessing.video import SeqNMSSettings
 from .box_head import ReferenceMemory
 from .frame_features import FrameFeatures
 from .init import zero_init_aggregator_outputs
@@ -73,6 +74,7 @@ class SelsaRCNN(GeneralizedRCNN):
         cache_features: bool = True,
         key_frame_as_ref: bool = True,
         zero_init_aggregator_output: bool = False,
+        candidate_score_thresh: float | None = None,
         **kwargs,
     ):
         """
@@ -83,9 +85,12 @@ class SelsaRCNN(GeneralizedRCNN):
             zero_init_aggregator_output: zero the aggregators' output fc, so that the model
                 starts as the single-frame detector its other weights come from
                 (:func:`zero_init_aggregator_outputs`).
+            candidate_score_thresh: also return each frame's pre-NMS candidates with a score
+                above it (``"candidates"``, for Seq-NMS; ``TEST.VID.SEQ_NMS``); None: don't.
             kwargs: :class:`GeneralizedRCNN`'s arguments.
         """
         super().__init__(**kwargs)
+        self.candidate_score_thresh = candidate_score_thresh
         if self.proposal_generator is None:
             raise ValueError("SelsaRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR.NAME)")
         if zero_init_aggregator_output:
@@ -104,6 +109,8 @@ class SelsaRCNN(GeneralizedRCNN):
         inference = cfg.MODEL.SELSA.INFERENCE
         ret["key_frame_as_ref"] = inference.KEY_FRAME_AS_REF or inference.KEY_FRAME_ONLY
         ret["zero_init_aggregator_output"] = cfg.MODEL.SELSA.ZERO_INIT_AGGREGATOR_OUTPUT
+        seq_nms = SeqNMSSettings.from_config(cfg)  # checks the settings and the test mode
+        ret["candidate_score_thresh"] = seq_nms.params.score_thresh if seq_nms else None
         return ret
 
     def forward(self, batched_inputs: list[dict]):
@@ -240,7 +247,9 @@ class SelsaRCNN(GeneralizedRCNN):
         """Detections of a key frame, its proposals attending to ``references`` (a
         :class:`ReferenceMemory`, or frames to concatenate, possibly none). Returns ``Instances``
         at the network input size (``pred_boxes``, ``scores``, ``pred_classes``); see
-        :meth:`postprocess_detections`.
+        :meth:`postprocess_detections`. With :attr:`candidate_score_thresh` set
+        (``TEST.VID.SEQ_NMS.ENABLED``): a dict ``{"instances": those, "candidates": the per-class
+        boxes before per-frame NMS}``.
 
         ``key_as_reference``: the key frame's own proposals are its last reference, as mmtracking
         (the same as passing ``key`` last among the frames; into a ``ReferenceMemory`` with spare
@@ -265,15 +274,29 @@ class SelsaRCNN(GeneralizedRCNN):
         elif memory is None:
             memory = ReferenceMemory(key.memory.layers, num_rows=0)
         key_input = self.key_frame_input(key, reference_frames)
-        return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
+        if self.candidate_score_thresh is None:
+            return self.roi_heads.predict_with_memory(key.proposals, key_input, memory)
+        instances, candidates = self.roi_heads.predict_with_memory(
+            key.proposals, key_input, memory, candidate_score_thresh=self.candidate_score_thresh
+        )
+        return {"instances": instances, "candidates": candidates}
 
     @staticmethod
-    def postprocess_detections(instances: Instances, frame: dict) -> dict[str, Instances]:
+    def postprocess_detections(
+        instances: Instances | dict[str, Instances], frame: dict
+    ) -> dict[str, Instances]:
         """Detections at the network input size -> ``{"instances": ...}`` rescaled to the
-        frame's ``height``/``width`` (default: no rescale), as Detectron2's models return."""
+        frame's ``height``/``width`` (default: no rescale), as Detectron2's models return; a dict
+        of :meth:`detect_key_frame` (with ``"candidates"``) has each entry rescaled."""
+        if isinstance(instances, dict):
+            return {k: SelsaRCNN._rescale(v, frame) for k, v in instances.items()}
+        return {"instances": SelsaRCNN._rescale(instances, frame)}
+
+    @staticmethod
+    def _rescale(instances: Instances, frame: dict) -> Instances:
         height = frame.get("height", instances.image_size[0])
         width = frame.get("width", instances.image_size[1])
-        return {"instances": detector_postprocess(instances, height, width)}
+        return detector_postprocess(instances, height, width)
 
     def inference(
         self,

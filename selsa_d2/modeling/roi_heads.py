@@ -8,6 +8,7 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
 
+from ..postprocessing.video import candidate_detections
 from .box_head import ReferenceMemory, SelsaBoxHead
 from .rpn import MaxIoUMatcher
 
@@ -168,11 +169,22 @@ class SelsaROIHeads(StandardROIHeads):
         return list(zip(key_input.split(counts), memory.split(counts)))
 
     def predict_with_memory(
-        self, proposals: Instances, key_input: torch.Tensor, memory: ReferenceMemory
-    ) -> Instances:
+        self,
+        proposals: Instances,
+        key_input: torch.Tensor,
+        memory: ReferenceMemory,
+        candidate_score_thresh: float | None = None,
+    ) -> Instances | tuple[Instances, Instances]:
         """One key image: its proposals, key input [P, FC_DIM] and its references' memory ->
-        detections at the network input size (Detectron2's ``FastRCNNOutputLayers.inference``)."""
+        detections at the network input size (Detectron2's ``FastRCNNOutputLayers.inference``).
+        With ``candidate_score_thresh``: (detections, the per-class boxes with a score above it
+        before per-frame NMS, for Seq-NMS; see :func:`selsa_d2.postprocessing.video.candidate_detections`)."""
         box_features = self.box_head.attend_references(key_input, memory)
         predictions = self.box_predictor(box_features)
         pred_instances, _ = self.box_predictor.inference(predictions, [proposals])
-        return pred_instances[0]
+        if candidate_score_thresh is None:
+            return pred_instances[0]
+        candidates = candidate_detections(
+            self.box_predictor, predictions, proposals, candidate_score_thresh
+        )
+        return pred_instances[0], candidates

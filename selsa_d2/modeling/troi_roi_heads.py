@@ -29,13 +29,17 @@ class SelsaTRoIROIHeads(SelsaROIHeads):
         super().__init__(**kwargs)
         if len(self.box_in_features) != 1:
             raise ValueError(
-                f"SelsaTRoIROIHeads reads one feature map, got MODEL.ROI_HEADS.IN_FEATURES {self.box_in_features}"
+                "SelsaTRoIROIHeads (Temporal RoI Align) searches one feature map per frame, got "
+                f"MODEL.ROI_HEADS.IN_FEATURES {list(self.box_in_features)}: it does not support "
+                "multi-level features (FPN); use a single-map backbone (DC5, Base-SELSA-DC5.yaml) "
+                "or ROI_HEADS.NAME 'SelsaROIHeads' with FPN"
             )
         self.temporal_roi_align = temporal_roi_align
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
+        # built for the first map; __init__ rejects several (FPN) with a clear message
         ret["temporal_roi_align"] = build_temporal_roi_align(
             cfg, input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]]
         )
