@@ -53,6 +53,24 @@ def add_selsa_config(cfg):
     # (selsa_d2/modeling/rpn.py): a gt's best anchors become positive (low-quality matches) only
     # if their IoU is >= this. 0: a low-quality match for every gt, as Detectron2's RPN.
     _C.MODEL.RPN.LOW_QUALITY_MIN_IOU = 0.0
+    # How the "MaxIoUAssignerRPN" normalises its two losses (summed over the sampled anchors):
+    # "batch_size" divides by RPN.BATCH_SIZE_PER_IMAGE x images (Detectron2); "sampled_anchors"
+    # by the number of sampled anchors, positives and negatives each counted at least once per
+    # image, plus float32 eps (mmdet AnchorHead.loss, avg_factor): they differ when fewer than
+    # BATCH_SIZE_PER_IMAGE anchors get sampled.
+    _C.MODEL.RPN.LOSS_NORMALIZER = "batch_size"
+
+    # R-CNN proposal matching (SelsaROIHeads, SelsaTRoIROIHeads, MaxIoUAssignerROIHeads): True adds
+    # mmdet MaxIoUAssigner's low-quality matches (match_low_quality=True, gt_max_assign_all=True):
+    # a proposal that is the best match (IoU >= LOW_QUALITY_MIN_IOU) of a gt goes to that gt, the
+    # last such gt winning, even if it overlaps another gt more. False: Detectron2's Matcher.
+    _C.MODEL.ROI_HEADS.LOW_QUALITY_MATCHES = False
+    _C.MODEL.ROI_HEADS.LOW_QUALITY_MIN_IOU = 0.5
+
+    # Initialisation of SelsaBoxHead's shared FCs: "c2_xavier" (Detectron2's FastRCNNConvFCHead:
+    # uniform, bound sqrt(3 / fan_in)) or "xavier_uniform" (mmdet ConvFCBBoxHead: Glorot uniform,
+    # bound sqrt(6 / (fan_in + fan_out))); biases 0 either way.
+    _C.MODEL.ROI_BOX_HEAD.FC_INIT = "c2_xavier"
 
     # ---------------------------------------------------------------- video sampling
     _C.INPUT.VIDEO = CN()

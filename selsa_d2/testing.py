@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 
+from .modeling.norm import FrozenStatsBatchNorm2d
+
 __all__ = [
     "randomize_frozen_bn",
     "share_weights",
@@ -26,14 +28,15 @@ __all__ = [
 
 # ---------------------------------------------------------------------- random weights
 def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0):
-    """FrozenBN layers get non-trivial statistics, so that random networks produce varied
-    features and the RPN a full set of proposals."""
+    """FrozenBN (and FrozenStatsBN) layers get a non-trivial scale and shift, so that random
+    networks produce varied features and the RPN a full set of proposals."""
     g = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
+        if isinstance(m, (FrozenBatchNorm2d, FrozenStatsBatchNorm2d)):
             n = m.weight.numel()
-            m.weight.copy_(0.5 + torch.rand(n, generator=g))
-            m.bias.copy_(0.1 * torch.randn(n, generator=g))
+            with torch.no_grad():
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.1 * torch.randn(n, generator=g))
 
 
 def share_weights(src: torch.nn.Module, dst: torch.nn.Module) -> list[str]:

@@ -82,12 +82,12 @@ SELSA_INFERENCE = {
 # ---------------------------------------------------------------- training half of the table
 TRAINING = {
     # backbone: ResNet DC5 (strides 1,2,2,1, dilations 1,1,1,2), pytorch style, frozen_stages=1,
-    # norm_eval=True (here FrozenBN: also freezes the BN affine parameters, see docs/matching_mmtracking.md)
+    # norm_eval=True with BN requires_grad=True: running statistics, BN weight/bias trained
     "MODEL.RESNETS.RES5_DILATION": 2,
     "MODEL.RESNETS.STRIDE_IN_1X1": False,
     "MODEL.RESNETS.OUT_FEATURES": ["res5"],
     "MODEL.BACKBONE.FREEZE_AT": 2,
-    "MODEL.RESNETS.NORM": "FrozenBN",
+    "MODEL.RESNETS.NORM": "FrozenStatsBN",
     # ChannelMapper(2048 -> 512, 3x3)
     "MODEL.SELSA.NECK_CHANNELS": 512,
     # RPN loss: sigmoid CE, SmoothL1(beta=1/9), weights 1
@@ -100,6 +100,8 @@ TRAINING = {
     "MODEL.RPN.IOU_THRESHOLDS": [0.3, 0.7],
     "MODEL.RPN.IOU_LABELS": [0, -1, 1],
     "MODEL.RPN.LOW_QUALITY_MIN_IOU": 0.3,
+    # AnchorHead.loss: avg_factor = sampled anchors (+ float32 eps)
+    "MODEL.RPN.LOSS_NORMALIZER": "sampled_anchors",
     "MODEL.RPN.BOUNDARY_THRESH": 0,
     # RPN sampler RandomSampler(num=256, pos_fraction=0.5, add_gt_as_proposals=False)
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 256,
@@ -111,6 +113,8 @@ TRAINING = {
     # R-CNN assigner MaxIoUAssigner(pos 0.5, neg 0.5, min_pos_iou 0.5)
     "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.5],
     "MODEL.ROI_HEADS.IOU_LABELS": [0, 1],
+    "MODEL.ROI_HEADS.LOW_QUALITY_MATCHES": True,
+    "MODEL.ROI_HEADS.LOW_QUALITY_MIN_IOU": 0.5,
     # R-CNN sampler RandomSampler(num=256, pos_fraction=0.25, add_gt_as_proposals=True)
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 256,
     "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.25,
@@ -156,6 +160,8 @@ SELSA_TRAINING = {
     "MODEL.META_ARCHITECTURE": "SelsaRCNN",
     "MODEL.ROI_HEADS.NAME": "SelsaROIHeads",
     "MODEL.ROI_BOX_HEAD.NAME": "SelsaBoxHead",
+    # ConvFCBBoxHead init_cfg: Xavier uniform on shared_fcs
+    "MODEL.ROI_BOX_HEAD.FC_INIT": "xavier_uniform",
     "MODEL.SELSA.NUM_ATTENTION_BLOCKS": 16,
     # VID ref_img_sampler: num_ref_imgs 2, frame_range 9, filter_key_img, bilateral_uniform
     "INPUT.VIDEO.TRAIN_SAMPLER": "bilateral_uniform",
@@ -164,8 +170,8 @@ SELSA_TRAINING = {
 }
 BASELINE = {
     "MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
-    "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
-    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_HEADS.NAME": "MaxIoUAssignerROIHeads",
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",  # Detectron2's FC init (c2_xavier_fill)
     "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/torchvision/R-50.pkl",
     "MODEL.RESNETS.DEPTH": 50,
     "INPUT.VIDEO.TRAIN_NUM_REFS": 0,

@@ -7,8 +7,9 @@ The mapping is exact (no name-matching heuristics): every tensor of the mmtracki
 
 Layout differences handled here:
 
-- BN layers become Detectron2 ``FrozenBatchNorm2d`` (``<conv>.norm.*``); ``num_batches_tracked``
-  is dropped.
+- BN layers become ``<conv>.norm.{weight,bias,running_mean,running_var}``, what Detectron2's
+  ``FrozenBatchNorm2d`` and ``FrozenStatsBatchNorm2d`` (``MODEL.RESNETS.NORM FrozenStatsBN``) hold;
+  ``num_batches_tracked`` is dropped.
 - RPN anchors: mmdet's ``AnchorGenerator`` (``scale_major=True``) orders the A = R*S anchors of a
   location ratio-major (``index = ratio_idx * S + scale_idx``), Detectron2's
   ``DefaultAnchorGenerator`` size-major (``index = size_idx * R + ratio_idx``). The channels of
@@ -394,6 +395,9 @@ def check_arch_against_cfg(arch: ResNetArch, cfg) -> None:
         raise ValueError("Config does not match the mmtracking checkpoint:\n  " + "\n  ".join(bad))
 
 
+# MODEL.RESNETS.NORM values whose inference is mmdet's BN in eval mode
+_INFERENCE_NORM = {"FrozenBN": "FrozenBN", "FrozenStatsBN": "FrozenBN"}
+
 # Config values under which our model reproduces mmtracking SELSA inference (mmtrack 0.14 /
 # mmdet 2.28 test_cfg and test pipeline). Differences are warnings: they change outputs, but
 # are legitimate choices when not aiming at mmtracking's numbers.
@@ -410,7 +414,12 @@ _MMTRACK_INFERENCE = [
     ),
     ("MODEL.ANCHOR_GENERATOR.OFFSET", lambda c: c.MODEL.ANCHOR_GENERATOR.OFFSET, 0.0),
     ("MODEL.RESNETS.RES5_DILATION", lambda c: c.MODEL.RESNETS.RES5_DILATION, 2),
-    ("MODEL.RESNETS.NORM", lambda c: c.MODEL.RESNETS.NORM, "FrozenBN"),
+    # FrozenStatsBN (mmdet norm_eval, trained affine) computes what FrozenBN computes
+    (
+        "MODEL.RESNETS.NORM",
+        lambda c: _INFERENCE_NORM.get(c.MODEL.RESNETS.NORM, c.MODEL.RESNETS.NORM),
+        "FrozenBN",
+    ),
     (
         "MODEL.RPN.BBOX_REG_WEIGHTS",
         lambda c: list(c.MODEL.RPN.BBOX_REG_WEIGHTS),

@@ -9,7 +9,8 @@ from .backbone import (
 from .box_head import ReferenceMemory, SelsaBoxHead
 from .frame_features import FrameFeatures
 from .meta_arch import SelsaRCNN, eval_mode
-from .roi_heads import SelsaROIHeads
+from .norm import FrozenStatsBatchNorm2d
+from .roi_heads import MaxIoUAssignerROIHeads, SelsaROIHeads
 from .rpn import MaxIoUAssignerRPN, MaxIoUMatcher
 from .temporal_roi_align import (
     TEMPORAL_ROI_ALIGN_REGISTRY,
@@ -27,6 +28,8 @@ __all__ = [
     "SelsaBoxHead",
     "ReferenceMemory",
     "SelsaROIHeads",
+    "MaxIoUAssignerROIHeads",
+    "FrozenStatsBatchNorm2d",
     "MaxIoUAssignerRPN",
     "MaxIoUMatcher",
     "SelsaTRoIROIHeads",

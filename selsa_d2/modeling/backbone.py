@@ -11,11 +11,12 @@ from detectron2.modeling.backbone import (
     FPN,
     Backbone,
     ResNet,
-    build_resnet_backbone,
 )
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 from fvcore.nn import weight_init
 from torch import nn
+
+from .norm import build_resnet_with_norm
 
 __all__ = [
     "SelsaDC5Backbone",
@@ -95,7 +96,7 @@ def zero_init_residual_branches(resnet: ResNet) -> int:
             ):
                 raise ValueError(
                     "MODEL.SELSA.ZERO_INIT_RESIDUAL needs trainable norms in the residual branches "
-                    f"(MODEL.RESNETS.NORM 'BN', 'SyncBN' or 'GN'; got {type(norm).__name__}): a frozen zero "
+                    f"(MODEL.RESNETS.NORM 'BN', 'SyncBN', 'GN' or 'FrozenStatsBN'; got {type(norm).__name__}): a frozen zero "
                     "weight would switch the branch off for good"
                 )
             nn.init.zeros_(norm.weight)
@@ -110,13 +111,15 @@ def build_selsa_dc5_backbone(cfg, input_shape: ShapeSpec) -> SelsaDC5Backbone:
     DC5 models (R-50/101/X-101, feature "res5") need ``MODEL.RESNETS.RES5_DILATION 2`` (res5 at
     stride 16, dilation 2 in every block) and, to match mmtracking, ``STRIDE_IN_1X1 False``.
     Tiny models use R-18 truncated at "res4" (already stride 16).
+    ``MODEL.RESNETS.NORM`` also accepts the names of :data:`selsa_d2.modeling.norm.RESNET_NORMS`
+    (``FrozenStatsBN``: mmdet's ``norm_eval=True`` with trained BN weight and bias).
     ``MODEL.SELSA.ZERO_INIT_RESIDUAL``: see :func:`zero_init_residual_branches`.
     """
     in_feature = cfg.MODEL.SELSA.BACKBONE_OUT_FEATURE
     resnet_cfg = cfg.clone()
     resnet_cfg.defrost()
     resnet_cfg.MODEL.RESNETS.OUT_FEATURES = [in_feature]
-    bottom_up = build_resnet_backbone(resnet_cfg, input_shape)
+    bottom_up = build_resnet_with_norm(resnet_cfg, input_shape)
     if cfg.MODEL.SELSA.ZERO_INIT_RESIDUAL:
         n = zero_init_residual_branches(bottom_up)
         logger.info(
@@ -175,7 +178,7 @@ def build_resnet(
     r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS = stem_out_channels, res2_out_channels
     r.WIDTH_PER_GROUP, r.NUM_GROUPS = width_per_group, num_groups
     cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
-    resnet = build_resnet_backbone(cfg, ShapeSpec(channels=in_channels))
+    resnet = build_resnet_with_norm(cfg, ShapeSpec(channels=in_channels))
     if zero_init_residual:
         zero_init_residual_branches(resnet)
     return resnet

@@ -98,6 +98,21 @@ class ReferenceMemory:
         return ReferenceMemory(self._storage, n + p)
 
 
+def xavier_uniform_fill(module: nn.Linear) -> None:
+    """mmdet ``ConvFCBBoxHead``'s init of its shared FCs (``init_cfg`` ``Xavier``,
+    ``distribution='uniform'``): Glorot uniform, bound sqrt(6 / (fan_in + fan_out)), bias 0."""
+    nn.init.xavier_uniform_(module.weight)
+    nn.init.zeros_(module.bias)
+
+
+# MODEL.ROI_BOX_HEAD.FC_INIT -> init of a shared FC
+FC_INITS = {
+    # Detectron2's FastRCNNConvFCHead: uniform, bound sqrt(3 / fan_in), bias 0
+    "c2_xavier": weight_init.c2_xavier_fill,
+    "xavier_uniform": xavier_uniform_fill,
+}
+
+
 @ROI_BOX_HEAD_REGISTRY.register()
 class SelsaBoxHead(nn.Module):
     """Flatten, then for each shared FC layer ``i``::
@@ -118,18 +133,28 @@ class SelsaBoxHead(nn.Module):
 
     @configurable
     def __init__(
-        self, input_shape: ShapeSpec, *, fc_dims: list[int], num_attention_blocks: int = 16
+        self,
+        input_shape: ShapeSpec,
+        *,
+        fc_dims: list[int],
+        num_attention_blocks: int = 16,
+        fc_init: str = "c2_xavier",
     ):
         """
         Args:
             input_shape: shape of the pooled RoI features (C, H, W).
             fc_dims: output size of each shared FC layer (all equal).
             num_attention_blocks: attention heads of each aggregator.
+            fc_init: initialisation of the shared FCs, see :data:`FC_INITS`.
         """
         super().__init__()
         if not fc_dims:
             raise ValueError(
                 "SelsaBoxHead needs at least one FC layer (MODEL.ROI_BOX_HEAD.NUM_FC >= 1)"
+            )
+        if fc_init not in FC_INITS:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.FC_INIT must be one of {sorted(FC_INITS)}, got {fc_init!r}"
             )
         in_dim = int(
             np.prod([input_shape.channels, input_shape.height or 1, input_shape.width or 1])
@@ -137,7 +162,7 @@ class SelsaBoxHead(nn.Module):
         self.fcs: list[nn.Linear] = []
         for k, fc_dim in enumerate(fc_dims):
             fc = nn.Linear(in_dim, fc_dim)
-            weight_init.c2_xavier_fill(fc)
+            FC_INITS[fc_init](fc)
             self.add_module(f"fc{k + 1}", fc)
             self.fcs.append(fc)
             in_dim = fc_dim
@@ -152,6 +177,7 @@ class SelsaBoxHead(nn.Module):
             "input_shape": input_shape,
             "fc_dims": [cfg.MODEL.ROI_BOX_HEAD.FC_DIM] * cfg.MODEL.ROI_BOX_HEAD.NUM_FC,
             "num_attention_blocks": cfg.MODEL.SELSA.NUM_ATTENTION_BLOCKS,
+            "fc_init": cfg.MODEL.ROI_BOX_HEAD.FC_INIT,
         }
 
     @property

@@ -4,19 +4,58 @@ from collections.abc import Sequence
 
 import torch
 from detectron2.config import configurable
+from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
 
 from ..postprocessing.video import candidate_detections
 from .box_head import ReferenceMemory, SelsaBoxHead
+from .rpn import MaxIoUMatcher
 
-__all__ = ["SelsaROIHeads"]
+__all__ = ["SelsaROIHeads", "MaxIoUAssignerROIHeads", "build_roi_proposal_matcher"]
+
+
+def build_roi_proposal_matcher(cfg) -> Matcher:
+    """The R-CNN's proposal matcher: Detectron2's (no low-quality matches), or, with
+    ``MODEL.ROI_HEADS.LOW_QUALITY_MATCHES``, mmdet's ``MaxIoUAssigner`` with
+    ``match_low_quality=True`` and ``min_pos_iou = MODEL.ROI_HEADS.LOW_QUALITY_MIN_IOU``.
+
+    mmtracking's R-CNN assigner (``configs/_base_/models/faster_rcnn_r50_dc5.py``,
+    ``train_cfg.rcnn.assigner``: 0.5 / 0.5, ``min_pos_iou=0.5``): with the floor at the positive
+    threshold the low-quality step adds no positive, but it moves a proposal that is the best
+    match of a gt (ties included, the last such gt winning) to that gt, even when the proposal
+    overlaps another gt more. mmdet assigns before adding the gts as proposals, so with
+    ``PROPOSAL_APPEND_GT`` the appended gts take no part in it (:class:`MaxIoUMatcher`'s
+    ``gt_appended``).
+    """
+    heads = cfg.MODEL.ROI_HEADS
+    if not heads.LOW_QUALITY_MATCHES:
+        return Matcher(heads.IOU_THRESHOLDS, heads.IOU_LABELS, allow_low_quality_matches=False)
+    return MaxIoUMatcher(
+        heads.IOU_THRESHOLDS,
+        heads.IOU_LABELS,
+        low_quality_min_iou=heads.LOW_QUALITY_MIN_IOU,
+        gt_appended=heads.PROPOSAL_APPEND_GT,
+    )
+
+
+@ROI_HEADS_REGISTRY.register()
+class MaxIoUAssignerROIHeads(StandardROIHeads):
+    """Detectron2's ``StandardROIHeads`` with :func:`build_roi_proposal_matcher` (for the
+    single-frame baseline of the mmtracking recipe)."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["proposal_matcher"] = build_roi_proposal_matcher(cfg)
+        return ret
 
 
 @ROI_HEADS_REGISTRY.register()
 class SelsaROIHeads(StandardROIHeads):
     """Detectron2's ``StandardROIHeads`` (box pooler, sampling, ``FastRCNNOutputLayers``) with a
-    :class:`SelsaBoxHead` that also sees reference proposals.
+    :class:`SelsaBoxHead` that also sees reference proposals, and the proposal matcher of
+    :func:`build_roi_proposal_matcher`.
 
     ``features`` passed to :meth:`forward` cover the key images first and then every reference
     image (the order of ``ref_proposals``); key image ``i`` owns ``num_refs[i]`` consecutive
@@ -38,6 +77,12 @@ class SelsaROIHeads(StandardROIHeads):
             raise ValueError(
                 "SelsaROIHeads supports boxes only (MODEL.MASK_ON / KEYPOINT_ON must be False)"
             )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["proposal_matcher"] = build_roi_proposal_matcher(cfg)
+        return ret
 
     def forward(
         self,

@@ -4,6 +4,7 @@ dataset (datasets/make_synthetic_vid.py) on the CPU."""
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
+from detectron2.modeling.matcher import Matcher
 
 from ..common.data.video import dataloader
 from ..common.models.selsa_dc5 import model
@@ -25,10 +26,16 @@ model.backbone.in_feature = "res4"
 model.backbone.out_channels = 64
 model.proposal_generator.anchor_generator.sizes = [[16, 32, 64, 128]]
 model.proposal_generator.update(
-    pre_nms_topk=(1000, 1000), post_nms_topk=(100, 50), batch_size_per_image=128
+    pre_nms_topk=(1000, 1000),
+    post_nms_topk=(100, 50),
+    batch_size_per_image=128,
+    loss_normalizer="batch_size",  # the demo's models: Detectron2's normaliser, matcher, FC init
 )
 model.roi_heads.update(num_classes=4, batch_size_per_image=64)
-model.roi_heads.box_head.update(fc_dims=[128, 128], num_attention_blocks=8)
+model.roi_heads.proposal_matcher = L(Matcher)(
+    thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
+)
+model.roi_heads.box_head.update(fc_dims=[128, 128], num_attention_blocks=8, fc_init="c2_xavier")
 model.roi_heads.box_predictor.input_shape.channels = 128
 # continued from a single-frame checkpoint, SELSA starts as exactly that detector
 model.zero_init_aggregator_output = True

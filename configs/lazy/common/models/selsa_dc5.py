@@ -6,7 +6,6 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.proposal_generator import StandardRPNHead
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
@@ -27,7 +26,7 @@ model = L(SelsaRCNN)(
         bottom_up=L(build_resnet)(
             depth=50,
             out_features=["res5"],
-            norm="FrozenBN",
+            norm="FrozenStatsBN",  # mmdet norm_eval=True, BN weight/bias trained
             stride_in_1x1=False,  # pytorch style
             res5_dilation=2,  # DC5: res5 at stride 16
             freeze_at=2,
@@ -53,13 +52,14 @@ model = L(SelsaRCNN)(
         nms_thresh=0.7,
         anchor_boundary_thresh=0,
         smooth_l1_beta=1.0 / 9,
+        loss_normalizer="sampled_anchors",
     ),
     roi_heads=L(SelsaROIHeads)(
         num_classes=30,
         batch_size_per_image=256,
         positive_fraction=0.25,
-        proposal_matcher=L(Matcher)(
-            thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
+        proposal_matcher=L(MaxIoUMatcher)(  # mmdet's low-quality matches, gts appended
+            thresholds=[0.5], labels=[0, 1], low_quality_min_iou=0.5, gt_appended=True
         ),
         proposal_append_gt=True,
         box_in_features=["neck"],
@@ -70,6 +70,7 @@ model = L(SelsaRCNN)(
             input_shape=L(ShapeSpec)(channels="${model.backbone.out_channels}", height=7, width=7),
             fc_dims=[1024, 1024],
             num_attention_blocks=16,
+            fc_init="xavier_uniform",
         ),
         box_predictor=L(FastRCNNOutputLayers)(
             input_shape=L(ShapeSpec)(channels=1024),
