@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from repo_scripts import load_script
 
+from selsa_d2 import synthetic
+
 REPO = Path(__file__).resolve().parents[1]
 SELSA_FPN_CFG = "configs/synthetic/selsa_fpn_tiny.yaml"
 FASTER_RCNN_FPN_CFG = "configs/synthetic/faster_rcnn_fpn_tiny.yaml"
@@ -49,7 +51,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("d2_datasets")
-    load_script("datasets/make_synthetic_vid.py").generate(
+    synthetic.generate(
         root / "synthetic_vid", num_train_videos=3, num_val_videos=2, frames=8, seed=3
     )
     return root

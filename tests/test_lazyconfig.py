@@ -17,7 +17,6 @@ from detectron2.solver import build_lr_scheduler
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from repo_scripts import load_script
 from tiny_model import (
     randomize_frozen_bn,
     results_close,
@@ -27,6 +26,7 @@ from tiny_model import (
     video_inputs,
 )
 
+from selsa_d2 import synthetic
 from selsa_d2.config import add_selsa_config
 from selsa_d2.data import build_video_test_loader, build_video_train_loader
 from selsa_d2.data.datasets import register_vid_dataset, unregister_vid_dataset
@@ -194,9 +194,7 @@ def test_optimizer_and_schedule_are_the_yaml_ones():
 @pytest.fixture(scope="module")
 def synthetic_names(tmp_path_factory):
     root = tmp_path_factory.mktemp("lazy_data") / "synthetic_vid"
-    load_script("datasets/make_synthetic_vid.py").generate(
-        root, num_train_videos=3, num_val_videos=2, frames=8, seed=5
-    )
+    synthetic.generate(root, num_train_videos=3, num_val_videos=2, frames=8, seed=5)
     names = {"train": "_lazy_synthetic_train", "val": "_lazy_synthetic_val"}
     for split, name in names.items():
         register_vid_dataset(
