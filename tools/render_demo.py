@@ -54,37 +54,21 @@ def _draw(image_bgr: np.ndarray, instances, metadata, title: str) -> np.ndarray:
     instances.pred_boxes.scale(UPSCALE, UPSCALE)
     vis = Visualizer(big[:, :, ::-1], metadata, scale=1.0)
     out = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1].copy()
-    cv2.putText(
-        out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA
-    )
-    cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    _outlined_text(out, title, (6, 18), 0.55)
     return out
+
+
+def _outlined_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float) -> None:
+    """Black text on a white outline, readable on any frame (drawn in place)."""
+    for color, thickness in (((255, 255, 255), 2), ((0, 0, 0), 1)):
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
 
 
 def _label_frame(panel: np.ndarray, frame: dict, class_names: Sequence[str]) -> np.ndarray:
     degradations = ",".join(frame.get("degradations") or []) or "clean"
     truth = ", ".join(class_names[a["category_id"]] for a in frame.get("annotations", [])) or "none"
     text = f"frame {frame['frame_id']}: {degradations} | ground truth: {truth}"
-    cv2.putText(
-        panel,
-        text,
-        (6, panel.shape[0] - 8),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.5,
-        (255, 255, 255),
-        2,
-        cv2.LINE_AA,
-    )
-    cv2.putText(
-        panel,
-        text,
-        (6, panel.shape[0] - 8),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.5,
-        (0, 0, 0),
-        1,
-        cv2.LINE_AA,
-    )
+    _outlined_text(panel, text, (6, panel.shape[0] - 8), 0.5)
     return panel
 
 
