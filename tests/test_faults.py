@@ -25,6 +25,7 @@ from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads
 
 from selsa_d2.checkpoint.integrity import checkpoint_problem, newest_complete_checkpoint
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
+from selsa_d2.comparison import gain_study, report, run_demo, steps
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
 from selsa_d2.file_io import (
@@ -102,12 +103,14 @@ def _train_net(data_root, out_dir, *args, config=BASELINE_CFG, check=True):
 
 @pytest.fixture
 def train_net_in_process(tmp_path):
-    """``train_net.main`` in this process, for errors raised before anything runs: returns the
-    ``SystemExit`` message (the one line the script prints). Trains on a 4-class json dataset
-    (the synthetic one's class count; this process's builtin datasets point elsewhere)."""
+    """What ``train_net.py`` runs (:func:`selsa_d2.engine.train_or_evaluate`), in this process,
+    for errors raised before anything runs: returns the message ``train_net.py`` prints after
+    ``train_net.py: error: ``, asserted to be one line. Trains on a 4-class json dataset (the
+    synthetic one's class count; this process's builtin datasets point elsewhere)."""
     from detectron2.engine import default_argument_parser
 
-    train_net = load_script("train_net.py")
+    from selsa_d2.engine import USER_ERRORS, train_or_evaluate
+
     ann = _coco_vid_json(tmp_path / "inproc.json", cat_ids=(1, 2, 3, 4))
     dataset = ["DATASETS.COCO_VID", f"(('fault_inproc', '{ann}', '{tmp_path}'),)"]
     dataset += ["DATASETS.TRAIN", "('fault_inproc',)"]
@@ -118,12 +121,12 @@ def train_net_in_process(tmp_path):
         argv = ["--config-file", config, *flags, *TINY, *dataset, *opts]
         argv += ["OUTPUT_DIR", str(out_dir)]
         try:
-            with pytest.raises(SystemExit) as info:
-                train_net.main(default_argument_parser().parse_args(argv))
+            with pytest.raises(USER_ERRORS) as info:
+                train_or_evaluate(default_argument_parser().parse_args(argv))
         finally:
             release_output_dirs()  # a real run holds its lock until the process ends
-        message = str(info.value)
-        assert message.startswith("train_net.py: error: ") and "\n" not in message, message
+        message = "train_net.py: error: " + str(info.value)
+        assert "\n" not in message, message
         return message
 
     yield run
@@ -209,7 +212,6 @@ def test_13_empty_or_broken_last_checkpoint_names_the_cause_and_the_newest_compl
 def demo(tmp_path, monkeypatch, data_root):
     """run_demo's steps with train_net.py replaced by a fake that writes what it would (and
     counts the calls)."""
-    run_demo = load_script("tools/run_demo.py")
     calls = []
 
     def fake_run(cmd, env, log=None):
@@ -236,67 +238,66 @@ def demo(tmp_path, monkeypatch, data_root):
             torch.save({"model": {"w": torch.tensor(float(seed))}}, out / "model_final.pth")
             (out / "last_checkpoint").write_text("model_final.pth")
 
-    monkeypatch.setattr(run_demo, "_run", fake_run)
+    monkeypatch.setattr(steps, "run_command", fake_run)
 
     def comparison(seed=0, opts=()):
-        return run_demo.Comparison(
+        return steps.Comparison(
             tmp_path / "out",
             data_root / "synthetic_vid",
-            run_demo.Budget(4, 2),
+            steps.Budget(4, 2),
             seed=seed,
             opts=list(opts),
         )
 
-    return run_demo, comparison, calls
+    return comparison, calls
 
 
 def test_2_run_demo_reuses_only_complete_steps_of_the_same_inputs(demo, tmp_path):
-    run_demo, comparison, calls = demo
-    summary = run_demo.run_comparison(comparison(seed=0), progress=lambda t: None)
+    comparison, calls = demo
+    summary = steps.run_comparison(comparison(seed=0), progress=lambda t: None)
     # 3 trainings, 3 evaluations, 2 re-scorings with Seq-NMS
     assert len(calls) == 8 and summary["run"]["seed"] == 0
     calls.clear()
-    run_demo.run_comparison(comparison(seed=0), progress=lambda t: None)
+    steps.run_comparison(comparison(seed=0), progress=lambda t: None)
     assert calls == []  # everything reused
     # a final model cut short by a kill is not reused: the step runs again (train_net resumes)
     (tmp_path / "out" / "selsa" / "model_final.pth").write_bytes(b"")
-    run_demo.run_comparison(comparison(seed=0), progress=lambda t: None)
+    steps.run_comparison(comparison(seed=0), progress=lambda t: None)
     assert ("train", "selsa") in calls
     # another seed / other options into the same --out: refused, naming what differs
     for kwargs, what in ((dict(seed=1), "SEED"), (dict(opts=["SOLVER.BASE_LR", "0.5"]), "opts")):
-        with pytest.raises(run_demo.StepError, match="made with other inputs") as info:
-            run_demo.run_comparison(comparison(**kwargs), progress=lambda t: None)
+        with pytest.raises(steps.StepError, match="made with other inputs") as info:
+            steps.run_comparison(comparison(**kwargs), progress=lambda t: None)
         assert "shared_start" in str(info.value) and "delete the folder" in str(info.value)
         assert what in str(info.value) or "opts" in str(info.value)
     # the hint leads somewhere: deleting the folders retrains, and the summary is the new run's
     for key in ("shared_start", "faster_rcnn", "selsa", "selsa_key_frame_only"):
         shutil.rmtree(tmp_path / "out" / key)
-    summary = run_demo.run_comparison(comparison(seed=1), progress=lambda t: None)
+    summary = steps.run_comparison(comparison(seed=1), progress=lambda t: None)
     assert summary["run"]["seed"] == 1
     assert summary["models"]["selsa"]["vid"]["seed"] == "1"
 
 
 def test_2_evaluation_redone_when_its_model_was_retrained(demo, tmp_path):
-    run_demo, comparison, calls = demo
-    run_demo.run_comparison(comparison(), progress=lambda t: None)
+    comparison, calls = demo
+    steps.run_comparison(comparison(), progress=lambda t: None)
     calls.clear()
     # one model retrained (other weights, same inputs otherwise): its evaluations are redone,
     # and the continuation that starts from it is refused as stale
     torch.save({"model": {"w": torch.tensor(9.0)}}, tmp_path / "out" / "selsa" / "model_final.pth")
-    run_demo.run_comparison(comparison(), progress=lambda t: None)
+    steps.run_comparison(comparison(), progress=lambda t: None)
     # ... and so is the Seq-NMS re-scoring of its detections
     assert sorted(calls) == [("eval", "selsa"), ("eval", "selsa_key_frame_only")] + [
-        ("rescore", key) for key, source, _ in run_demo.SEQ_NMS_ROWS if source == "selsa"
+        ("rescore", key) for key, source, _ in steps.SEQ_NMS_ROWS if source == "selsa"
     ]
     torch.save(
         {"model": {"w": torch.tensor(7.0)}}, tmp_path / "out" / "shared_start" / "model_final.pth"
     )
-    with pytest.raises(run_demo.StepError, match="faster_rcnn holds a training step made with"):
-        run_demo.run_comparison(comparison(), progress=lambda t: None)
+    with pytest.raises(steps.StepError, match="faster_rcnn holds a training step made with"):
+        steps.run_comparison(comparison(), progress=lambda t: None)
 
 
 def test_13_run_demo_arguments_are_one_line_errors(tmp_path, capsys):
-    run_demo = load_script("tools/run_demo.py")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     for argv, message in (
@@ -696,13 +697,11 @@ def test_13_atomic_directory_leaves_nothing_on_error(tmp_path):
 
 
 def test_2_gain_study_reuses_a_run_only_for_the_same_inputs(tmp_path):
-    run_demo = load_script("tools/run_demo.py")
-    gain_study = load_script("tools/gain_study.py")
     calls = []
 
     def fake_run(c):
         calls.append((c.seed, c.budget.shared_iters, tuple(c.opts)))
-        return run_demo.summarize({}, c)
+        return report.summarize({}, c)
 
     def study(budget, opts=()):
         return gain_study.run_study(
@@ -716,11 +715,11 @@ def test_2_gain_study_reuses_a_run_only_for_the_same_inputs(tmp_path):
             generate=lambda d, v: None,
         )
 
-    study(run_demo.Budget(8, 4))
-    study(run_demo.Budget(8, 4))
+    study(steps.Budget(8, 4))
+    study(steps.Budget(8, 4))
     assert calls == [(0, 8, ())]  # same inputs: reused
-    study(run_demo.Budget(16, 4))  # another budget: the old summary is not reported as this one
-    study(run_demo.Budget(16, 4), opts=["SOLVER.BASE_LR", "0.5"])
+    study(steps.Budget(16, 4))  # another budget: the old summary is not reported as this one
+    study(steps.Budget(16, 4), opts=["SOLVER.BASE_LR", "0.5"])
     assert calls[1:] == [(0, 16, ()), (0, 16, ("SOLVER.BASE_LR", "0.5"))]
     summary = json.loads((tmp_path / "out" / "a" / "seed0" / "summary.json").read_text())
     assert summary["run"]["shared_iters"] == 16

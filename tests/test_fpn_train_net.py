@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo_scripts import load_script
 
 from selsa_d2 import synthetic
+from selsa_d2.comparison import run_demo, steps
 
 REPO = Path(__file__).resolve().parents[1]
 SELSA_FPN_CFG = "configs/synthetic/selsa_fpn_tiny.yaml"
@@ -89,10 +89,9 @@ def test_single_frame_fpn_continued_as_selsa_fpn(data_root, tmp_path):
 
 
 def test_run_demo_fpn_option_picks_the_fpn_configs():
-    run_demo = load_script("tools/run_demo.py")
     assert run_demo.comparison_from_args(run_demo.parse_args([])).configs == (
-        run_demo.SINGLE_FRAME_CONFIG,
-        run_demo.SELSA_CONFIG,
+        steps.SINGLE_FRAME_CONFIG,
+        steps.SELSA_CONFIG,
     )
     configs = run_demo.comparison_from_args(run_demo.parse_args(["--fpn"])).configs
     assert configs == (FASTER_RCNN_FPN_CFG, SELSA_FPN_CFG)

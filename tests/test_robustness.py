@@ -25,12 +25,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.solver import build_lr_scheduler
-from repo_scripts import load_script
 from tiny_model import REPO_ROOT, tiny_selsa_cfg, torch_threads
 
 from selsa_d2.config import add_selsa_config
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
+from selsa_d2.engine import SelsaTrainer
 from selsa_d2.predictor import VideoPredictor
 from selsa_d2.synthetic import generate
 
@@ -206,10 +206,6 @@ def test_kill_and_resume(synthetic_root, tmp_path):
 
 
 # ---------------------------------------------------------------------------- non-finite losses
-def _load_train_net():
-    return load_script("train_net.py", "selsa_train_net")
-
-
 @pytest.fixture
 def train_cfg(synthetic_root, tmp_path):
     """A frozen tiny training config on uniquely named registrations of the synthetic data."""
@@ -237,9 +233,8 @@ def _assert_stopped_cleanly(trainer, out_dir, stopped_at):
 
 def test_nan_loss_stops_training(train_cfg):
     """A NaN loss at iteration 2 stops training before the optimizer step, naming the iteration."""
-    train_net = _load_train_net()
     train_cfg.freeze()
-    trainer = train_net.Trainer(train_cfg)
+    trainer = SelsaTrainer(train_cfg)
     calls = []
 
     def poison(module, inputs, losses):
@@ -258,7 +253,6 @@ def test_nan_loss_stops_training(train_cfg):
 
 def test_diverging_lr_stops_training(train_cfg):
     """A real divergence (huge LR, no warm-up, no clipping) stops with a FloatingPointError."""
-    train_net = _load_train_net()
     train_cfg.merge_from_list(
         [
             "SOLVER.BASE_LR",
@@ -270,7 +264,7 @@ def test_diverging_lr_stops_training(train_cfg):
         ]
     )
     train_cfg.freeze()
-    trainer = train_net.Trainer(train_cfg)
+    trainer = SelsaTrainer(train_cfg)
     trainer.resume_or_load(resume=False)
     # Detectron2 stops either on the loss check or, if the RPN sees non-finite boxes first, in
     # find_top_rpn_proposals; both are FloatingPointErrors with a clear message.

@@ -1,12 +1,13 @@
-"""The demo's comparison table (tools/run_demo.py)."""
+"""The demo's comparison (tools/run_demo.py over selsa_d2.comparison): tables, gains, the study,
+the arguments."""
 
 import json
 import os
 
-from repo_scripts import load_script, run_script
+from repo_scripts import run_script
 
-# under its own name: tools/gain_study.py imports it as its sibling "run_demo"
-run_demo = load_script("tools/run_demo.py")
+from selsa_d2.comparison import dataset as comparison_dataset
+from selsa_d2.comparison import gain_study, report, run_demo, steps
 
 
 def test_format_table_rows_columns_and_missing_values():
@@ -29,7 +30,7 @@ def test_format_table_rows_columns_and_missing_values():
             "timing": {"ms_per_frame": 18.0},
         },
     }
-    lines = run_demo.format_table(results).splitlines()
+    lines = report.format_table(results).splitlines()
     assert len(lines) == 4
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == [
@@ -61,9 +62,6 @@ def test_format_table_rows_columns_and_missing_values():
 
 
 # ------------------------------------------------------------------------------ gains and the study
-gain_study = load_script("tools/gain_study.py", "selsa_gain_study")
-
-
 def _fake_results(sf, selsa, key_only):
     """results.json-like dicts from (overall, degraded, clean) triples."""
     as_vid = lambda t: {"vid": dict(zip(("mAP", "mAP_degraded", "mAP_clean"), t))}  # noqa: E731
@@ -75,10 +73,10 @@ def _fake_results(sf, selsa, key_only):
 
 
 def test_gains_and_gain_table():
-    summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
+    summary = report.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
     assert summary["gain_from_references"] == {"overall": 3, "degraded": 6, "clean": 1}
     assert summary["selsa_vs_single_frame"] == {"overall": 8, "degraded": 10, "clean": 4}
-    lines = run_demo.format_gains(summary).splitlines()
+    lines = report.format_gains(summary).splitlines()
     assert [c.strip() for c in lines[2].strip("|").split("|")] == [
         "gain from references (SELSA - key frame only)",
         "+3.0",
@@ -86,7 +84,7 @@ def test_gains_and_gain_table():
         "+1.0",
     ]
     assert [c.strip() for c in lines[3].strip("|").split("|")][1:] == ["+8.0", "+10.0", "+4.0"]
-    missing = run_demo.summarize({"selsa": {"vid": {"mAP": 1.0}}})
+    missing = report.summarize({"selsa": {"vid": {"mAP": 1.0}}})
     assert missing["gain_from_references"]["overall"] is None
 
 
@@ -96,19 +94,19 @@ def test_count_classes_and_dataset_link(tmp_path):
     import pytest
 
     with pytest.raises(FileNotFoundError, match="classes.txt"):
-        run_demo.count_classes(data)
+        comparison_dataset.count_classes(data)
     (data / "classes.txt").write_text("n01 cat\nn02 dog\n\nn03 cow\n")
-    assert run_demo.count_classes(data) == 3
-    root = run_demo.datasets_root_for(data, tmp_path / "work")
+    assert comparison_dataset.count_classes(data) == 3
+    root = comparison_dataset.datasets_root_for(data, tmp_path / "work")
     assert (root / "synthetic_vid").resolve() == data.resolve()
-    assert run_demo.datasets_root_for(data, tmp_path / "work") == root  # idempotent
+    assert comparison_dataset.datasets_root_for(data, tmp_path / "work") == root  # idempotent
     named = tmp_path / "x" / "synthetic_vid"
     named.mkdir(parents=True)
-    assert run_demo.datasets_root_for(named, tmp_path / "work2") == named.parent
+    assert comparison_dataset.datasets_root_for(named, tmp_path / "work2") == named.parent
 
 
 def test_schedule_scales_with_iterations():
-    opts = dict(zip(*[iter(run_demo.schedule_opts(400))] * 2))
+    opts = dict(zip(*[iter(steps.schedule_opts(400))] * 2))
     assert opts["SOLVER.MAX_ITER"] == 400 and opts["SOLVER.STEPS"] == "(300, 368)"
     assert opts["SOLVER.WARMUP_ITERS"] == 40
 
@@ -127,10 +125,10 @@ def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
         calls.append((variant, seed))
         assert c.dataset_dir == tmp_path / "data" / variant / "synthetic_vid"
         assert c.log == c.out_dir / "train_net.log"
-        return run_demo.summarize(_fake_results(*triples[(variant, seed)]), c)
+        return report.summarize(_fake_results(*triples[(variant, seed)]), c)
 
     kwargs = dict(
-        budget=run_demo.Budget(8, 4), run_one=fake_run, generate=lambda d, v: generated.append(v)
+        budget=steps.Budget(8, 4), run_one=fake_run, generate=lambda d, v: generated.append(v)
     )
     study = gain_study.run_study(tmp_path / "out", tmp_path / "data", ["a", "b"], [0, 1], **kwargs)
     assert calls == [("a", 0), ("a", 1), ("b", 0), ("b", 1)] and generated == ["a", "b"]
@@ -160,7 +158,7 @@ def test_study_bookkeeping_aggregates_and_resumes(tmp_path):
 
 
 def test_study_table_signs_only_differences():
-    summary = run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
+    summary = report.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)))
     table = gain_study.format_study(gain_study.aggregate({"v": {0: summary}}))
     rows = {
         line.split("|")[1].strip(): line.split("|")[2].strip()
@@ -175,8 +173,8 @@ def test_study_table_signs_only_differences():
 
 
 def test_schedule_of_a_few_iterations_stays_valid():
-    for iters, steps in ((4, "(3,)"), (2, "(1,)"), (1, "()"), (13, "(9, 11)")):
-        assert dict(zip(*[iter(run_demo.schedule_opts(iters))] * 2))["SOLVER.STEPS"] == steps
+    for iters, expected in ((4, "(3,)"), (2, "(1,)"), (1, "()"), (13, "(9, 11)")):
+        assert dict(zip(*[iter(steps.schedule_opts(iters))] * 2))["SOLVER.STEPS"] == expected
 
 
 # ------------------------------------------------------------------------------ a COCO-VID json pair
@@ -226,22 +224,22 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
         "0.01",
     ]
     cfg = add_selsa_config(get_cfg())  # as train_net.py builds every step's config
-    cfg.merge_from_file(str(run_demo.REPO / run_demo.SELSA_CONFIG))
+    cfg.merge_from_file(str(steps.REPO / steps.SELSA_CONFIG))
     cfg.merge_from_list(opts)
-    assert cfg.DATASETS.TRAIN == (run_demo.JSON_TRAIN_NAME,) and cfg.DATASETS.TEST == (
-        run_demo.JSON_VAL_NAME,
+    assert cfg.DATASETS.TRAIN == (comparison_dataset.JSON_TRAIN_NAME,) and cfg.DATASETS.TEST == (
+        comparison_dataset.JSON_VAL_NAME,
     )
     try:
         assert register_datasets_from_config(cfg) == [
-            run_demo.JSON_TRAIN_NAME,
-            run_demo.JSON_VAL_NAME,
+            comparison_dataset.JSON_TRAIN_NAME,
+            comparison_dataset.JSON_VAL_NAME,
         ]
-        assert len(DatasetCatalog.get(run_demo.JSON_VAL_NAME)) == 3
-        assert MetadataCatalog.get(run_demo.JSON_TRAIN_NAME).image_root == str(
+        assert len(DatasetCatalog.get(comparison_dataset.JSON_VAL_NAME)) == 3
+        assert MetadataCatalog.get(comparison_dataset.JSON_TRAIN_NAME).image_root == str(
             tmp_path / "ILSVRC" / "Data" / "VID"
         )
     finally:
-        for name in (run_demo.JSON_TRAIN_NAME, run_demo.JSON_VAL_NAME):
+        for name in (comparison_dataset.JSON_TRAIN_NAME, comparison_dataset.JSON_VAL_NAME):
             unregister_vid_dataset(name)
 
     # main without training: the comparison it runs, and what summary.json records
@@ -249,11 +247,11 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
 
     def fake_run(c, progress):
         ran.append(c)
-        return run_demo.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)), c)
+        return report.summarize(_fake_results((50, 40, 60), (58, 50, 64), (55, 44, 63)), c)
 
     monkeypatch.setattr(run_demo, "run_comparison", fake_run)
     assert run_demo.main(pair + out) == 0
-    assert ran[0].coco_vid == c.coco_vid and ran[0].budget == run_demo.Budget()
+    assert ran[0].coco_vid == c.coco_vid and ran[0].budget == steps.Budget()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["run"]["dataset"] == {
         "train_json": str(ann / "imagenet_vid_train.json"),
@@ -279,3 +277,17 @@ def test_coco_vid_pair_arguments_registration_and_summary(tmp_path, monkeypatch,
     with pytest.raises(SystemExit, match="--image-root .*nowhere is not a directory"):
         run_demo.main(pair[:5] + [str(tmp_path / "nowhere")] + out)
     assert len(ran) == 1
+
+
+def test_scripts_run_as_users_run_them():
+    """tools/run_demo.py and tools/gain_study.py as commands (thin mains over
+    selsa_d2.comparison): --help describes the job, a bad budget is a one-line usage error."""
+    for script, job in (
+        ("tools/run_demo.py", "single-frame Faster R-CNN vs SELSA"),
+        ("tools/gain_study.py", "Seed x dataset-variant study"),
+    ):
+        proc = run_script(script, "--help")
+        assert proc.returncode == 0 and job in proc.stdout, proc.stderr[-2000:]
+        proc = run_script(script, "--shared-iters", "0")
+        assert proc.returncode == 2
+        assert "--shared-iters must be at least 1 (got 0)" in proc.stderr.splitlines()[-1]

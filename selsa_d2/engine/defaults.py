@@ -2,7 +2,6 @@
 the training-loop pieces DefaultTrainer needs for SELSA on any device."""
 
 import logging
-import time
 import weakref
 from collections.abc import Sequence
 
@@ -13,16 +12,15 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
-    HookBase,
     SimpleTrainer,
     TrainerBase,
     create_ddp_model,
 )
 from detectron2.utils.logger import setup_logger
 
-from .config import add_selsa_config
-from .data.datasets import register_datasets_from_config
-from .run_guard import ConfigError, merge_config, validate_config
+from ..config import add_selsa_config
+from ..data.datasets import register_datasets_from_config
+from ..run_guard import ConfigError, merge_config, validate_config
 
 
 def fall_back_to_cpu(cfg) -> None:
@@ -123,49 +121,3 @@ class AnyDeviceTrainer(DefaultTrainer):
     def wrap_model(cls, model: torch.nn.Module) -> torch.nn.Module:
         """The model the training loop runs: DDP when there are several processes."""
         return create_ddp_model_any_device(model, broadcast_buffers=False)
-
-
-class UnscaleGradientsForClipping(HookBase):
-    """With AMP, unscale gradients before the optimizer clips them.
-
-    Detectron2's AMPTrainer calls ``grad_scaler.step`` on *scaled* gradients, so a clipping
-    optimizer would compare the loss-scaled norm (x65536) against CLIP_VALUE. Unscaling in
-    ``after_backward`` makes the clip act on true gradients; GradScaler.step then skips its own
-    unscale. Register it on the inner loop (``DefaultTrainer._trainer``), which is the one that
-    calls ``after_backward``.
-    """
-
-    def after_backward(self):
-        if isinstance(self.trainer, AMPTrainer):
-            self.trainer.grad_scaler.unscale_(self.trainer.optimizer)
-
-
-class FrameTimer(torch.nn.Module):
-    """Wraps a model for ``inference_on_dataset`` and measures the model's time per frame.
-
-    It is an ``nn.Module`` so that Detectron2's ``inference_context`` puts the wrapped model in
-    eval mode. Like Detectron2's own timing, the first ``warmup`` frames are not counted.
-    """
-
-    def __init__(self, model: torch.nn.Module, warmup: int = 5):
-        super().__init__()
-        self.model = model
-        self.warmup = warmup
-        self.frames = 0
-        self._timed_frames = 0
-        self._seconds = 0.0
-
-    def forward(self, inputs):
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        outputs = self.model(inputs)
-        sync()
-        if self.frames >= self.warmup:
-            self._seconds += time.perf_counter() - start
-            self._timed_frames += len(inputs)
-        self.frames += len(inputs)
-        return outputs
-
-    def ms_per_frame(self) -> float:
-        return 1000.0 * self._seconds / max(self._timed_frames, 1)

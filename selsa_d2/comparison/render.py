@@ -1,4 +1,4 @@
-"""Renders for `make demo`: single-frame Faster R-CNN vs SELSA on the synthetic validation set.
+"""Renders of the comparison (`make demo`): single-frame Faster R-CNN vs SELSA on the synthetic validation set.
 
 * ``comparison.mp4``: both models side by side on every frame of the validation video with the
   most degraded frames, each row captioned with the frame's degradations and ground-truth classes
@@ -20,11 +20,12 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 
-from selsa_d2.engine import setup_selsa_cfg
-from selsa_d2.evaluation.saved_detections import load_saved_detections
-from selsa_d2.evaluation.vid_evaluator import gt_frames_from_dicts
-from selsa_d2.outcome_figure import VideoFrame, draw_demo_figure
-from selsa_d2.predictor import VideoPredictor
+from ..engine import setup_selsa_cfg
+from ..evaluation.saved_detections import load_saved_detections
+from ..evaluation.vid_evaluator import gt_frames_from_dicts
+from ..file_io import atomic_write_text
+from ..outcome_figure import VideoFrame, draw_demo_figure
+from ..predictor import VideoPredictor
 
 SCORE_THRESHOLD = 0.5
 UPSCALE = 2  # the synthetic frames are small; draw on an enlarged copy so labels stay legible
@@ -148,7 +149,6 @@ def render_outcome_figure(
     if not cv2.imwrite(str(tmp), figure):
         raise OSError(f"could not write {tmp}")
     os.replace(tmp, out_path)
-    with open(out_path.with_suffix(".json"), "w") as f:
-        json.dump(info, f, indent=2)
+    atomic_write_text(str(out_path.with_suffix(".json")), json.dumps(info, indent=2))
     print(f"figure: {json.dumps(info['counts'])}; stills {info['stills']}", flush=True)
     return out_path, info
