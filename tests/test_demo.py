@@ -9,18 +9,16 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from repo_scripts import load_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg
 
+from selsa_d2 import video_demo
+from selsa_d2.video_demo import loop as demo_loop
 from selsa_d2.video_io import VideoFileFrames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "demo", "demo.py")
 H, W, N = 96, 128, 8
 NUM_CLASSES = 4
-
-
-demo = load_script("demo/demo.py", "selsa_demo_script")
 
 
 def _frame(i, h=H, w=W):
@@ -119,7 +117,8 @@ def _check_json(path, num_frames, class_names=None):
 def test_video_file(model_files, clip, tmp_path, mode):
     out = tmp_path / "out.mp4"
     assert (
-        demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode=mode)) == 0
+        video_demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode=mode))
+        == 0
     )
     n, shapes, fps = _video_info(str(out))
     assert n == N and shapes == {(H, W, 3)}
@@ -133,7 +132,7 @@ def test_video_file(model_files, clip, tmp_path, mode):
 def test_frames_dir_output_dir(model_files, frames_dir, tmp_path, mode):
     out_dir = tmp_path / "results"
     out_dir.mkdir()
-    demo.main(_args(model_files, "--input", frames_dir, "--output", str(out_dir), mode=mode))
+    video_demo.main(_args(model_files, "--input", frames_dir, "--output", str(out_dir), mode=mode))
     n, shapes, fps = _video_info(str(out_dir / "my_frames.mp4"))
     assert n == N and shapes == {(H, W, 3)} and fps == pytest.approx(10.0)
     records = _check_json(str(out_dir / "my_frames.json"), N)
@@ -145,7 +144,7 @@ def test_frames_dir_output_dir(model_files, frames_dir, tmp_path, mode):
 
 def test_json_option(model_files, clip, tmp_path):
     """--json puts the detections elsewhere (its folder is created)."""
-    demo.main(
+    video_demo.main(
         _args(
             model_files,
             "--video-input",
@@ -162,7 +161,7 @@ def test_json_option(model_files, clip, tmp_path):
 def test_glob_and_trailing_opts(model_files, frames_dir, tmp_path):
     cfg, weights = model_files
     out = tmp_path / "g.mp4"
-    demo.main(
+    video_demo.main(
         [
             "--config-file",
             cfg,
@@ -186,7 +185,7 @@ def test_size_change_resized_to_first_frame(model_files, tmp_path):
         cv2.imwrite(str(d / f"{i:03d}.jpg"), _frame(i, h, w))
     for mode in ("offline", "online"):
         out = tmp_path / f"mixed_{mode}.mp4"
-        demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
+        video_demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
         n, shapes, _ = _video_info(str(out))
         assert n == 4 and shapes == {(H, W, 3)}
         records = _check_json(str(tmp_path / f"mixed_{mode}.json"), 4)
@@ -199,7 +198,7 @@ def test_size_change_resized_to_first_frame(model_files, tmp_path):
 def test_bad_inputs(model_files, tmp_path):
     def error_of(*argv):
         with pytest.raises(SystemExit) as e:
-            demo.main(_args(model_files, *argv, "--output", str(tmp_path / "o.mp4")))
+            video_demo.main(_args(model_files, *argv, "--output", str(tmp_path / "o.mp4")))
         assert e.value.code not in (0, None)
         return str(e.value.code)
 
@@ -225,7 +224,9 @@ def test_bad_inputs(model_files, tmp_path):
     one = tmp_path / "one.png"
     cv2.imwrite(str(one), _frame(0))
     with pytest.raises(SystemExit, match="give a video file name"):
-        demo.main(_args(model_files, "--input", str(one), "--output", str(tmp_path / "noext")))
+        video_demo.main(
+            _args(model_files, "--input", str(one), "--output", str(tmp_path / "noext"))
+        )
     # nothing was started, so nothing was written
     assert not os.path.exists(tmp_path / "o.mp4") and not os.path.exists(tmp_path / "o.json")
 
@@ -239,7 +240,7 @@ def test_unreadable_frame_midway_finalises_outputs(model_files, tmp_path, mode):
     (d / "003.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "broken.mp4"
     with pytest.raises(SystemExit) as e:
-        demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
+        video_demo.main(_args(model_files, "--input", str(d), "--output", str(out), mode=mode))
     assert str(d / "003.jpg") in str(e.value.code)
     if mode == "offline":  # the error comes before the first frame is done: nothing was started
         assert not os.path.exists(out) and not os.path.exists(tmp_path / "broken.json")
@@ -291,7 +292,7 @@ def test_class_names_from_dataset_metadata(model_files, clip, tmp_path):
     names = ["cat", "dog", "car", "bus"]
     MetadataCatalog.get("selsa_demo_test_names").thing_classes = names
     out = tmp_path / "named.mp4"
-    demo.main(
+    video_demo.main(
         _args(model_files, "--video-input", clip, "--output", str(out), mode="online")
         + ["DATASETS.TEST", "('selsa_demo_test_names',)"]
     )
@@ -316,7 +317,7 @@ def test_video_frames_lazy_random_access(clip):
 # ------------------------------------------------------------------ issue 13: no lost input, no silent wrong result
 def _refused(model_files, *argv, match, mode="offline"):
     with pytest.raises(SystemExit) as e:
-        demo.main(_args(model_files, *argv, mode=mode))
+        video_demo.main(_args(model_files, *argv, mode=mode))
     assert e.value.code not in (0, None) and match in str(e.value.code), e.value.code
     return str(e.value.code)
 
@@ -439,10 +440,10 @@ def test_output_needs_a_video_container_the_writer_supports(model_files, clip, t
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("ext", demo.VIDEO_CONTAINERS)
+@pytest.mark.parametrize("ext", video_demo.VIDEO_CONTAINERS)
 def test_every_accepted_container_is_a_readable_video(model_files, clip, tmp_path, ext):
     out = tmp_path / f"out{ext}"
-    demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online"))
+    video_demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online"))
     assert _video_info(str(out))[0] == N
 
 
@@ -482,7 +483,7 @@ def test_unwritable_outputs_fail_before_inference(model_files, clip, tmp_path, m
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built although an output cannot be written")
 
-    monkeypatch.setattr(demo, "VideoPredictor", no_model)
+    monkeypatch.setattr(demo_loop, "VideoPredictor", no_model)
     argv = (
         ["--output", "/proc/x.mp4"]
         if which == "output"
@@ -509,7 +510,7 @@ def test_confidence_threshold_outside_0_1_is_refused(model_files, clip, tmp_path
     argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"))
     argv[argv.index("--confidence-threshold") + 1] = value
     with pytest.raises(SystemExit) as e:
-        demo.main(argv)
+        video_demo.main(argv)
     assert e.value.code == 2
     assert f"must be a number in [0, 1], got {value}" in capsys.readouterr().err
 
@@ -520,7 +521,7 @@ def test_sigterm_in_online_mode_finalises_the_outputs(model_files, clip, tmp_pat
     import signal
 
     frames_seen = []
-    original_draw = demo.draw
+    original_draw = demo_loop.draw
 
     def draw_then_terminate(frame, instances, metadata):
         frames_seen.append(1)
@@ -528,11 +529,13 @@ def test_sigterm_in_online_mode_finalises_the_outputs(model_files, clip, tmp_pat
             os.kill(os.getpid(), signal.SIGTERM)  # arrives while frame 3 is drawn
         return original_draw(frame, instances, metadata)
 
-    monkeypatch.setattr(demo, "draw", draw_then_terminate)
+    monkeypatch.setattr(demo_loop, "draw", draw_then_terminate)
     out = tmp_path / "t.mp4"
     before = signal.getsignal(signal.SIGTERM)
     assert (
-        demo.main(_args(model_files, "--video-input", clip, "--output", str(out), mode="online"))
+        video_demo.main(
+            _args(model_files, "--video-input", clip, "--output", str(out), mode="online")
+        )
         == 143
     )
     assert signal.getsignal(signal.SIGTERM) == before
@@ -598,7 +601,7 @@ def test_cuda_device_without_gpu_falls_back_to_cpu(model_files, clip, tmp_path, 
             "MODEL.DEVICE",
             "cuda",
         ]
-        assert demo.main(argv) == 0
+        assert video_demo.main(argv) == 0
     finally:
         logging.getLogger("selsa_d2").removeHandler(caplog.handler)
     assert "CUDA is not available: running on the CPU" in caplog.text
@@ -627,7 +630,7 @@ def test_truncated_video_warns_with_the_counts(model_files, tmp_path, caplog, mo
     path = _truncated_video(tmp_path)
     logging.getLogger("selsa_d2").addHandler(caplog.handler)
     try:
-        demo.main(
+        video_demo.main(
             _args(
                 model_files, "--video-input", path, "--output", str(tmp_path / "o.mp4"), mode=mode
             )
@@ -662,7 +665,7 @@ def test_unusable_weights_one_line(model_files, clip, tmp_path, weights, message
     argv = _args(model_files, "--video-input", clip, "--output", str(tmp_path / "o.mp4"))
     argv[argv.index("MODEL.WEIGHTS") + 1] = path
     with pytest.raises(SystemExit) as e:
-        demo.main(argv)
+        video_demo.main(argv)
     msg = str(e.value.code)
     assert msg.startswith("demo.py: error: ") and message in msg and path in msg and "\n" not in msg
     assert not os.path.exists(tmp_path / "o.mp4")
@@ -680,6 +683,6 @@ def test_partial_weights_refused_unless_allowed(model_files, clip, tmp_path):
     )
     argv[argv.index("MODEL.WEIGHTS") + 1] = str(tmp_path / "three.pth")
     with pytest.raises(SystemExit, match="roi_heads.box_predictor.cls_score"):
-        demo.main(argv)
-    assert demo.main(argv + ["TEST.ALLOW_MISSING_WEIGHTS", "True"]) == 0
+        video_demo.main(argv)
+    assert video_demo.main(argv + ["TEST.ALLOW_MISSING_WEIGHTS", "True"]) == 0
     assert _video_info(str(tmp_path / "o.mp4"))[0] == N
