@@ -26,19 +26,9 @@ default: ``<root>/classes.txt`` if present, else the 30 ImageNet VID classes.
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 
-from selsa_d2.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, read_classes_file
-from selsa_d2.data.coco_vid import write_coco_vid_json
-from selsa_d2.data.ilsvrc import (
-    DET_TRAIN_LIST,
-    VID_TRAIN_LIST,
-    VID_VAL_LIST,
-    load_ilsvrc_det,
-    load_ilsvrc_vid_frames,
-)
+from selsa_d2.data.ilsvrc_conversion import OutputFolderError, convert_ilsvrc_to_coco_vid
 
 logger = logging.getLogger("prepare_imagenet_vid")
 
@@ -71,92 +61,25 @@ def main(argv=None) -> int:
     )
     root = os.path.abspath(args.root)
     out = args.out or os.path.join(root, "annotations")
-    # before the (long) conversion: --out must be a directory, existing or creatable
-    problem = "is a file, not a directory" if os.path.isfile(out) else None
-    created = not os.path.isdir(out)
-    if problem is None:
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as e:
-            problem = f"cannot be created ({e.strerror or e})"
-    if problem:
-        logger.error("--out %s %s; nothing converted", out, problem)
-        return 2
-    # every json is written into a staging folder inside --out and moved into place only when
-    # all are done: an error (a bad annotation, a full disk) leaves no half-written output
-    staging = tempfile.mkdtemp(prefix=".partial-", dir=out)
     try:
-        written = _convert(args, root, staging)
-        for name in written:
-            os.replace(os.path.join(staging, name), os.path.join(out, name))
+        written = convert_ilsvrc_to_coco_vid(
+            root,
+            out,
+            splits=args.splits,
+            classes_file=args.classes,
+            progress=not args.no_progress,
+            list_frame_base=args.list_frame_base,
+        )
+    except OutputFolderError as e:
+        logger.error("%s", e)
+        return 2
     except (ValueError, OSError) as e:  # the readers' errors name the file
         logger.error("%s; nothing written to %s", " ".join(str(e).split()), out)
-        written = None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not os.listdir(out):
-            os.rmdir(out)
-    if written is None:
         return 2
     if not written:
         logger.error("No list file found under %s/Lists; nothing converted", root)
         return 1
     return 0
-
-
-def _convert(args, root: str, out: str) -> list[str]:
-    """Write the json of every split whose list file exists into ``out``; their names."""
-    if args.classes:
-        names, wnids = read_classes_file(args.classes)
-    elif os.path.isfile(os.path.join(root, "classes.txt")):
-        names, wnids = read_classes_file(os.path.join(root, "classes.txt"))
-    else:
-        names, wnids = IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS
-    logger.info("%d classes: %s", len(names), names)
-    progress = not args.no_progress
-    jobs = {
-        "train": (VID_TRAIN_LIST, "imagenet_vid_train.json"),
-        "val": (VID_VAL_LIST, "imagenet_vid_val.json"),
-        "det": (DET_TRAIN_LIST, "imagenet_det_30plus1cls.json"),
-    }
-    written = []
-    for split in args.splits:
-        list_rel, out_name = jobs[split]
-        if not os.path.isfile(os.path.join(root, list_rel)):
-            logger.warning("%s: no %s; skipping", split, os.path.join(root, list_rel))
-            continue
-        out_file = os.path.join(out, out_name)
-        if split == "det":
-            frames = load_ilsvrc_det(root, names, wnids, dataset_name=split, progress=progress)
-            write_coco_vid_json(
-                frames,
-                out_file,
-                class_names=names,
-                wnids=wnids,
-                image_root=os.path.join(root, "Data", "DET"),
-                key_frames=[(f["video_id"], 0) for f in frames],
-                as_video=False,
-            )
-        else:
-            frames, keys = load_ilsvrc_vid_frames(
-                root,
-                split,
-                names,
-                wnids,
-                dataset_name=split,
-                progress=progress,
-                list_frame_base=args.list_frame_base,
-            )
-            write_coco_vid_json(
-                frames,
-                out_file,
-                class_names=names,
-                wnids=wnids,
-                image_root=os.path.join(root, "Data", "VID"),
-                key_frames=keys if split == "train" else None,
-            )
-        written.append(out_name)
-    return written
 
 
 if __name__ == "__main__":
