@@ -1,0 +1,49 @@
+"""A benchmark run's set-up: the presets of its arguments, logging, threads, malloc."""
+
+import logging
+
+import torch
+
+from .. import cpu_allocator
+
+
+def finish_args(parser, args, presets: dict[str, dict]):
+    """Fill the options left at None from the chosen preset (--tiny, --quick or the full run) and
+    refuse --device cuda without CUDA."""
+    for k, v in presets["tiny" if args.tiny else "quick" if args.quick else "full"].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    return args
+
+
+def add_cpu_malloc_arg(parser):
+    """``--cpu-malloc retain|default``."""
+    parser.add_argument(
+        "--cpu-malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: glibc keeps freed memory for reuse, as train_net.py does on the CPU "
+        "(RETAIN_FREED_CPU_MEMORY, selsa_d2.cpu_allocator); default: glibc's own settings",
+    )
+
+
+# What start_run set for glibc malloc; reported with the hardware (:func:`cpu_malloc_mode`).
+_cpu_malloc = "default"
+
+
+def cpu_malloc_mode() -> str:
+    """``retain`` when :func:`start_run` made glibc keep freed memory, else ``default``."""
+    return _cpu_malloc
+
+
+def start_run(args):
+    """Logging, torch threads and (``--cpu-malloc retain`` on the CPU) malloc for a benchmark run."""
+    global _cpu_malloc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_malloc == "retain" and not args.device.startswith("cuda"):
+        if cpu_allocator.retain_freed_cpu_memory():
+            _cpu_malloc = "retain"
