@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from repo_scripts import load_script
+from repo_scripts import run_script
 from tiny_model import build_tiny_model, tiny_selsa_cfg, torch_threads
 
+from selsa_d2 import video_demo
 from selsa_d2.checkpoint.integrity import checkpoint_problem, newest_complete_checkpoint
 from selsa_d2.checkpoint.loading import WeightsCheckpointer, WeightsError, load_inference_weights
 from selsa_d2.comparison import gain_study, report, run_demo, steps
 from selsa_d2.data import register_vid_dataset
 from selsa_d2.data.datasets import unregister_vid_dataset
+from selsa_d2.data.ilsvrc_conversion import convert_ilsvrc_to_coco_vid
 from selsa_d2.file_io import (
     OutputError,
     atomic_directory,
@@ -46,6 +48,8 @@ from selsa_d2.run_guard import (
     validate_config,
 )
 from selsa_d2.synthetic import generate
+from selsa_d2.video_io import ImageFrames
+from selsa_d2.visualization import build_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_CFG = "configs/synthetic/faster_rcnn_tiny.yaml"
@@ -409,7 +413,6 @@ def _coco_vid_json(path: Path, cat_ids=(1, 2), with_annotations=True, frames=3, 
 
 
 def test_6_demo_output_equal_to_an_input_of_the_run_is_refused(tmp_path, monkeypatch):
-    demo = load_script("demo/demo.py")
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(2):
@@ -424,7 +427,7 @@ def test_6_demo_output_equal_to_an_input_of_the_run_is_refused(tmp_path, monkeyp
         argv += ["--input", str(frames), "--output", str(tmp_path / "o.mp4"), "--json", given]
         argv += ["--opts", "DATASETS.COCO_VID", dataset, "MODEL.DEVICE", "cpu"]
         with pytest.raises(SystemExit) as info:
-            demo.main(argv)
+            video_demo.main(argv)
         assert "the DATASETS.COCO_VID[0] json" in str(info.value) and given in str(info.value)
     assert ann.read_bytes() == before and not (tmp_path / "o.mp4").exists()
 
@@ -501,9 +504,8 @@ def test_8_output_category_ids_are_the_datasets_ids(json_dataset, tmp_path):
     assert [c["id"] for c in metrics["categories"]] == [3, 7, 11, 20]
     assert results["bbox"]["AP50"] == pytest.approx(100.0)  # the gt's ids match the detections'
     # demo.py's JSON too
-    demo = load_script("demo/demo.py")
     cfg = tiny_selsa_cfg(num_classes=4, DATASETS__TEST=("fault8_ids",))
-    assert demo.build_metadata(cfg).category_ids == [3, 7, 11, 20]
+    assert build_metadata(cfg).category_ids == [3, 7, 11, 20]
 
 
 # ---------------------------------------------------------------------------- 9. NUM_CLASSES
@@ -574,8 +576,7 @@ def test_11_16_bit_png_frames_are_scaled_to_8_bit(tmp_path, channels):
     expect = expect[..., None] if channels == 1 else expect
     assert np.abs(out.astype(np.float64) - expect).max() <= 1.01
     assert out.mean() < 200  # not the white frame a clipping conversion gives
-    demo = load_script("demo/demo.py")
-    frame = demo.ImageFrames([str(path)])[0]
+    frame = ImageFrames([str(path)])[0]
     assert np.array_equal(frame, out)
 
 
@@ -659,31 +660,34 @@ def test_13_train_net_user_errors_are_one_line(tmp_path, case, train_net_in_proc
     assert message in line, line
 
 
-def test_13_convert_torchvision_folder_or_truncated_input_is_one_line(tmp_path, capsys):
-    tool = load_script("tools/convert_torchvision_to_d2.py")
+def test_13_convert_torchvision_folder_or_truncated_input_is_one_line(tmp_path):
+    tool = "tools/convert_torchvision_to_d2.py"
     torch.save({"conv1.weight": torch.zeros(2)}, tmp_path / "ok.pth")
     (tmp_path / "trunc.pth").write_bytes((tmp_path / "ok.pth").read_bytes()[:100])
     (tmp_path / "folder.pth").mkdir()
     for name, message in (("folder.pth", "is a directory"), ("trunc.pth", "not a readable")):
-        assert tool.main([str(tmp_path / name), str(tmp_path / "out.pkl")]) == 1
-        err = capsys.readouterr().err
-        assert "Conversion failed" in err and message in err and "Traceback" not in err
-    assert tool.main([str(tmp_path / "ok.pth"), str(tmp_path / "ok.pth")]) == 1
-    assert "is the input checkpoint" in capsys.readouterr().err
+        proc = run_script(tool, tmp_path / name, tmp_path / "out.pkl")
+        err = proc.stderr
+        assert proc.returncode == 1 and "Conversion failed" in err and message in err
+        assert "Traceback" not in err
+    proc = run_script(tool, tmp_path / "ok.pth", tmp_path / "ok.pth")
+    assert proc.returncode == 1 and "is the input checkpoint" in proc.stderr
     assert not (tmp_path / "out.pkl").exists()
 
 
-def test_13_prepare_imagenet_vid_error_leaves_no_half_written_output(tmp_path, caplog):
+def test_13_prepare_imagenet_vid_error_leaves_no_half_written_output(tmp_path):
     from fixtures_ilsvrc import make_ilsvrc_fixture
 
     root = Path(make_ilsvrc_fixture(str(tmp_path / "ILSVRC")))
     xml = sorted((root / "Annotations" / "VID" / "val").rglob("*.xml"))[-1]
     xml.write_text("<annotation><size><width>x</width></size></annotation>")
     out = tmp_path / "ann"
-    prepare = load_script("datasets/prepare_imagenet_vid.py")
-    assert prepare.main(["--root", str(root), "--out", str(out), "--no-progress"]) == 2
-    assert str(xml) in caplog.text
+    with pytest.raises(ValueError, match=str(xml)):
+        convert_ilsvrc_to_coco_vid(str(root), str(out), progress=False)
     assert not out.exists()  # train was converted before val failed: nothing is left
+    proc = run_script("datasets/prepare_imagenet_vid.py", "--root", root, "--out", out)
+    assert proc.returncode == 2 and str(xml) in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
 
 
 def test_13_atomic_directory_leaves_nothing_on_error(tmp_path):
