@@ -107,21 +107,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="320x544, 16 frames, refs up to 14")
-    preset.add_argument(
-        "--tiny", action="store_true", help="the tests' tiny R-18 model, 4 frames (seconds)"
+    run_setup.add_model_args(
+        p,
+        quick_help="320x544, 16 frames, refs up to 14",
+        tiny_help="the tests' tiny R-18 model, 4 frames (seconds)",
+        amp_help="torch.autocast (float16 on CUDA, bfloat16 on CPU)",
     )
     p.add_argument("--frames", type=int, help="video length of the timing phase (default 30)")
-    p.add_argument("--height", type=int, help="network input height (default 600)")
-    p.add_argument("--width", type=int, help="network input width (default 1000)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument(
-        "--amp", action="store_true", help="torch.autocast (float16 on CUDA, bfloat16 on CPU)"
-    )
-    p.add_argument(
-        "--depth", type=int, default=50, help="ResNet depth of the DC5 backbone (50 or 101)"
-    )
     p.add_argument(
         "--refs", type=int, nargs="+", help="reference counts of the sweep (default 1 2 4 8 14 30)"
     )

@@ -18,6 +18,21 @@ def finish_args(parser, args, presets: dict[str, dict]):
     return args
 
 
+def add_model_args(parser, quick_help: str, tiny_help: str, amp_help: str):
+    """The options every model benchmark takes: the preset (``--quick`` / ``--tiny``, filled in
+    by :func:`finish_args`), the network input size, the device, AMP and the ResNet depth."""
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help=quick_help)
+    preset.add_argument("--tiny", action="store_true", help=tiny_help)
+    parser.add_argument("--height", type=int, help="network input height (default 600)")
+    parser.add_argument("--width", type=int, help="network input width (default 1000)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--amp", action="store_true", help=amp_help)
+    parser.add_argument(
+        "--depth", type=int, default=50, help="ResNet depth of the DC5 backbone (50 or 101)"
+    )
+
+
 def add_cpu_malloc_arg(parser):
     """``--cpu-malloc retain|default``."""
     parser.add_argument(

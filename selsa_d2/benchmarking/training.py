@@ -191,16 +191,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="320x544 images")
-    preset.add_argument(
-        "--tiny", action="store_true", help="the tests' tiny R-18 model, 64x96 images"
+    run_setup.add_model_args(
+        p,
+        quick_help="320x544 images",
+        tiny_help="the tests' tiny R-18 model, 64x96 images",
+        amp_help="torch.autocast (+GradScaler on CUDA)",
     )
-    p.add_argument("--height", type=int, help="input height (default 600)")
-    p.add_argument("--width", type=int, help="input width (default 1000)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--amp", action="store_true", help="torch.autocast (+GradScaler on CUDA)")
-    p.add_argument("--depth", type=int, default=50, help="ResNet depth of the DC5 backbone")
     p.add_argument("--refs", type=int, default=2, help="SELSA reference frames per key frame")
     p.add_argument(
         "--batch", type=int, default=1, help="key frames per iteration (mmtracking: 1 per GPU)"
