@@ -60,34 +60,27 @@ videos of ``--mem-frames`` lengths, showing memory bounded by the reference coun
 video length.
 """
 
+_FULL = dict(
+    frames=30,
+    height=600,
+    width=1000,
+    refs=[1, 2, 4, 8, 14, 30],
+    key_refs=14,
+    mem_frames=[30, 90],
+    recompute_frames=3,
+    repeat=1,
+    e2e_frames=16,
+    e2e_repeat=2,
+    troi_repeat=2,
+)
+# the defaults of the options left unset: the full run, --quick, --tiny
 PRESETS = {
-    "full": dict(
-        frames=30,
-        height=600,
-        width=1000,
-        refs=[1, 2, 4, 8, 14, 30],
-        key_refs=14,
-        mem_frames=[30, 90],
-        recompute_frames=3,
-        repeat=1,
-        e2e_frames=16,
-        e2e_repeat=2,
-        troi_repeat=2,
-    ),
+    "full": _FULL,
     "quick": dict(
-        frames=16,
-        height=320,
-        width=544,
-        refs=[1, 2, 4, 8, 14],
-        key_refs=14,
-        mem_frames=[16, 48],
-        recompute_frames=3,
-        repeat=1,
-        e2e_frames=16,
-        e2e_repeat=2,
-        troi_repeat=2,
+        _FULL, frames=16, height=320, width=544, refs=[1, 2, 4, 8, 14], mem_frames=[16, 48]
     ),
     "tiny": dict(
+        _FULL,
         frames=4,
         height=64,
         width=96,
@@ -95,20 +88,15 @@ PRESETS = {
         key_refs=2,
         mem_frames=[4, 8],
         recompute_frames=2,
-        repeat=1,
         e2e_frames=4,
         e2e_repeat=1,
-        troi_repeat=2,
     ),
 }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    run_setup.add_model_args(
-        p,
+    p = run_setup.model_benchmark_parser(
+        DESCRIPTION,
         quick_help="320x544, 16 frames, refs up to 14",
         tiny_help="the tests' tiny R-18 model, 4 frames (seconds)",
         amp_help="torch.autocast (float16 on CUDA, bfloat16 on CPU)",

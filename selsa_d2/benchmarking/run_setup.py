@@ -1,5 +1,6 @@
 """A benchmark run's set-up: the presets of its arguments, logging, threads, malloc."""
 
+import argparse
 import logging
 
 import torch
@@ -18,9 +19,15 @@ def finish_args(parser, args, presets: dict[str, dict]):
     return args
 
 
-def add_model_args(parser, quick_help: str, tiny_help: str, amp_help: str):
-    """The options every model benchmark takes: the preset (``--quick`` / ``--tiny``, filled in
-    by :func:`finish_args`), the network input size, the device, AMP and the ResNet depth."""
+def model_benchmark_parser(
+    description: str, quick_help: str, tiny_help: str, amp_help: str
+) -> argparse.ArgumentParser:
+    """A model benchmark's parser with the options every one takes: the preset (``--quick`` /
+    ``--tiny``, filled in by :func:`finish_args`), the network input size, the device, AMP and the
+    ResNet depth."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     preset = parser.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true", help=quick_help)
     preset.add_argument("--tiny", action="store_true", help=tiny_help)
@@ -31,6 +38,7 @@ def add_model_args(parser, quick_help: str, tiny_help: str, amp_help: str):
     parser.add_argument(
         "--depth", type=int, default=50, help="ResNet depth of the DC5 backbone (50 or 101)"
     )
+    return parser
 
 
 def add_cpu_malloc_arg(parser):

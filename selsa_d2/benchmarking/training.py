@@ -2,7 +2,6 @@
 
 :data:`DESCRIPTION` is the command's ``--help``."""
 
-import argparse
 import logging
 import math
 
@@ -188,11 +187,8 @@ def print_report(result: dict):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    run_setup.add_model_args(
-        p,
+    p = run_setup.model_benchmark_parser(
+        DESCRIPTION,
         quick_help="320x544 images",
         tiny_help="the tests' tiny R-18 model, 64x96 images",
         amp_help="torch.autocast (+GradScaler on CUDA)",
