@@ -291,3 +291,24 @@ def test_scripts_run_as_users_run_them():
         proc = run_script(script, "--shared-iters", "0")
         assert proc.returncode == 2
         assert "--shared-iters must be at least 1 (got 0)" in proc.stderr.splitlines()[-1]
+
+
+def test_rendering_reads_the_dataset_the_steps_used(tmp_path):
+    """``--dataset-root``: the in-process rendering registers the synthetic configs' names under
+    the root the steps' train_net.py runs used (the linked folder), replacing a registration made
+    at import under another $DETECTRON2_DATASETS."""
+    from detectron2.data import DatasetCatalog
+
+    from selsa_d2 import synthetic
+    from selsa_d2.comparison.dataset import datasets_root_for, register_synthetic_dataset
+
+    users = tmp_path / "my_vid"
+    synthetic.generate(users, num_train_videos=1, num_val_videos=1, frames=3, size=(64, 48))
+    root = datasets_root_for(users, tmp_path / "out")
+    try:
+        register_synthetic_dataset(root)
+        files = [d["file_name"] for d in DatasetCatalog.get("synthetic_vid_val")]
+        assert len(files) == 3
+        assert all(os.path.realpath(f).startswith(str(users.resolve())) for f in files)
+    finally:  # back to this process's default root, as the package registered it
+        register_synthetic_dataset(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from .. import synthetic
 from ..file_io import atomic_write_text
-from .dataset import DATASET_DIRNAME, CocoVidPair, count_classes, register_synthetic_dataset
+from .dataset import (
+    DATASET_DIRNAME,
+    CocoVidPair,
+    count_classes,
+    datasets_root_for,
+    register_synthetic_dataset,
+)
 from .render import render_comparison, render_outcome_figure
 from .report import format_gains, format_table
 from .steps import (
@@ -187,7 +193,7 @@ def main(argv=None) -> int:
     if not args.no_render:
         banner("9/9 rendering single-frame vs SELSA: a validation video and the outcome figure")
         if c.dataset_dir is not None:  # the rendered dataset is the one the steps used
-            register_synthetic_dataset(Path(c.env()["DETECTRON2_DATASETS"]))
+            register_synthetic_dataset(datasets_root_for(c.dataset_dir, c.out_dir))
         opts = [str(o) for o in c.common_opts()]
         renders = render_comparison(
             {

@@ -91,18 +91,9 @@ def _convert_splits(
         if not os.path.isfile(os.path.join(root, list_rel)):
             logger.warning("%s: no %s; skipping", split, os.path.join(root, list_rel))
             continue
-        out_file = os.path.join(out, out_name)
-        if split == "det":
+        if split == "det":  # one image per list line, each its own one-frame "video"
             frames = load_ilsvrc_det(root, names, wnids, dataset_name=split, progress=progress)
-            write_coco_vid_json(
-                frames,
-                out_file,
-                class_names=names,
-                wnids=wnids,
-                image_root=os.path.join(root, "Data", "DET"),
-                key_frames=[(f["video_id"], 0) for f in frames],
-                as_video=False,
-            )
+            keys, data_dir, as_video = [(f["video_id"], 0) for f in frames], "DET", False
         else:
             frames, keys = load_ilsvrc_vid_frames(
                 root,
@@ -113,13 +104,15 @@ def _convert_splits(
                 progress=progress,
                 list_frame_base=list_frame_base,
             )
-            write_coco_vid_json(
-                frames,
-                out_file,
-                class_names=names,
-                wnids=wnids,
-                image_root=os.path.join(root, "Data", "VID"),
-                key_frames=keys if split == "train" else None,
-            )
+            keys, data_dir, as_video = (keys if split == "train" else None), "VID", True
+        write_coco_vid_json(
+            frames,
+            os.path.join(out, out_name),
+            class_names=names,
+            wnids=wnids,
+            image_root=os.path.join(root, "Data", data_dir),
+            key_frames=keys,
+            as_video=as_video,
+        )
         written.append(out_name)
     return written

@@ -1,5 +1,5 @@
-"""What an entry point needs around Detectron2's engine: its config (:func:`setup_selsa_cfg`), and
-the training-loop pieces DefaultTrainer needs for SELSA on any device."""
+"""What every entry point needs around Detectron2's engine: its config (:func:`setup_selsa_cfg`),
+the CPU when CUDA is missing, and DDP on any device (:class:`AnyDeviceTrainer`)."""
 
 import logging
 import weakref
