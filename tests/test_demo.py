@@ -544,6 +544,36 @@ def test_sigterm_in_online_mode_finalises_the_outputs(model_files, clip, tmp_pat
     assert n == 3 and len(records) == 3 and shapes == {(H, W, 3)}
 
 
+def test_sigterm_during_offline_inference_stops_at_the_next_frame(
+    model_files, clip, tmp_path, monkeypatch
+):
+    """SIGTERM while the offline pass runs the model: inference stops after that frame (not at
+    the end of the video), nothing was drawn yet so nothing is written, exit status 143."""
+    import signal
+
+    forwards = []
+
+    class SignalledPredictor(demo_loop.VideoPredictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+            def terminate_on_frame_2(module, inputs, outputs):
+                forwards.append(1)
+                if len(forwards) == 2:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+            self.model.register_forward_hook(terminate_on_frame_2)
+
+    monkeypatch.setattr(demo_loop, "VideoPredictor", SignalledPredictor)
+    out = tmp_path / "o.mp4"
+    before = signal.getsignal(signal.SIGTERM)
+    argv = _args(model_files, "--video-input", clip, "--output", str(out), mode="offline")
+    assert video_demo.main(argv) == 143
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert len(forwards) == 2 < N
+    assert not out.exists() and not (tmp_path / "o.json").exists()
+
+
 def test_sigterm_subprocess(model_files, tmp_path):
     """The same with a real signal from outside, once the progress bar shows 2 frames done."""
     import re

@@ -1,6 +1,5 @@
 """The demo's loop: offline (the whole video, then drawing) or online (frame by frame)."""
 
-import contextlib
 import logging
 import signal
 import sys
@@ -30,23 +29,40 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (SIGINT): the outputs done so far are finalised."""
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Within this context SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so the
-    ``finally`` blocks finalise the outputs as for Ctrl-C."""
+class SigtermAtFrameBoundaries:
+    """Within this context SIGTERM is noted, and :meth:`check` raises :class:`Terminated` at the
+    next frame boundary, so the ``finally`` blocks finalise the outputs as for Ctrl-C.
 
-    def on_sigterm(signum, frame):
-        raise Terminated()
+    Raising from the signal handler itself could land anywhere, e.g. inside matplotlib's
+    ``Visualizer`` setting up a figure, whose clean-up then fails with an unrelated error (exit
+    status 1 instead of 143); a frame boundary is a point the demo's own code controls.
+    """
 
-    try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self):
+        self.received = False
+        self._installed = False
+        self._previous = None
+
+    def __enter__(self):
+        def on_sigterm(signum, frame):
+            self.received = True
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, on_sigterm)
+            self._installed = True
+        except ValueError:  # not the main thread: signals cannot be handled here
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def check(self) -> None:
+        """Raise :class:`Terminated` if SIGTERM arrived."""
+        if self.received:
+            raise Terminated()
 
 
 def _online(predictor, source: FrameSource) -> Iterator[tuple[int, np.ndarray, object]]:
@@ -63,8 +79,9 @@ def _online(predictor, source: FrameSource) -> Iterator[tuple[int, np.ndarray, o
         yield index, pending.popleft(), instances
 
 
-def _predict_offline(predictor, source: FrameSource) -> list:
-    """Detections of every frame, predicted over the whole video (references may lie anywhere)."""
+def _predict_offline(predictor, source: FrameSource, sigterm: SigtermAtFrameBoundaries) -> list:
+    """Detections of every frame, predicted over the whole video (references may lie anywhere);
+    stops after the frame during which SIGTERM arrived."""
     # predict_video returns only at the end; the model runs once per frame, so a forward hook
     # shows the inference progress.
     with tqdm.tqdm(
@@ -73,6 +90,7 @@ def _predict_offline(predictor, source: FrameSource) -> list:
 
         def count_frame(module, inputs, outputs):
             bar.update(1)  # returns None: a forward hook's return value would replace the outputs
+            sigterm.check()
 
         hook = predictor.model.register_forward_hook(count_frame)
         try:
@@ -110,10 +128,10 @@ def run(args) -> tuple[str, str]:
 
     outputs = VideoOutputs(video_path, json_path, source.fps, source.size)
     start = time.perf_counter()
-    with _sigterm_as_interrupt():
+    with SigtermAtFrameBoundaries() as sigterm:
         try:
             if mode == "offline":
-                results = _predict_offline(predictor, source)
+                results = _predict_offline(predictor, source, sigterm)
                 items = (
                     (index, source[index], instances) for index, instances in enumerate(results)
                 )
@@ -122,10 +140,9 @@ def run(args) -> tuple[str, str]:
             with tqdm.tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True) as bar:
                 for index, frame, instances in items:
                     instances = instances.to("cpu")
-                    outputs.add(
-                        draw(frame, instances, metadata),
-                        make_record(index, instances, source, metadata),
-                    )
+                    drawn = draw(frame, instances, metadata)
+                    sigterm.check()  # a frame whose drawing SIGTERM interrupted is not written
+                    outputs.add(drawn, make_record(index, instances, source, metadata))
                     bar.update(1)
         finally:
             outputs.close()
